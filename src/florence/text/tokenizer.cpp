@@ -1,0 +1,808 @@
+// CLIP byte-level BPE tokenizer; see tokenizer.h for the pipeline and the reference it follows.
+#include "florence/text/tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <unicode/locid.h>
+#include <unicode/uchar.h>
+#include <unicode/unistr.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "florence/core/error.h"
+
+namespace florence::text {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// UTF-8
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes one code point at s[i]. Returns its length (> 0) and sets cp, or returns -k where k
+/// >= 1 is the length of the maximal ill-formed subpart starting at i (Unicode 3.9, "maximal
+/// subpart" practice, which Python's errors='replace' follows).
+int decode_utf8(std::string_view s, size_t i, char32_t& cp) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  const unsigned b0 = p[i];
+  if (b0 < 0x80) {
+    cp = b0;
+    return 1;
+  }
+  int len;
+  unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+    cp = b0 & 0x1F;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    cp = b0 & 0x0F;
+    if (b0 == 0xE0) lo = 0xA0;  // no overlongs
+    if (b0 == 0xED) hi = 0x9F;  // no surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    cp = b0 & 0x07;
+    if (b0 == 0xF0) lo = 0x90;  // no overlongs
+    if (b0 == 0xF4) hi = 0x8F;  // <= U+10FFFF
+  } else {
+    return -1;
+  }
+  for (int k = 1; k < len; ++k) {
+    if (i + k >= n) return -k;
+    const unsigned b = p[i + k];
+    const unsigned l = (k == 1) ? lo : 0x80u, h = (k == 1) ? hi : 0xBFu;
+    if (b < l || b > h) return -k;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  return len;
+}
+
+void append_utf8(std::string& out, char32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+void require_utf8(std::string_view text, const char* what) {
+  const int64_t bad = find_invalid_utf8(text);
+  if (bad >= 0) {
+    throw Error(fmt::format("{}: text is not valid UTF-8 (ill-formed sequence starting with byte 0x{:02X} at byte offset {})",
+                            what, static_cast<unsigned>(static_cast<unsigned char>(text[bad])),
+                            bad));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTML character references (Python's html.unescape)
+// ---------------------------------------------------------------------------------------------
+
+struct Entity {
+  const char* name;
+  const char* value;
+};
+constexpr Entity kEntities[] = {
+#include "florence/text/html_entities.inc"
+};
+
+const char* find_entity(std::string_view name) {
+  const auto* end = std::end(kEntities);
+  const auto* it = std::lower_bound(std::begin(kEntities), end, name,
+                                    [](const Entity& e, std::string_view n) {
+                                      return std::string_view(e.name) < n;
+                                    });
+  if (it != end && std::string_view(it->name) == name) return it->value;
+  return nullptr;
+}
+
+/// The WHATWG replacement for a numeric reference to 0x80..0x9F (windows-1252 reading; the five
+/// bytes windows-1252 leaves undefined map to themselves).
+constexpr char32_t kWindows1252[32] = {
+    0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021,  // 80-87
+    0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x008D, 0x017D, 0x008F,  // 88-8F
+    0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,  // 90-97
+    0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,  // 98-9F
+};
+
+/// Appends the text of numeric reference value `v` (already saturated above 0x10FFFF).
+void append_numeric_reference(std::string& out, uint64_t v) {
+  if (v == 0) return append_utf8(out, 0xFFFD);
+  if (v == 0x0D) return append_utf8(out, 0x0D);
+  if (v >= 0x80 && v <= 0x9F) return append_utf8(out, kWindows1252[v - 0x80]);
+  if ((v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF) return append_utf8(out, 0xFFFD);
+  const bool dropped = (v >= 0x01 && v <= 0x08) || v == 0x0B || (v >= 0x0E && v <= 0x1F) ||
+                       v == 0x7F || (v >= 0xFDD0 && v <= 0xFDEF) || (v & 0xFFFE) == 0xFFFE;
+  if (dropped) return;
+  append_utf8(out, static_cast<char32_t>(v));
+}
+
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+unsigned hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return c - 'A' + 10;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whitespace and case
+// ---------------------------------------------------------------------------------------------
+
+/// Unicode White_Space (what `\s` means in CLIP's whitespace_clean regex).
+bool is_white_space(char32_t c) { return u_isUWhiteSpace(static_cast<UChar32>(c)) != 0; }
+/// Python's str.isspace (used by str.strip in basic_clean): White_Space plus U+001C..U+001F.
+bool is_python_space(char32_t c) { return is_white_space(c) || (c >= 0x1C && c <= 0x1F); }
+
+/// Strips leading/trailing code points matching `pred` (input valid UTF-8).
+std::string_view strip_if(std::string_view s, bool (*pred)(char32_t)) {
+  size_t begin = 0;
+  while (begin < s.size()) {
+    char32_t cp;
+    const int len = decode_utf8(s, begin, cp);
+    if (len <= 0 || !pred(cp)) break;
+    begin += len;
+  }
+  size_t end = s.size();
+  while (end > begin) {
+    size_t start = end - 1;  // step back to the lead byte
+    while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    char32_t cp;
+    const int len = decode_utf8(s, start, cp);
+    if (len <= 0 || !pred(cp)) break;
+    end = start;
+  }
+  return s.substr(begin, end - begin);
+}
+
+std::string lowercase(std::string_view s) {
+  const bool ascii = std::all_of(s.begin(), s.end(),
+                                 [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  std::string out;
+  if (ascii) {
+    out.assign(s);
+    for (char& c : out) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    return out;
+  }
+  // Full case mapping in the root locale (context-sensitive final sigma, U+0130 -> "i̇"), which
+  // is what Python's str.lower does.
+  icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), s.size()));
+  u.toLower(icu::Locale::getRoot());
+  u.toUTF8String(out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-tokenizer (PCRE2)
+// ---------------------------------------------------------------------------------------------
+
+/// CLIP's pattern (simple_tokenizer.py), compiled with UTF + UCP (Unicode \p{..} and \s) and
+/// CASELESS (the reference uses re.IGNORECASE). Compiled once; pcre2_code is thread-safe to share.
+class PreTokenizer {
+ public:
+  PreTokenizer() {
+    static const char* kPattern =
+        R"(<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+)";
+    int err = 0;
+    PCRE2_SIZE err_offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &err, &err_offset, nullptr);
+    if (code_ == nullptr) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof(msg));
+      throw Error(fmt::format("tokenizer: cannot compile the pre-tokenizer regex: {}",
+                              reinterpret_cast<const char*>(msg)));
+    }
+    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // falls back to the interpreter on failure
+  }
+  ~PreTokenizer() { pcre2_code_free(code_); }
+  PreTokenizer(const PreTokenizer&) = delete;
+  PreTokenizer& operator=(const PreTokenizer&) = delete;
+
+  /// Calls fn(piece) for every match in order. `text` must be valid UTF-8.
+  template <typename Fn>
+  void for_each(std::string_view text, Fn&& fn) const {
+    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+        pcre2_match_data_create_from_pattern(code_, nullptr), &pcre2_match_data_free);
+    if (!md) throw Error("tokenizer: out of memory for regex match data");
+    const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+    PCRE2_SIZE offset = 0;
+    while (offset < text.size()) {
+      const int rc = pcre2_match(code_, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, md.get(),
+                                 nullptr);
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(rc, msg, sizeof(msg));
+        throw Error(fmt::format("tokenizer: pre-tokenizer regex failed: {}",
+                                reinterpret_cast<const char*>(msg)));
+      }
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
+      if (ov[1] <= ov[0]) break;  // the pattern has no empty alternative; defensive
+      fn(text.substr(ov[0], ov[1] - ov[0]));
+      offset = ov[1];
+    }
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+
+const PreTokenizer& pre_tokenizer() {
+  static const PreTokenizer instance;
+  return instance;
+}
+
+/// Inverse of byte_to_unicode(): code point -> byte, -1 for code points outside the alphabet.
+int unicode_to_byte(char32_t cp) {
+  static const std::array<int, 324> table = [] {
+    std::array<int, 324> t{};
+    t.fill(-1);
+    for (int b = 0; b < 256; ++b) t[byte_to_unicode()[b]] = b;
+    return t;
+  }();
+  return cp < table.size() ? table[cp] : -1;
+}
+
+std::string read_all(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files transparently
+  if (f == nullptr) throw Error(fmt::format("tokenizer: cannot open merges file '{}'", path));
+  std::string data;
+  char buf[1 << 16];
+  for (;;) {
+    const int n = gzread(f, buf, sizeof(buf));
+    if (n < 0) {
+      int errnum = 0;
+      const std::string msg = gzerror(f, &errnum);
+      gzclose(f);
+      throw Error(fmt::format("tokenizer: cannot read merges file '{}': {}", path, msg));
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<size_t>(n));
+  }
+  gzclose(f);
+  return data;
+}
+
+std::vector<std::string_view> split_ascii_space(std::string_view line) {
+  std::vector<std::string_view> parts;
+  size_t i = 0;
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; };
+  while (i < line.size()) {
+    while (i < line.size() && space(line[i])) ++i;
+    const size_t start = i;
+    while (i < line.size() && !space(line[i])) ++i;
+    if (i > start) parts.push_back(line.substr(start, i - start));
+  }
+  return parts;
+}
+
+constexpr size_t kCacheShards = 16;
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------------
+// Free functions
+// -------------------------------------------------------------------------------------------------
+
+const std::array<char32_t, 256>& byte_to_unicode() {
+  static const std::array<char32_t, 256> table = [] {
+    std::array<char32_t, 256> t{};
+    char32_t next = 256;  // remapped bytes take U+0100, U+0101, ... in byte order
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+      t[b] = printable ? static_cast<char32_t>(b) : next++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+const std::array<uint8_t, 256>& byte_symbol_order() {
+  static const std::array<uint8_t, 256> order = [] {
+    std::array<uint8_t, 256> o{};
+    int k = 0;
+    for (int b = 0; b < 256; ++b) {  // bytes that keep their own code point first ...
+      if (byte_to_unicode()[b] == static_cast<char32_t>(b)) o[k++] = static_cast<uint8_t>(b);
+    }
+    for (int b = 0; b < 256; ++b) {  // ... then the remapped ones
+      if (byte_to_unicode()[b] != static_cast<char32_t>(b)) o[k++] = static_cast<uint8_t>(b);
+    }
+    return o;
+  }();
+  return order;
+}
+
+int64_t find_invalid_utf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    char32_t cp;
+    const int len = decode_utf8(text, i, cp);
+    if (len < 0) {
+      // Report the byte that breaks the sequence (the lead byte when it is itself invalid).
+      return static_cast<int64_t>(i);  // start of the ill-formed sequence
+    }
+    i += len;
+  }
+  return -1;
+}
+
+std::string utf8_decode_replace(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  size_t i = 0;
+  while (i < bytes.size()) {
+    char32_t cp;
+    const int len = decode_utf8(bytes, i, cp);
+    if (len > 0) {
+      out.append(bytes.substr(i, len));
+      i += len;
+    } else {
+      append_utf8(out, 0xFFFD);
+      i += static_cast<size_t>(-len);
+    }
+  }
+  return out;
+}
+
+std::string html_unescape(std::string_view s) {
+  if (s.find('&') == std::string_view::npos) return std::string(s);
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  const size_t n = s.size();
+  constexpr uint64_t kSaturate = 0x110000;  // any larger value means "out of range" anyway
+  while (i < n) {
+    const size_t amp = s.find('&', i);
+    if (amp == std::string_view::npos) {
+      out.append(s.substr(i));
+      break;
+    }
+    out.append(s.substr(i, amp - i));
+    i = amp + 1;  // past '&'
+    if (i < n && s[i] == '#') {
+      // Numeric reference: &#[0-9]+;? or &#[xX][0-9a-fA-F]+;?
+      size_t j = i + 1;
+      uint64_t v = 0;
+      bool matched = false;
+      if (j < n && s[j] >= '0' && s[j] <= '9') {
+        while (j < n && s[j] >= '0' && s[j] <= '9') {
+          v = std::min<uint64_t>(v * 10 + static_cast<uint64_t>(s[j] - '0'), kSaturate);
+          ++j;
+        }
+        matched = true;
+      } else if (j + 1 < n && (s[j] == 'x' || s[j] == 'X') && is_hex(s[j + 1])) {
+        ++j;
+        while (j < n && is_hex(s[j])) {
+          v = std::min<uint64_t>(v * 16 + hex_value(s[j]), kSaturate);
+          ++j;
+        }
+        matched = true;
+      }
+      if (!matched) {  // '#' cannot start a name either: the '&' stays literal
+        out.push_back('&');
+        continue;
+      }
+      if (j < n && s[j] == ';') ++j;
+      append_numeric_reference(out, v);
+      i = j;
+      continue;
+    }
+    // Named reference: 1..32 code points other than \t \n \f space < & # ;  then an optional ';'.
+    std::vector<size_t> ends;  // byte end of each code point of the name
+    size_t j = i;
+    while (j < n && ends.size() < 32) {
+      const char c = s[j];
+      if (c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' ||
+          c == ';') {
+        break;
+      }
+      char32_t cp;
+      const int len = decode_utf8(s, j, cp);
+      j += len > 0 ? static_cast<size_t>(len) : size_t{1};
+      ends.push_back(j);
+    }
+    if (ends.empty()) {
+      out.push_back('&');
+      continue;
+    }
+    if (j < n && s[j] == ';') {
+      ++j;
+      ends.push_back(j);
+    }
+    const std::string_view name = s.substr(i, j - i);
+    if (const char* value = find_entity(name)) {
+      out.append(value);
+      i = j;
+      continue;
+    }
+    // Longest prefix of at least 2 code points that is a name (only the legacy forms without
+    // ';' can match, since a prefix never ends in ';').
+    bool replaced = false;
+    for (size_t x = ends.size() - 1; x >= 2; --x) {
+      const std::string_view prefix = s.substr(i, ends[x - 1] - i);
+      if (const char* value = find_entity(prefix)) {
+        out.append(value);
+        out.append(s.substr(ends[x - 1], j - ends[x - 1]));
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) {
+      out.push_back('&');
+      out.append(name);
+    }
+    i = j;
+  }
+  return out;
+}
+
+std::vector<std::string> pretokenize(std::string_view cleaned) {
+  require_utf8(cleaned, "pretokenize");
+  std::vector<std::string> pieces;
+  pre_tokenizer().for_each(cleaned, [&](std::string_view p) { pieces.emplace_back(p); });
+  return pieces;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Tokenizer
+// -------------------------------------------------------------------------------------------------
+
+struct Tokenizer::Impl {
+  TokenizerOptions options;
+  std::vector<std::string> vocab;        ///< id -> string in the byte alphabet
+  std::vector<std::string> vocab_bytes;  ///< id -> raw bytes ("</w>" kept literally)
+  std::unordered_map<std::string, int32_t> encoder;  ///< string -> id (last duplicate wins)
+  /// (left id << 32 | right id) -> (rank, merged id); the last duplicate pair wins, as in the
+  /// reference's dict(zip(merges, range(...))).
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;
+  std::array<int32_t, 256> byte_id{};  ///< byte -> id of its plain symbol
+  std::array<int32_t, 256> eow_id{};   ///< byte -> id of its symbol + "</w>"
+  int32_t sot = 0, eot = 0;
+  int64_t num_merges = 0;
+
+  struct Shard {
+    mutable std::shared_mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>> words;
+  };
+  std::array<Shard, kCacheShards> cache;
+};
+
+Tokenizer::Tokenizer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Tokenizer Tokenizer::from_merges(const std::vector<std::pair<std::string, std::string>>& merges,
+                                 TokenizerOptions options) {
+  auto impl = std::make_shared<Impl>();
+  impl->options = options;
+  impl->num_merges = static_cast<int64_t>(merges.size());
+  if (impl->num_merges > std::numeric_limits<int32_t>::max() - 1024) {
+    throw Error(fmt::format("tokenizer: too many merges ({})", merges.size()));
+  }
+  const auto& b2u = byte_to_unicode();
+  const auto& order = byte_symbol_order();
+  auto& vocab = impl->vocab;
+  vocab.reserve(kNumByteSymbols + merges.size() + 2);
+  for (int i = 0; i < 256; ++i) {
+    std::string s;
+    append_utf8(s, b2u[order[i]]);
+    vocab.push_back(std::move(s));
+  }
+  for (int i = 0; i < 256; ++i) vocab.push_back(vocab[i] + std::string(kEndOfWord));
+
+  auto check_part = [](const std::string& part, size_t index) {
+    if (part.empty()) throw Error(fmt::format("tokenizer: merge {} has an empty part", index + 1));
+    size_t i = 0;
+    while (i < part.size()) {
+      char32_t cp;
+      const int len = decode_utf8(part, i, cp);
+      if (len <= 0 || unicode_to_byte(cp) < 0) {
+        throw Error(fmt::format(
+            "tokenizer: merge {} ('{}') contains a character outside the byte alphabet "
+            "(bytes_to_unicode) at byte {}",
+            index + 1, utf8_decode_replace(part), i));
+      }
+      i += len;
+    }
+  };
+  for (size_t m = 0; m < merges.size(); ++m) {
+    check_part(merges[m].first, m);
+    check_part(merges[m].second, m);
+    vocab.push_back(merges[m].first + merges[m].second);
+  }
+  vocab.emplace_back(kStartOfText);
+  vocab.emplace_back(kEndOfText);
+
+  impl->vocab_bytes.reserve(vocab.size());
+  for (const std::string& v : vocab) {
+    std::string bytes;
+    size_t i = 0;
+    while (i < v.size()) {
+      char32_t cp;
+      const int len = decode_utf8(v, i, cp);
+      bytes.push_back(static_cast<char>(unicode_to_byte(cp)));  // validated above (specials: ASCII)
+      i += static_cast<size_t>(len);
+    }
+    impl->vocab_bytes.push_back(std::move(bytes));
+  }
+  impl->encoder.reserve(vocab.size());
+  for (size_t id = 0; id < vocab.size(); ++id) impl->encoder[vocab[id]] = static_cast<int32_t>(id);
+  for (int i = 0; i < 256; ++i) {
+    impl->byte_id[order[i]] = impl->encoder.at(vocab[i]);
+    impl->eow_id[order[i]] = impl->encoder.at(vocab[256 + i]);
+  }
+  impl->sot = impl->encoder.at(std::string(kStartOfText));
+  impl->eot = impl->encoder.at(std::string(kEndOfText));
+
+  impl->merges.reserve(merges.size());
+  for (size_t m = 0; m < merges.size(); ++m) {
+    auto a = impl->encoder.find(merges[m].first);
+    auto b = impl->encoder.find(merges[m].second);
+    if (a == impl->encoder.end() || b == impl->encoder.end()) continue;  // can never apply
+    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a->second)) << 32) |
+                         static_cast<uint32_t>(b->second);
+    const int32_t merged = impl->encoder.at(merges[m].first + merges[m].second);
+    impl->merges[key] = {static_cast<int32_t>(m), merged};
+  }
+  return Tokenizer(std::move(impl));
+}
+
+Tokenizer Tokenizer::from_file(const std::string& path, TokenizerOptions options) {
+  const std::string data = read_all(path);
+  std::vector<std::string_view> lines;
+  {
+    std::string_view rest(data);
+    while (!rest.empty()) {
+      const size_t nl = rest.find('\n');
+      if (nl == std::string_view::npos) {
+        lines.push_back(rest);
+        break;
+      }
+      lines.push_back(rest.substr(0, nl));
+      rest.remove_prefix(nl + 1);
+    }
+  }
+  if (lines.empty()) throw Error(fmt::format("tokenizer: merges file '{}' is empty", path));
+  const int64_t available = static_cast<int64_t>(lines.size()) - 1;  // after the header line
+
+  int64_t wanted = options.max_merges;
+  const char* source = "--max-merges";
+  if (wanted < 0) {
+    const std::string_view header = lines[0];
+    const size_t pos = header.find("merges=");
+    if (pos != std::string_view::npos) {
+      int64_t v = 0;
+      size_t k = pos + 7;
+      bool digits = false;
+      while (k < header.size() && header[k] >= '0' && header[k] <= '9') {
+        v = v * 10 + (header[k] - '0');
+        digits = true;
+        ++k;
+        if (v > (int64_t{1} << 40)) break;
+      }
+      if (digits) {
+        wanted = v;
+        source = "its header";
+      }
+    }
+  }
+  if (wanted < 0) {
+    wanted = std::min(available, kClipNumMerges);  // CLIP: merges[1:49152-256-2+1]
+  } else if (wanted > available) {
+    throw Error(fmt::format("tokenizer: merges file '{}' has {} merge lines but {} asks for {}",
+                            path, available, source, wanted));
+  }
+
+  std::vector<std::pair<std::string, std::string>> merges;
+  merges.reserve(static_cast<size_t>(wanted));
+  for (int64_t m = 1; m <= wanted; ++m) {
+    const auto parts = split_ascii_space(lines[static_cast<size_t>(m)]);
+    if (parts.size() != 2) {
+      throw Error(fmt::format("tokenizer: merges file '{}' line {}: expected two symbols, got {}",
+                              path, m + 1, parts.size()));
+    }
+    merges.emplace_back(std::string(parts[0]), std::string(parts[1]));
+  }
+  try {
+    return from_merges(merges, options);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{} (file '{}'; merge k is on line k+1)", e.what(), path));
+  }
+}
+
+std::string Tokenizer::clean(std::string_view text) {
+  require_utf8(text, "tokenizer");
+  // basic_clean: html.unescape twice, then str.strip().
+  const std::string unescaped = html_unescape(html_unescape(text));
+  const std::string_view stripped = strip_if(unescaped, &is_python_space);
+  // whitespace_clean: every run of White_Space -> one space, then strip.
+  std::string collapsed;
+  collapsed.reserve(stripped.size());
+  size_t i = 0;
+  bool in_space = false;
+  while (i < stripped.size()) {
+    char32_t cp;
+    const int len = decode_utf8(stripped, i, cp);  // valid: unescape only emits valid UTF-8
+    if (is_white_space(cp)) {
+      if (!in_space) collapsed.push_back(' ');
+      in_space = true;
+    } else {
+      collapsed.append(stripped.substr(i, static_cast<size_t>(len)));
+      in_space = false;
+    }
+    i += static_cast<size_t>(len);
+  }
+  const std::string_view trimmed = strip_if(collapsed, &is_white_space);
+  return lowercase(trimmed);
+}
+
+std::vector<int32_t> Tokenizer::bpe_word(std::string_view word) const {
+  const Impl& im = *impl_;
+  Impl::Shard* shard = nullptr;
+  if (im.options.cache_capacity > 0) {
+    shard = &impl_->cache[std::hash<std::string_view>{}(word) % kCacheShards];
+    std::shared_lock lock(shard->mutex);
+    auto it = shard->words.find(std::string(word));
+    if (it != shard->words.end()) return it->second;
+  }
+  std::vector<int32_t> syms;
+  syms.reserve(word.size());
+  for (size_t i = 0; i < word.size(); ++i) {
+    const auto b = static_cast<unsigned char>(word[i]);
+    syms.push_back(i + 1 == word.size() ? im.eow_id[b] : im.byte_id[b]);
+  }
+  std::vector<int32_t> next;
+  while (syms.size() > 1) {
+    int32_t best_rank = std::numeric_limits<int32_t>::max();
+    int32_t left = -1, right = -1, merged = -1;
+    for (size_t i = 0; i + 1 < syms.size(); ++i) {
+      const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(syms[i])) << 32) |
+                           static_cast<uint32_t>(syms[i + 1]);
+      auto it = im.merges.find(key);
+      if (it != im.merges.end() && it->second.first < best_rank) {
+        best_rank = it->second.first;
+        left = syms[i];
+        right = syms[i + 1];
+        merged = it->second.second;
+      }
+    }
+    if (merged < 0) break;
+    next.clear();
+    for (size_t i = 0; i < syms.size();) {
+      if (i + 1 < syms.size() && syms[i] == left && syms[i + 1] == right) {
+        next.push_back(merged);
+        i += 2;
+      } else {
+        next.push_back(syms[i]);
+        ++i;
+      }
+    }
+    syms.swap(next);
+  }
+  if (shard != nullptr) {
+    std::unique_lock lock(shard->mutex);
+    if (shard->words.size() >= std::max<size_t>(1, im.options.cache_capacity / kCacheShards)) {
+      shard->words.clear();
+    }
+    shard->words.emplace(std::string(word), syms);
+  }
+  return syms;
+}
+
+std::vector<int64_t> Tokenizer::encode(std::string_view text) const {
+  const std::string cleaned = clean(text);
+  std::vector<int64_t> ids;
+  ids.reserve(cleaned.size() / 3 + 1);
+  const bool specials = impl_->options.specials_in_text;
+  pre_tokenizer().for_each(cleaned, [&](std::string_view piece) {
+    if (specials && piece == kStartOfText) {
+      ids.push_back(impl_->sot);
+    } else if (specials && piece == kEndOfText) {
+      ids.push_back(impl_->eot);
+    } else {
+      for (int32_t id : bpe_word(piece)) ids.push_back(id);
+    }
+  });
+  return ids;
+}
+
+std::vector<int64_t> Tokenizer::encode_with_specials(std::string_view text, int context_length,
+                                                     bool pad) const {
+  if (context_length < 2) {
+    throw Error(fmt::format("tokenizer: context_length must be >= 2 (SOT + EOT), got {}",
+                            context_length));
+  }
+  const std::vector<int64_t> body = encode(text);
+  std::vector<int64_t> ids(static_cast<size_t>(context_length), 0);
+  ids[0] = impl_->sot;
+  const size_t keep = std::min(body.size(), static_cast<size_t>(context_length) - 2);
+  std::copy_n(body.begin(), keep, ids.begin() + 1);
+  ids[keep + 1] = impl_->eot;  // == context_length - 1 when truncated
+  if (!pad) ids.resize(keep + 2);
+  return ids;
+}
+
+torch::Tensor Tokenizer::tokenize(const std::vector<std::string>& texts,
+                                  int context_length) const {
+  if (context_length < 2) {
+    throw Error(fmt::format("tokenizer: context_length must be >= 2 (SOT + EOT), got {}",
+                            context_length));
+  }
+  torch::Tensor out =
+      torch::zeros({static_cast<int64_t>(texts.size()), context_length}, torch::kLong);
+  auto acc = out.accessor<int64_t, 2>();
+  for (size_t r = 0; r < texts.size(); ++r) {
+    std::vector<int64_t> row;
+    try {
+      row = encode_with_specials(texts[r], context_length);
+    } catch (const Error& e) {
+      throw Error(fmt::format("tokenize: text {}: {}", r, e.what()));
+    }
+    for (int c = 0; c < context_length; ++c) acc[static_cast<int64_t>(r)][c] = row[c];
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  std::string bytes;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    const int64_t id = ids[k];
+    if (id < 0 || id >= vocab_size()) {
+      throw Error(fmt::format("tokenizer: decode: id {} at position {} is outside [0, {})", id, k,
+                              vocab_size()));
+    }
+    if (skip_special_tokens && (id == impl_->sot || id == impl_->eot)) continue;
+    bytes += impl_->vocab_bytes[static_cast<size_t>(id)];
+  }
+  std::string text = utf8_decode_replace(bytes);
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const size_t pos = text.find(kEndOfWord, i);
+    if (pos == std::string::npos) {
+      out.append(text, i, std::string::npos);
+      break;
+    }
+    out.append(text, i, pos - i);
+    out.push_back(' ');
+    i = pos + kEndOfWord.size();
+  }
+  return out;
+}
+
+const std::string& Tokenizer::token(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) {
+    throw Error(fmt::format("tokenizer: id {} is outside [0, {})", id, vocab_size()));
+  }
+  return impl_->vocab[static_cast<size_t>(id)];
+}
+int64_t Tokenizer::sot_id() const { return impl_->sot; }
+int64_t Tokenizer::eot_id() const { return impl_->eot; }
+int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(impl_->vocab.size()); }
+int64_t Tokenizer::num_merges() const { return impl_->num_merges; }
+
+}  // namespace florence::text
