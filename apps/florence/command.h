@@ -1,0 +1,31 @@
+#pragma once
+// Subcommand registration for the `florence` CLI (CLI11). Each apps/florence/cmd_*.cpp
+// defines a setup function that adds its subcommand(s) to the root app and registers it
+// with FLORENCE_COMMAND(fn); main.cpp calls every registered setup in name order.
+// Subcommands stay thin: parse flags, call one library function, print.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace florence::cli {
+
+using SetupFn = std::function<void(CLI::App& root)>;
+
+struct Registrar {
+  Registrar(const char* name, SetupFn fn);
+};
+
+/// Finds the subcommand `name` of `parent`, creating it (with `description`) if absent, so
+/// several files can add children to one group (`eval zero-shot`, `eval linear-probe`, ...).
+CLI::App* group(CLI::App& parent, const std::string& name, const std::string& description);
+
+/// Threads chosen by the global --threads flag (0 = default rule of configure_threads()).
+int requested_threads();
+
+}  // namespace florence::cli
+
+#define FLORENCE_CLI_CONCAT2(a, b) a##b
+#define FLORENCE_CLI_CONCAT(a, b) FLORENCE_CLI_CONCAT2(a, b)
+#define FLORENCE_COMMAND(fn) \
+  static ::florence::cli::Registrar FLORENCE_CLI_CONCAT(florence_registrar_, __LINE__)(#fn, fn)

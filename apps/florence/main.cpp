@@ -1,0 +1,71 @@
+// florence: the command-line front end. Global flags: --threads, --log-level.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <iostream>
+#include <vector>
+
+#include "command.h"
+#include "florence/core/error.h"
+#include "florence/core/threads.h"
+
+namespace florence::cli {
+namespace {
+std::vector<std::pair<std::string, SetupFn>>& registry() {
+  static std::vector<std::pair<std::string, SetupFn>> r;
+  return r;
+}
+int g_threads = 0;
+}  // namespace
+
+Registrar::Registrar(const char* name, SetupFn fn) { registry().emplace_back(name, std::move(fn)); }
+
+CLI::App* group(CLI::App& parent, const std::string& name, const std::string& description) {
+  for (CLI::App* sub : parent.get_subcommands([](CLI::App*) { return true; })) {
+    if (sub->get_name() == name) return sub;
+  }
+  CLI::App* sub = parent.add_subcommand(name, description);
+  sub->require_subcommand(1);
+  return sub;
+}
+
+int requested_threads() { return g_threads; }
+
+}  // namespace florence::cli
+
+int main(int argc, char** argv) {
+  using namespace florence;
+  CLI::App app{"florence: Florence vision foundation model (CoSwin + text tower, UniCL) in C++"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Print help for every subcommand");
+  std::string log_level = "info";
+  app.add_option("--threads", cli::g_threads,
+                 "Intra-op threads (default: OMP_NUM_THREADS, else all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.parse_complete_callback([&] {
+    spdlog::set_level(spdlog::level::from_str(log_level));
+    configure_threads(cli::g_threads);
+  });
+
+  auto& reg = cli::registry();
+  std::sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [name, fn] : reg) fn(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const florence::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,91 @@
+#include "florence/model/florence.h"
+
+#include <cmath>
+
+#include "florence/core/error.h"
+
+namespace florence::model {
+
+using nlohmann::json;
+
+json FlorenceConfig::to_json() const {
+  return json{{"name", name},
+              {"embed_dim", embed_dim},
+              {"logit_scale_init", logit_scale_init},
+              {"logit_scale_max", logit_scale_max},
+              {"vision", vision.to_json()},
+              {"text", text.to_json()}};
+}
+
+FlorenceConfig FlorenceConfig::from_json(const json& j) {
+  if (!j.is_object()) throw Error("model config must be a JSON object");
+  FlorenceConfig c;
+  for (const auto& [key, value] : j.items()) {
+    try {
+      if (key == "name") {
+        c.name = value.get<std::string>();
+      } else if (key == "embed_dim") {
+        c.embed_dim = value.get<int>();
+      } else if (key == "logit_scale_init") {
+        c.logit_scale_init = value.get<double>();
+      } else if (key == "logit_scale_max") {
+        c.logit_scale_max = value.get<double>();
+      } else if (key == "vision") {
+        c.vision = vision::SwinConfig::from_json(value);
+      } else if (key == "text") {
+        c.text = text::TextConfig::from_json(value);
+      } else {
+        throw Error("unknown field '" + key + "' in model config");
+      }
+    } catch (const json::exception& e) {
+      throw Error("model config field '" + key + "': " + e.what());
+    }
+  }
+  c.validate();
+  return c;
+}
+
+void FlorenceConfig::validate() const {
+  if (embed_dim <= 0) throw Error("model config: embed_dim must be positive");
+  if (!(logit_scale_max > 0)) throw Error("model config: logit_scale_max must be positive");
+  vision.validate();
+  text.validate();
+}
+
+FlorenceModelImpl::FlorenceModelImpl(const FlorenceConfig& cfg) : cfg_(cfg) {
+  cfg_.validate();
+  image_encoder = register_module("image_encoder", vision::SwinTransformer(cfg_.vision));
+  text_encoder = register_module("text_encoder", text::TextTransformer(cfg_.text));
+  const int64_t c_img = cfg_.vision.num_features();
+  const int64_t w = cfg_.text.width;
+  // UniCL initialises both projections with trunc_normal(std=0.02).
+  image_projection = register_parameter(
+      "image_projection", torch::empty({c_img, cfg_.embed_dim}).normal_(0.0, 0.02).clamp_(-0.04, 0.04));
+  text_projection = register_parameter(
+      "text_projection", torch::empty({w, cfg_.embed_dim}).normal_(0.0, 0.02).clamp_(-0.04, 0.04));
+  logit_scale = register_parameter("logit_scale", torch::full({}, cfg_.logit_scale_init));
+}
+
+torch::Tensor FlorenceModelImpl::encode_image(const torch::Tensor& images) {
+  torch::Tensor f = image_encoder->forward_features(images);
+  f = torch::matmul(f, image_projection);
+  return torch::nn::functional::normalize(f, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+}
+
+torch::Tensor FlorenceModelImpl::encode_text(const torch::Tensor& ids) {
+  torch::Tensor f = text_encoder->forward(ids);
+  f = torch::matmul(f, text_projection);
+  return torch::nn::functional::normalize(f, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+}
+
+torch::Tensor FlorenceModelImpl::temperature() const {
+  return logit_scale.exp().clamp_max(cfg_.logit_scale_max);
+}
+
+torch::Tensor FlorenceModelImpl::forward(const torch::Tensor& images, const torch::Tensor& ids) {
+  torch::Tensor u = encode_image(images);
+  torch::Tensor v = encode_text(ids);
+  return temperature() * torch::matmul(u, v.t());
+}
+
+}  // namespace florence::model

@@ -1,0 +1,64 @@
+#pragma once
+// The Florence two-tower model (Florence, arXiv 2111.11432 §2.2): a CoSwin image encoder and
+// a CLIP-style text encoder, each followed by a linear projection (no bias) into a shared
+// D-dimensional space, with a learnable temperature. Names follow UniCL's UniCLModel
+// (`image_encoder`, `image_projection` [C_img, D], `logit_scale`) with the text side named
+// `text_encoder` / `text_projection` [W, D] (UniCL's `lang_encoder` / `lang_projection` are
+// mapped on import, see core::map_unicl_keys).
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+
+#include "florence/text/text_transformer.h"
+#include "florence/vision/swin.h"
+
+namespace florence::model {
+
+struct FlorenceConfig {
+  std::string name = "custom";
+  vision::SwinConfig vision;
+  text::TextConfig text;
+  int embed_dim = 512;                        ///< D, the joint embedding size
+  /// Initial temperature as log(1/0.07) (CLIP §2.5, UniCL); logit_scale = exp(param) is
+  /// clamped at logit_scale_max (100, CLIP/UniCL) whenever it is used.
+  double logit_scale_init = 2.6592600369644165;
+  double logit_scale_max = 100.0;
+
+  nlohmann::json to_json() const;
+  /// Keys: name, embed_dim, logit_scale_init, logit_scale_max, vision{...}, text{...}.
+  /// Unknown keys throw florence::Error naming the key.
+  static FlorenceConfig from_json(const nlohmann::json& j);
+  void validate() const;
+};
+
+class FlorenceModelImpl : public torch::nn::Module {
+ public:
+  explicit FlorenceModelImpl(const FlorenceConfig& cfg);
+
+  /// images: [N, 3, H, W] float32, normalised pixels. Returns [N, D] L2-normalised embeddings.
+  torch::Tensor encode_image(const torch::Tensor& images);
+  /// ids: [M, L] int64 token ids (each row with an EOT). Returns [M, D] L2-normalised embeddings.
+  torch::Tensor encode_text(const torch::Tensor& ids);
+  /// exp(logit_scale) clamped at logit_scale_max: the scalar tau multiplying cosine similarities.
+  torch::Tensor temperature() const;
+  /// Similarity logits tau * u v^T: [N, M] for N images and M texts.
+  torch::Tensor forward(const torch::Tensor& images, const torch::Tensor& ids);
+
+  const FlorenceConfig& config() const { return cfg_; }
+
+  vision::SwinTransformer image_encoder{nullptr};
+  text::TextTransformer text_encoder{nullptr};
+  torch::Tensor image_projection;  ///< [C_img, D], no bias
+  torch::Tensor text_projection;   ///< [W, D], no bias
+  torch::Tensor logit_scale;       ///< scalar, log-parameterised temperature
+
+ private:
+  FlorenceConfig cfg_;
+};
+TORCH_MODULE(FlorenceModel);
+
+}  // namespace florence::model

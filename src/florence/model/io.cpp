@@ -1,0 +1,125 @@
+#include "florence/model/io.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "florence/core/error.h"
+#include "florence/vision/swin_import.h"
+
+namespace florence::model {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error("cannot write '" + tmp + "'");
+    out << text;
+    out.flush();
+    if (!out) throw Error("write failed for '" + tmp + "'");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
+}
+
+}  // namespace
+
+std::string sidecar_path(const std::string& weights_path) {
+  fs::path p(weights_path);
+  p.replace_extension(".json");
+  return p.string();
+}
+
+void save_checkpoint(const torch::nn::Module& module, const ModelSpec& spec, const std::string& path,
+                     torch::Dtype dtype, const nlohmann::json& extra) {
+  if (dtype != torch::kFloat && dtype != torch::kHalf && dtype != torch::kBFloat16) {
+    throw Error("checkpoint dtype must be float32, float16 or bfloat16");
+  }
+  core::TensorMap tensors = core::state_dict(module);
+  for (auto& [k, v] : tensors) {
+    torch::Tensor t = v.detach();
+    if (t.is_floating_point()) t = t.to(dtype);
+    v = t;
+  }
+  const nlohmann::json spec_json = spec_to_json(spec);
+  core::save_safetensors(path, tensors, {{"format", "pt"}, {"florence.model", spec_json.dump()}});
+  nlohmann::json side = extra.is_object() ? extra : nlohmann::json::object();
+  side["model"] = spec_json;
+  side["weights"] = fs::path(path).filename().string();
+  write_text_atomic(sidecar_path(path), side.dump(2) + "\n");
+}
+
+core::TensorMap read_weights(const std::string& path, const ModelSpec& spec) {
+  if (!fs::is_regular_file(path)) throw Error("checkpoint '" + path + "' does not exist");
+  if (ends_with(path, ".safetensors")) return core::load_safetensors(path).tensors;
+  core::TensorMap raw = core::load_torch_state_dict(path);
+  const bool torchvision_swin = raw.count("features.0.0.weight") > 0;
+  if (torchvision_swin) {
+    if (spec.florence) {
+      throw Error("'" + path + "' is a torchvision Swin state dict (an image tower only); load it with a "
+                  "vision model such as --model swin-t");
+    }
+    return vision::map_torchvision_swin(raw, spec.vision && spec.vision->num_classes > 0);
+  }
+  return core::map_unicl_keys(raw);
+}
+
+std::optional<ModelSpec> read_checkpoint_spec(const std::string& path) {
+  const std::string side = sidecar_path(path);
+  if (fs::is_regular_file(side)) {
+    std::ifstream in(side);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("checkpoint sidecar '" + side + "' is not valid JSON: " + e.what());
+    }
+    if (j.contains("model")) {
+      return spec_from_json(j["model"], side);
+    }
+  }
+  if (ends_with(path, ".safetensors") && fs::is_regular_file(path)) {
+    auto meta = core::load_safetensors(path).metadata;
+    if (auto it = meta.find("florence.model"); it != meta.end()) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(it->second);
+      } catch (const nlohmann::json::exception& e) {
+        throw Error("'" + path + "': metadata florence.model is not valid JSON: " + e.what());
+      }
+      return spec_from_json(j, path);
+    }
+  }
+  return std::nullopt;
+}
+
+ModelSpec resolve_spec(const std::string& model_arg, const std::string& checkpoint) {
+  if (!model_arg.empty()) return resolve_model(model_arg);
+  if (!checkpoint.empty()) {
+    if (auto s = read_checkpoint_spec(checkpoint)) return *s;
+    throw Error("checkpoint '" + checkpoint + "' does not describe its model (no sidecar JSON); pass --model");
+  }
+  throw Error("no model given: pass --model NAME|CONFIG.json or --checkpoint FILE");
+}
+
+FlorenceModel load_florence(const ModelSpec& spec, const std::string& checkpoint) {
+  if (!spec.florence) throw Error("model '" + spec.name + "' is a single tower, not a two-tower model");
+  FlorenceModel m(*spec.florence);
+  if (!checkpoint.empty()) {
+    try {
+      core::load_state_dict(*m, read_weights(checkpoint, spec));
+    } catch (const Error& e) {
+      throw Error("loading '" + checkpoint + "': " + e.what());
+    }
+  }
+  return m;
+}
+
+}  // namespace florence::model
