@@ -1,0 +1,866 @@
+// Corpus builders (openclipart | emoji | fashion-mnist) -> WebDataset shards + summary.json.
+//
+// Rendering choice: OpenClipArt SVGs are rendered by spawning `rsvg-convert` once per file rather
+// than linking librsvg. A process per file isolates the builder from crashes, runaway memory and
+// hangs in a pathological SVG (it is killed after render_timeout_s; in-process librsvg offers no
+// way to abort a render), needs no GLib/Cairo development packages, and costs ~2 ms of fork/exec
+// against tens of ms of rendering. Work is spread over `threads` workers; results are committed in
+// source order so the shards are identical for any thread count.
+#include "florence/data/corpus.h"
+
+#include <fcntl.h>
+#include <libxml/parser.h>
+#include <libxml/xpath.h>
+#include <libxml/xpathInternals.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "florence/core/error.h"
+#include "florence/data/idx.h"
+#include "florence/data/sample.h"
+#include "florence/data/webdataset.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+
+namespace florence::data {
+
+// ------------------------------------------------------------------------------------------------
+// Small helpers
+// ------------------------------------------------------------------------------------------------
+
+std::string florence_cache_dir() {
+  if (const char* c = std::getenv("FLORENCE_CACHE"); c && *c) return c;
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/tmp") + "/.cache/florence";
+}
+
+std::string default_emoji_dir() {
+  return florence_cache_dir() + "/emoji-datasource-google-" + kEmojiVersion + "/package";
+}
+
+std::string default_openclipart_dir() { return "/usr/share/openclipart/svg"; }
+
+namespace {
+
+std::string collapse_ws(const std::string& s) {
+  std::string out;
+  bool space = false;
+  for (unsigned char c : s) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+      space = !out.empty();
+    } else {
+      if (space) out.push_back(' ');
+      space = false;
+      out.push_back(char(c));
+    }
+  }
+  return out;
+}
+
+std::string to_lower_ascii(std::string s) {
+  for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw ? int(hw) : 1;
+}
+
+}  // namespace
+
+std::string key_from_relative_path(const std::string& rel) {
+  std::string p = rel;
+  const size_t slash = p.rfind('/');
+  const size_t dot = p.rfind('.');
+  if (dot != std::string::npos && (slash == std::string::npos || dot > slash)) p.resize(dot);
+  for (auto& c : p) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!(std::isalnum(u) && u < 0x80) && c != '_' && c != '-' && c != '/') c = '_';
+  }
+  return p;
+}
+
+// ------------------------------------------------------------------------------------------------
+// SVG metadata (libxml2)
+// ------------------------------------------------------------------------------------------------
+
+bool read_svg_metadata(const std::string& path, SvgMetadata& out, std::string& error) {
+  out = SvgMetadata{};
+  xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
+  if (!ctxt) {
+    error = "xmlNewParserCtxt failed";
+    return false;
+  }
+  // No network access, no DTD loading / entity substitution; HUGE lifts the text-node size limit
+  // that some clip-art files with embedded bitmaps exceed.
+  xmlDocPtr doc = xmlCtxtReadFile(ctxt, path.c_str(), nullptr,
+                                  XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_HUGE);
+  if (!doc) {
+    const xmlError* e = xmlCtxtGetLastError(ctxt);
+    error = e && e->message ? collapse_ws(e->message) : "not well-formed XML";
+    xmlFreeParserCtxt(ctxt);
+    return false;
+  }
+  xmlXPathContextPtr xp = xmlXPathNewContext(doc);
+  xmlXPathRegisterNs(xp, BAD_CAST "rdf", BAD_CAST "http://www.w3.org/1999/02/22-rdf-syntax-ns#");
+  xmlXPathRegisterNs(xp, BAD_CAST "dc", BAD_CAST "http://purl.org/dc/elements/1.1/");
+
+  auto eval = [&](const char* expr, xmlNodePtr ctx) -> std::vector<xmlNodePtr> {
+    std::vector<xmlNodePtr> nodes;
+    xp->node = ctx;
+    xmlXPathObjectPtr r = xmlXPathEvalExpression(BAD_CAST expr, xp);
+    if (r && r->nodesetval)
+      for (int i = 0; i < r->nodesetval->nodeNr; ++i) nodes.push_back(r->nodesetval->nodeTab[i]);
+    if (r) xmlXPathFreeObject(r);
+    return nodes;
+  };
+  auto content = [](xmlNodePtr n) {
+    xmlChar* c = xmlNodeGetContent(n);
+    std::string s = c ? collapse_ws(reinterpret_cast<const char*>(c)) : "";
+    if (c) xmlFree(c);
+    return s;
+  };
+  // The described work is the child of rdf:RDF that carries Dublin Core fields (cc:Work); the
+  // dc:title elements nested in dc:creator / dc:publisher agents are artist names, not titles.
+  auto works = eval("//rdf:RDF/*[dc:title or dc:description or dc:subject]", xmlDocGetRootElement(doc));
+  if (!works.empty()) {
+    xmlNodePtr w = works.front();
+    if (auto t = eval("dc:title", w); !t.empty()) out.title = content(t.front());
+    if (auto d = eval("dc:description", w); !d.empty()) out.description = content(d.front());
+    for (xmlNodePtr subject : eval("dc:subject", w)) {
+      auto items = eval(".//rdf:li", subject);
+      if (items.empty()) {
+        std::string s = content(subject);
+        if (!s.empty()) out.keywords.push_back(s);
+      }
+      for (xmlNodePtr li : items) {
+        std::string s = content(li);
+        if (!s.empty()) out.keywords.push_back(s);
+      }
+    }
+  }
+  xmlXPathFreeContext(xp);
+  xmlFreeDoc(doc);
+  xmlFreeParserCtxt(ctxt);
+  return true;
+}
+
+std::string svg_text(const SvgMetadata& m, const std::vector<std::string>& fields) {
+  std::vector<std::string> parts;
+  for (const auto& f : fields) {
+    std::string part;
+    if (f == "title") {
+      part = m.title;
+    } else if (f == "description") {
+      part = m.description;
+    } else if (f == "keywords") {
+      for (const auto& k : m.keywords) part += (part.empty() ? "" : ", ") + k;
+    } else {
+      throw Error("openclipart: unknown text field '" + f + "' (title | description | keywords)");
+    }
+    if (!part.empty()) parts.push_back(part);
+  }
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ". ") + p;
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Images
+// ------------------------------------------------------------------------------------------------
+
+std::vector<uint8_t> composite_on_white_png(const std::vector<uint8_t>& encoded, int size) {
+  if (encoded.empty()) return {};
+  cv::Mat img;
+  try {
+    img = cv::imdecode(cv::Mat(1, int(encoded.size()), CV_8UC1, const_cast<uint8_t*>(encoded.data())),
+                       cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception&) {
+    return {};
+  }
+  if (img.empty() || img.rows <= 0 || img.cols <= 0) return {};
+  if (img.depth() == CV_16U) img.convertTo(img, CV_8U, 1.0 / 257.0);
+  if (img.depth() != CV_8U) return {};
+  cv::Mat bgr, alpha;
+  switch (img.channels()) {
+    case 1: cv::cvtColor(img, bgr, cv::COLOR_GRAY2BGR); break;
+    case 3: bgr = img; break;
+    case 4: {
+      std::vector<cv::Mat> ch;
+      cv::split(img, ch);
+      alpha = ch[3];
+      ch.resize(3);
+      cv::merge(ch, bgr);
+      break;
+    }
+    default: return {};
+  }
+  const int canvas = size > 0 ? size : std::max(img.cols, img.rows);
+  if (bgr.cols > canvas || bgr.rows > canvas) {
+    const double s = std::min(double(canvas) / bgr.cols, double(canvas) / bgr.rows);
+    const cv::Size sz(std::max(1, int(std::lround(bgr.cols * s))), std::max(1, int(std::lround(bgr.rows * s))));
+    cv::resize(bgr, bgr, sz, 0, 0, cv::INTER_AREA);
+    if (!alpha.empty()) cv::resize(alpha, alpha, sz, 0, 0, cv::INTER_AREA);
+  }
+  cv::Mat out(canvas, canvas, CV_8UC3, cv::Scalar(255, 255, 255));
+  const cv::Rect roi((canvas - bgr.cols) / 2, (canvas - bgr.rows) / 2, bgr.cols, bgr.rows);
+  cv::Mat dst = out(roi);
+  if (alpha.empty()) {
+    bgr.copyTo(dst);
+  } else {
+    // out = a * fg + (1 - a) * 255, per channel, a = alpha / 255 (straight, non-premultiplied
+    // alpha as PNG stores it).
+    cv::Mat a, fg, bg;
+    alpha.convertTo(a, CV_32F, 1.0 / 255.0);
+    cv::cvtColor(a, a, cv::COLOR_GRAY2BGR);
+    bgr.convertTo(fg, CV_32FC3);
+    cv::Mat inv = cv::Scalar(1.0, 1.0, 1.0) - a;
+    cv::Mat blended = fg.mul(a) + inv * 255.0;
+    blended.convertTo(dst, CV_8UC3);  // saturating round
+  }
+  std::vector<uint8_t> png;
+  if (!cv::imencode(".png", out, png)) return {};
+  return png;
+}
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// Subprocess with timeout (rsvg-convert)
+// ------------------------------------------------------------------------------------------------
+
+struct ProcResult {
+  bool started = false, timed_out = false;
+  int exit_code = -1;  // -1 when killed by a signal
+  std::string out, err;
+};
+
+ProcResult run_process(const std::vector<std::string>& argv, double timeout_s) {
+  ProcResult r;
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0) return r;
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    return r;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  // dup2 clears FD_CLOEXEC on the target, so only fds 1 and 2 reach the child; the O_CLOEXEC pipes
+  // of concurrent workers are never inherited (which would delay their EOF).
+  posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (rc != 0) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    r.err = std::string("cannot start ") + argv[0] + ": " + std::strerror(rc);
+    return r;
+  }
+  r.started = true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  char buf[1 << 16];
+  while (open_fds > 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      r.timed_out = true;
+      break;
+    }
+    const int pr = poll(fds, 2, int(std::min<long long>(left, 1000)));
+    if (pr < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        (i == 0 ? r.out : r.err).append(buf, size_t(n));
+        if (r.err.size() > 4096) r.err.resize(4096);
+      } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  if (r.timed_out) kill(pid, SIGKILL);
+  for (auto& f : fds)
+    if (f.fd >= 0) ::close(f.fd);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ordered parallel pipeline: produce(i) runs on `threads` workers, consume(i, item) runs on the
+// calling thread in index order.
+// ------------------------------------------------------------------------------------------------
+
+struct Item {
+  bool ok = false;
+  std::string reason, detail, name;  // failure reason / detail; source item name for logs
+  std::vector<Sample> samples;       // one or more (emoji base + skin variants)
+  std::vector<std::string> splits;   // parallel to samples
+  std::vector<std::string> failures;  // per-sample failure reasons of partially failed items
+};
+
+void run_ordered(size_t n, int threads, const std::function<Item(size_t)>& produce,
+                 const std::function<void(size_t, Item&)>& consume) {
+  std::vector<std::optional<Item>> slots(n);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  std::exception_ptr worker_error;
+  auto worker = [&] {
+    while (!stop) {
+      const size_t i = next++;
+      if (i >= n) break;
+      Item item;
+      try {
+        item = produce(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mu);
+        if (!worker_error) worker_error = std::current_exception();
+        stop = true;
+      }
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        slots[i] = std::move(item);
+      }
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> pool;
+  const int nt = std::max(1, std::min<int>(threads, int(std::max<size_t>(n, 1))));
+  for (int t = 0; t < nt; ++t) pool.emplace_back(worker);
+  std::exception_ptr consume_error;
+  try {
+    for (size_t i = 0; i < n; ++i) {
+      Item item;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return slots[i].has_value() || (stop && worker_error); });
+        if (worker_error) break;
+        item = std::move(*slots[i]);
+        slots[i].reset();
+      }
+      consume(i, item);
+    }
+  } catch (...) {
+    consume_error = std::current_exception();
+  }
+  stop = true;
+  for (auto& t : pool) t.join();
+  if (worker_error) std::rethrow_exception(worker_error);
+  if (consume_error) std::rethrow_exception(consume_error);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Output side: writers per split + counters + summary
+// ------------------------------------------------------------------------------------------------
+
+const char* const kSplits[] = {"train", "val", "test"};
+
+class CorpusSink {
+ public:
+  CorpusSink(const CorpusOptions& o) : o_(o) {
+    fs::create_directories(o.out_dir);
+    std::vector<fs::path> existing;
+    if (fs::exists(fs::path(o.out_dir) / "summary.json")) existing.push_back(fs::path(o.out_dir) / "summary.json");
+    for (const char* s : kSplits) {
+      const fs::path d = fs::path(o.out_dir) / s;
+      if (!fs::is_directory(d)) continue;
+      for (const auto& e : fs::directory_iterator(d)) {
+        const std::string name = e.path().filename().string();
+        if (e.is_regular_file() && (e.path().extension() == ".tar" || (name[0] == '.' && e.path().extension() == ".tmp")))
+          existing.push_back(e.path());
+      }
+    }
+    if (!existing.empty()) {
+      if (!o.overwrite)
+        throw Error("data build: '" + o.out_dir + "' already holds a corpus (" + existing.front().string() +
+                    ", ...); pass --overwrite to replace it");
+      spdlog::info("data build: removing {} file(s) of the previous corpus in {}", existing.size(), o.out_dir);
+      for (const auto& p : existing) fs::remove(p);
+    }
+    for (const char* s : kSplits) split_counts_[s] = 0;
+  }
+
+  void add(const Sample& s, const std::string& split) {
+    auto& w = writers_[split];
+    if (!w) {
+      ShardWriterOptions wo;
+      wo.max_samples_per_shard = o_.shard_size;
+      w = std::make_unique<ShardWriter>((fs::path(o_.out_dir) / split).string(), wo);
+    }
+    w->write(s);
+    ++split_counts_[split];
+    const std::string cat = s.meta.value("category", std::string("(none)"));
+    ++categories_[cat];
+    ++categories_by_split_[split][cat];
+  }
+
+  void fail(const std::string& name, const std::string& reason, const std::string& detail) {
+    ++failures_[reason];
+    failed_.push_back({{"item", name}, {"reason", reason}, {"detail", detail}});
+    if (failures_[reason] <= 10)
+      spdlog::warn("data build: {}: {}{}", name, reason, detail.empty() ? "" : " (" + detail + ")");
+    else
+      spdlog::debug("data build: {}: {} ({})", name, reason, detail);
+  }
+
+  nlohmann::json finish(nlohmann::json head, int64_t considered, double seconds) {
+    nlohmann::json shards = nlohmann::json::object();
+    int64_t total = 0;
+    for (const char* s : kSplits) {
+      shards[s] = 0;
+      total += split_counts_[s];
+    }
+    for (auto& [split, w] : writers_) {
+      w->close();
+      shards[split] = w->shards().size();
+    }
+    head["considered"] = considered;
+    head["samples"] = total;
+    head["splits"] = split_counts_;
+    head["shards"] = shards;
+    head["categories"] = categories_;
+    head["categories_by_split"] = categories_by_split_;
+    int64_t nfail = 0;
+    for (auto& [k, v] : failures_) nfail += v;
+    head["failures"] = failures_;
+    head["failed_total"] = nfail;
+    head["failed_items"] = failed_;
+    head["seconds"] = seconds;
+    const fs::path tmp = fs::path(o_.out_dir) / ".summary.json.tmp";
+    {
+      std::ofstream f(tmp);
+      f << head.dump(2) << "\n";
+      if (!f) throw Error("data build: cannot write '" + tmp.string() + "'");
+    }
+    fs::rename(tmp, fs::path(o_.out_dir) / "summary.json");
+    return head;
+  }
+
+ private:
+  const CorpusOptions& o_;
+  std::map<std::string, std::unique_ptr<ShardWriter>> writers_;
+  std::map<std::string, int64_t> split_counts_, categories_, failures_;
+  std::map<std::string, std::map<std::string, int64_t>> categories_by_split_;
+  nlohmann::json failed_ = nlohmann::json::array();
+};
+
+struct Progress {
+  std::string what;
+  size_t total;
+  bool on;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  size_t every;
+  void tick(size_t done) {
+    if (!on || total == 0 || (done % every != 0 && done != total)) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    spdlog::info("data build {}: {}/{} ({:.1f}%) {:.1f} items/s", what, done, total, 100.0 * double(done) / double(total),
+                 s > 0 ? double(done) / s : 0.0);
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// openclipart
+// ------------------------------------------------------------------------------------------------
+
+void build_openclipart(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
+  const std::string root = o.input.empty() ? default_openclipart_dir() : o.input;
+  if (!fs::is_directory(root))
+    throw Error("openclipart: '" + root + "' is not a directory (install Debian package openclipart-svg: scripts/setup)");
+  if (o.size < 8 || o.size > 4096) throw Error("openclipart: --size must be in [8, 4096]");
+  for (const auto& f : o.fields) (void)svg_text(SvgMetadata{}, {f});  // validates the field names
+
+  std::vector<std::string> rel;  // relative paths, sorted
+  for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink);
+       it != fs::recursive_directory_iterator(); ++it) {
+    std::error_code ec;
+    if (!it->is_regular_file(ec)) continue;  // follows file symlinks (the package's duplicates)
+    if (to_lower_ascii(it->path().extension().string()) != ".svg") continue;
+    // Lexical: fs::relative() would resolve the symlinked duplicates to their targets' paths.
+    rel.push_back(it->path().lexically_relative(root).generic_string());
+  }
+  std::sort(rel.begin(), rel.end());
+  if (rel.empty()) throw Error("openclipart: no .svg file under '" + root + "'");
+  if (o.limit > 0 && size_t(o.limit) < rel.size()) rel.resize(size_t(o.limit));
+  considered = int64_t(rel.size());
+
+  // Keys (unique), split keys (a symlink's target, so duplicates share their original's split).
+  const fs::path canon_root = fs::weakly_canonical(root);
+  std::vector<std::string> keys(rel.size()), split_keys(rel.size()), dup_of(rel.size());
+  std::set<std::string> used;
+  int64_t collisions = 0;
+  for (size_t i = 0; i < rel.size(); ++i) {
+    std::string k = key_from_relative_path(rel[i]);
+    if (used.count(k)) {
+      ++collisions;
+      int n = 2;
+      while (used.count(k + "_" + std::to_string(n))) ++n;
+      k += "_" + std::to_string(n);
+    }
+    used.insert(k);
+    keys[i] = k;
+    split_keys[i] = k;
+    const fs::path full = fs::path(root) / rel[i];
+    std::error_code ec;
+    if (fs::is_symlink(full, ec)) {
+      const fs::path target = fs::weakly_canonical(full, ec);
+      if (!ec) {
+        const std::string trel = fs::relative(target, canon_root, ec).generic_string();
+        if (!ec && !trel.empty() && trel.rfind("..", 0) != 0) {
+          split_keys[i] = key_from_relative_path(trel);
+          dup_of[i] = split_keys[i];
+        }
+      }
+    }
+  }
+  head["key_collisions"] = collisions;
+
+  xmlInitParser();
+  const std::string size_str = std::to_string(o.size);
+  auto produce = [&](size_t i) -> Item {
+    Item item;
+    item.name = rel[i];
+    const std::string path = (fs::path(root) / rel[i]).string();
+    SvgMetadata md;
+    std::string err;
+    if (!read_svg_metadata(path, md, err)) {
+      item.reason = "xml_unreadable";
+      item.detail = err;
+      return item;
+    }
+    const std::string text = svg_text(md, o.fields);
+    if (text.empty()) {
+      item.reason = "no_text";
+      return item;
+    }
+    ProcResult pr = run_process({"rsvg-convert", "--unlimited", "-a", "-w", size_str, "-h", size_str, "-f", "png", path},
+                                o.render_timeout_s);
+    if (!pr.started) {
+      throw Error("openclipart: " + pr.err + " (install Debian package librsvg2-bin: scripts/setup)");
+    }
+    if (pr.timed_out) {
+      item.reason = "render_timeout";
+      item.detail = fmt::format("killed after {} s", o.render_timeout_s);
+      return item;
+    }
+    if (pr.exit_code != 0 || pr.out.empty()) {
+      item.reason = "render_failed";
+      item.detail = collapse_ws(pr.err).substr(0, 300);
+      if (item.detail.empty()) item.detail = "exit code " + std::to_string(pr.exit_code);
+      return item;
+    }
+    std::vector<uint8_t> png = composite_on_white_png(std::vector<uint8_t>(pr.out.begin(), pr.out.end()), o.size);
+    if (png.empty()) {
+      item.reason = "render_undecodable";
+      return item;
+    }
+    Sample s;
+    s.key = keys[i];
+    s.image = std::move(png);
+    s.image_ext = "png";
+    s.text = text;
+    const size_t slash = rel[i].find('/');
+    const size_t last = rel[i].rfind('/');
+    s.meta = {{"source", "openclipart"},
+              {"category", slash == std::string::npos ? std::string("(root)") : rel[i].substr(0, slash)},
+              {"folder", last == std::string::npos ? std::string() : rel[i].substr(0, last)},
+              {"path", rel[i]},
+              {"title", md.title},
+              {"description", md.description},
+              {"keywords", md.keywords}};
+    if (!dup_of[i].empty()) s.meta["duplicate_of"] = dup_of[i];
+    const std::string split = split_of(split_keys[i]);
+    s.meta["split"] = split;
+    item.samples.push_back(std::move(s));
+    item.splits.push_back(split);
+    item.ok = true;
+    return item;
+  };
+  Progress prog{"openclipart", rel.size(), o.progress, std::chrono::steady_clock::now(), 500};
+  run_ordered(rel.size(), resolve_threads(o.threads), produce, [&](size_t i, Item& item) {
+    if (item.ok)
+      sink.add(item.samples[0], item.splits[0]);
+    else
+      sink.fail(item.name, item.reason, item.detail);
+    prog.tick(i + 1);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// emoji
+// ------------------------------------------------------------------------------------------------
+
+void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
+  const std::string dir = o.input.empty() ? default_emoji_dir() : o.input;
+  const fs::path json_path = fs::path(dir) / "emoji.json";
+  if (!fs::is_regular_file(json_path))
+    throw Error("emoji: '" + json_path.string() + "' not found (scripts/setup fetches emoji-datasource-google@" +
+                std::string(kEmojiVersion) + " with npm pack into $FLORENCE_CACHE)");
+  nlohmann::json list;
+  {
+    std::ifstream f(json_path);
+    try {
+      list = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("emoji: '" + json_path.string() + "' is not valid JSON: " + e.what());
+    }
+  }
+  if (!list.is_array()) throw Error("emoji: '" + json_path.string() + "' is not a JSON array");
+  const fs::path img_dir = fs::path(dir) / "img" / "google" / "64";
+  size_t n = list.size();
+  if (o.limit > 0 && size_t(o.limit) < n) n = size_t(o.limit);
+  int64_t total_images = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (list[i].is_object()) total_images += 1 + int64_t(list[i].value("skin_variations", nlohmann::json::object()).size());
+  considered = total_images;
+  head["entries"] = n;
+
+  auto str = [](const nlohmann::json& j, const char* k) {
+    return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string();
+  };
+  auto produce = [&](size_t i) -> Item {
+    Item item;
+    const nlohmann::json& e = list[i];
+    if (!e.is_object() || str(e, "unified").empty() || str(e, "image").empty()) {
+      item.name = "emoji.json[" + std::to_string(i) + "]";
+      item.reason = "bad_entry";
+      item.detail = "not an object with 'unified' and 'image'";
+      return item;
+    }
+    const std::string unified = str(e, "unified");
+    item.name = unified;
+    std::string text = collapse_ws(to_lower_ascii(str(e, "name")));
+    std::vector<std::string> shorts;
+    if (e.contains("short_names") && e["short_names"].is_array())
+      for (const auto& s : e["short_names"])
+        if (s.is_string()) shorts.push_back(s.get<std::string>());
+    if (o.short_names) {
+      for (auto s : shorts) {
+        std::replace(s.begin(), s.end(), '_', ' ');
+        if (s != text) text += (text.empty() ? "" : ", ") + s;
+      }
+    }
+    if (text.empty()) {  // counted once per image: the base and each of its variants
+      item.reason = "no_text";
+      const size_t images = 1 + (e.contains("skin_variations") && e["skin_variations"].is_object() ? e["skin_variations"].size() : 0);
+      item.failures.assign(images, "no_text");
+      return item;
+    }
+    const std::string base_key = to_lower_ascii(unified);
+    const std::string split = split_of(base_key);  // variants follow their base (see corpus.h)
+    auto make = [&](const std::string& key, const std::string& image, const std::string& u, const std::string& tone) {
+      const fs::path p = img_dir / image;
+      std::ifstream f(p, std::ios::binary);
+      if (!f) {
+        item.failures.push_back("missing_image");
+        item.detail += (item.detail.empty() ? "" : "; ") + p.string();
+        return;
+      }
+      std::vector<uint8_t> raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      std::vector<uint8_t> png = composite_on_white_png(raw, 0);
+      if (png.empty()) {
+        item.failures.push_back("undecodable_image");
+        item.detail += (item.detail.empty() ? "" : "; ") + p.string();
+        return;
+      }
+      Sample s;
+      s.key = key;
+      s.image = std::move(png);
+      s.image_ext = "png";
+      s.text = text;
+      s.meta = {{"source", "emoji"},     {"category", str(e, "category")}, {"subcategory", str(e, "subcategory")},
+                {"unified", u},          {"name", str(e, "name")},         {"short_names", shorts},
+                {"base", unified},       {"split", split}};
+      if (!tone.empty()) s.meta["skin_tone"] = tone;
+      item.samples.push_back(std::move(s));
+      item.splits.push_back(split);
+    };
+    make(base_key, str(e, "image"), unified, "");
+    if (e.contains("skin_variations") && e["skin_variations"].is_object()) {
+      for (const auto& [tone, v] : e["skin_variations"].items()) {
+        if (!v.is_object() || str(v, "unified").empty() || str(v, "image").empty()) {
+          item.failures.push_back("bad_entry");
+          continue;
+        }
+        make(to_lower_ascii(str(v, "unified")), str(v, "image"), str(v, "unified"), tone);
+      }
+    }
+    item.ok = true;
+    return item;
+  };
+  Progress prog{"emoji", n, o.progress, std::chrono::steady_clock::now(), 500};
+  std::set<std::string> seen;
+  run_ordered(n, resolve_threads(o.threads), produce, [&](size_t i, Item& item) {
+    for (size_t k = 0; k < item.samples.size(); ++k) {
+      if (!seen.insert(item.samples[k].key).second) {
+        sink.fail(item.samples[k].key, "duplicate_key", "");
+        continue;
+      }
+      sink.add(item.samples[k], item.splits[k]);
+    }
+    for (const auto& reason : item.failures) sink.fail(item.name, reason, item.detail);
+    if (!item.ok && item.failures.empty()) sink.fail(item.name, item.reason, item.detail);
+    prog.tick(i + 1);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// fashion-mnist
+// ------------------------------------------------------------------------------------------------
+
+/// Share of the original training set carved out as "val" (by split_of(key, 95, 5)).
+constexpr int kFashionValPct = 5;
+
+void build_fashion_mnist(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
+  const std::string dir = o.input.empty() ? std::string(kFashionMnistDir) : o.input;
+  if (!fs::is_directory(dir))
+    throw Error("fashion-mnist: '" + dir + "' is not a directory (install Debian package dataset-fashion-mnist: scripts/setup)");
+  const auto& classes = fashion_mnist_classes();
+  considered = 0;
+  for (const std::string orig : {"train", "test"}) {
+    const FashionMnist fm = load_fashion_mnist(dir, orig);
+    size_t n = fm.size();
+    if (o.limit > 0 && size_t(o.limit) < n) n = size_t(o.limit);
+    considered += int64_t(n);
+    const int64_t px = fm.rows * fm.cols;
+    auto produce = [&](size_t i) -> Item {
+      Item item;
+      const std::string key = fmt::format("fmnist-{}-{:05d}", orig, i);
+      item.name = key;
+      cv::Mat img(int(fm.rows), int(fm.cols), CV_8UC1, const_cast<uint8_t*>(fm.images.data() + int64_t(i) * px));
+      Sample s;
+      if (!cv::imencode(".png", img, s.image)) {
+        item.reason = "encode_failed";
+        return item;
+      }
+      const int label = fm.labels[i];
+      std::string split = orig;
+      if (orig == "train") split = split_of(key, 100 - kFashionValPct, kFashionValPct) == "train" ? "train" : "val";
+      s.key = key;
+      s.image_ext = "png";
+      s.label = label;
+      s.text = classes[size_t(label)];
+      s.meta = {{"source", "fashion-mnist"}, {"category", classes[size_t(label)]}, {"class_name", classes[size_t(label)]},
+                {"original_split", orig},    {"index", i},                        {"split", split}};
+      item.samples.push_back(std::move(s));
+      item.splits.push_back(split);
+      item.ok = true;
+      return item;
+    };
+    Progress prog{"fashion-mnist " + orig, n, o.progress, std::chrono::steady_clock::now(), 10000};
+    run_ordered(n, resolve_threads(o.threads), produce, [&](size_t i, Item& item) {
+      if (item.ok)
+        sink.add(item.samples[0], item.splits[0]);
+      else
+        sink.fail(item.name, item.reason, item.detail);
+      prog.tick(i + 1);
+    });
+  }
+  head["val_from_train_pct"] = kFashionValPct;
+  head["classes"] = classes;
+}
+
+}  // namespace
+
+nlohmann::json build_corpus(const CorpusOptions& o) {
+  if (o.source != "openclipart" && o.source != "emoji" && o.source != "fashion-mnist")
+    throw Error("data build: unknown source '" + o.source + "' (openclipart | emoji | fashion-mnist)");
+  if (o.out_dir.empty()) throw Error("data build: --out is required");
+  if (o.shard_size < 1) throw Error("data build: --shard-size must be >= 1");
+  if (o.limit < 0) throw Error("data build: --limit must be >= 0");
+  if (o.render_timeout_s <= 0) throw Error("data build: render timeout must be > 0");
+  const auto t0 = std::chrono::steady_clock::now();
+  CorpusSink sink(o);
+  nlohmann::json head;
+  head["source"] = o.source;
+  head["out_dir"] = o.out_dir;
+  head["threads"] = resolve_threads(o.threads);
+  nlohmann::json opts = {{"limit", o.limit}, {"shard_size", o.shard_size}, {"input", o.input}};
+  if (o.source == "openclipart") {
+    opts["size"] = o.size;
+    opts["fields"] = o.fields;
+    opts["render_timeout_s"] = o.render_timeout_s;
+  }
+  if (o.source == "emoji") {
+    opts["short_names"] = o.short_names;
+    opts["package_version"] = kEmojiVersion;
+  }
+  head["options"] = opts;
+  int64_t considered = 0;
+  if (o.source == "openclipart") build_openclipart(o, sink, head, considered);
+  else if (o.source == "emoji") build_emoji(o, sink, head, considered);
+  else build_fashion_mnist(o, sink, head, considered);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return sink.finish(std::move(head), considered, secs);
+}
+
+std::string format_corpus_summary(const nlohmann::json& s) {
+  std::string out;
+  out += fmt::format("source      {}  ->  {}\n", s.value("source", ""), s.value("out_dir", ""));
+  out += fmt::format("considered  {}   written {}   failed {}   ({:.1f} s, {} threads)\n", s.value("considered", 0),
+                     s.value("samples", 0), s.value("failed_total", 0), s.value("seconds", 0.0), s.value("threads", 0));
+  if (s.contains("splits")) {
+    out += "splits     ";
+    for (const char* k : kSplits)
+      out += fmt::format(" {} {} ({} shards)", k, s["splits"].value(k, 0), s.contains("shards") ? s["shards"].value(k, 0) : 0);
+    out += "\n";
+  }
+  if (s.contains("failures") && !s["failures"].empty()) {
+    out += "failures   ";
+    for (auto& [k, v] : s["failures"].items()) out += fmt::format(" {} {}", k, v.get<int64_t>());
+    out += "\n";
+  }
+  if (s.contains("categories")) {
+    out += fmt::format("categories  {}\n", s["categories"].size());
+    std::vector<std::pair<int64_t, std::string>> cats;
+    for (auto& [k, v] : s["categories"].items()) cats.emplace_back(v.get<int64_t>(), k);
+    std::sort(cats.begin(), cats.end(), [](auto& a, auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    for (size_t i = 0; i < cats.size() && i < 12; ++i) out += fmt::format("  {:>7}  {}\n", cats[i].first, cats[i].second);
+    if (cats.size() > 12) out += fmt::format("  ... {} more\n", cats.size() - 12);
+  }
+  return out;
+}
+
+}  // namespace florence::data
