@@ -1,4 +1,5 @@
 // florence: the command-line front end. Global flags: --threads, --log-level.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -35,6 +36,8 @@ int requested_threads() { return g_threads; }
 
 int main(int argc, char** argv) {
   using namespace florence;
+  // Logs go to stderr: stdout carries command output (JSON lines of `tokenize`, `classify --json`, ...).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("florence"));
   CLI::App app{"florence: Florence vision foundation model (CoSwin + text tower, UniCL) in C++"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");

@@ -1,0 +1,90 @@
+#include "florence/train/grad_cache.h"
+
+#include <ATen/Context.h>
+
+#include <limits>
+#include <mutex>
+
+#include "florence/core/error.h"
+
+namespace florence::train {
+
+namespace {
+
+torch::Tensor get_rng_state(const torch::Device& device) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_rng_state(const torch::Device& device, const torch::Tensor& state) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+torch::Tensor maybe_poison(torch::Tensor loss, bool inject_nan) {
+  if (!inject_nan) return loss;
+  return loss + std::numeric_limits<double>::quiet_NaN();
+}
+
+}  // namespace
+
+ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
+                                     const torch::Tensor& ids, const torch::Tensor& labels, int accum_steps,
+                                     const loss::UniCLOptions& loss_options, bool inject_nan) {
+  if (accum_steps < 1) throw Error(fmt::format("accum_steps must be >= 1, got {}", accum_steps));
+  const int64_t B = images.size(0);
+  if (ids.size(0) != B || labels.size(0) != B) {
+    throw Error(fmt::format("contrastive step: batch sizes differ (images {}, ids {}, labels {})", B, ids.size(0),
+                            labels.size(0)));
+  }
+  if (B == 0) throw Error("contrastive step: empty batch");
+
+  if (accum_steps == 1) {
+    torch::Tensor u = model->encode_image(images);
+    torch::Tensor v = model->encode_text(ids);
+    torch::Tensor tau = model->temperature();
+    torch::Tensor loss = maybe_poison(loss::unicl_loss(u, v, labels, tau, loss_options), inject_nan);
+    loss.backward();
+    return {loss.detach(), tau.detach()};
+  }
+
+  const int64_t micro = (B + accum_steps - 1) / accum_steps;
+  const torch::Device device = images.device();
+  std::vector<torch::Tensor> rng_states, us, vs;
+  // Pass 1: features without autograd.
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t start = 0; start < B; start += micro) {
+      const int64_t len = std::min(micro, B - start);
+      rng_states.push_back(get_rng_state(device));
+      us.push_back(model->encode_image(images.narrow(0, start, len)));
+      vs.push_back(model->encode_text(ids.narrow(0, start, len)));
+    }
+  }
+  const torch::Tensor rng_after = get_rng_state(device);
+  // Pass 2: the loss of the whole batch, differentiated w.r.t. the cached features.
+  torch::Tensor U = torch::cat(us).detach().requires_grad_(true);
+  torch::Tensor V = torch::cat(vs).detach().requires_grad_(true);
+  us.clear();
+  vs.clear();
+  torch::Tensor tau = model->temperature();
+  torch::Tensor loss = maybe_poison(loss::unicl_loss(U, V, labels, tau, loss_options), inject_nan);
+  loss.backward();
+  const torch::Tensor gU = U.grad(), gV = V.grad();
+  // Pass 3: recompute each micro-batch with autograd and push the cached feature gradients through.
+  size_t m = 0;
+  for (int64_t start = 0; start < B; start += micro, ++m) {
+    const int64_t len = std::min(micro, B - start);
+    set_rng_state(device, rng_states[m]);
+    torch::Tensor u = model->encode_image(images.narrow(0, start, len));
+    torch::Tensor v = model->encode_text(ids.narrow(0, start, len));
+    torch::Tensor surrogate = (u * gU.narrow(0, start, len)).sum() + (v * gV.narrow(0, start, len)).sum();
+    surrogate.backward();
+  }
+  set_rng_state(device, rng_after);
+  return {loss.detach(), tau.detach()};
+}
+
+}  // namespace florence::train
