@@ -1,0 +1,145 @@
+// florence eval zero-shot|retrieval --checkpoint FILE [--model ...] [--vocab FILE] --data DIR_OR_SHARDS
+//                 [--split test] [--name NAME] [--out result.json] [preprocessing flags]
+// florence eval all --checkpoint FILE --data-root DATA [--out-dir DIR] [--sets a,b]
+#include <filesystem>
+#include <iostream>
+
+#include "command.h"
+#include "eval_flags.h"
+#include "florence/eval/embed.h"
+#include "florence/eval/retrieval.h"
+#include "florence/eval/standard.h"
+#include "florence/eval/zero_shot.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace florence;
+
+std::string set_name(const std::string& given, const std::string& data) {
+  if (!given.empty()) return given;
+  fs::path p = fs::path(data).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+void finish(const nlohmann::json& r, const std::string& out, bool as_json) {
+  if (!out.empty()) {
+    eval::write_json_file(out, r);
+    std::cerr << "wrote " << out << "\n";
+  }
+  if (as_json) {
+    std::cout << r.dump(2) << "\n";
+  } else {
+    std::cout << eval::format_summary({r});
+  }
+}
+
+void setup_eval(CLI::App& root) {
+  auto* grp = cli::group(root, "eval", "Evaluate a Florence checkpoint on held-out data");
+
+  {  // zero-shot
+    auto* cmd = grp->add_subcommand("zero-shot", "Zero-shot classification with a prompt ensemble (classes = meta category)");
+    auto f = std::make_shared<cli::EvalFlags>();
+    auto data = std::make_shared<std::string>();
+    auto split = std::make_shared<std::string>("test");
+    auto name = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    auto templates = std::make_shared<std::string>();
+    auto field = std::make_shared<std::string>("category");
+    auto max_samples = std::make_shared<int64_t>(0);
+    auto as_json = std::make_shared<bool>(false);
+    cli::add_eval_flags(cmd, f);
+    cmd->add_option("--data", *data, "Corpus root (uses its --split folder), shard dir/pattern, manifest or ImageFolder")
+        ->required();
+    cmd->add_option("--split", *split, "Split folder of a corpus root")->capture_default_str();
+    cmd->add_option("--name", *name, "Set name in the result (default: the data folder's name)");
+    cmd->add_option("--templates", *templates, "Prompt templates file, one per line with {} (default: built-in ensemble)");
+    cmd->add_option("--class-field", *field, "Sample meta field holding the class name")->capture_default_str();
+    cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--out", *out, "Write the result JSON here");
+    cmd->add_flag("--json", *as_json, "Print the full result JSON instead of the table");
+    cmd->callback([=] {
+      eval::EvalModel m = eval::load_eval_model(f->resolve());
+      eval::ZeroShotOptions zo;
+      zo.name = set_name(*name, *data);
+      zo.class_field = *field;
+      zo.max_samples = *max_samples;
+      if (!templates->empty()) zo.templates = eval::read_templates(*templates);
+      finish(eval::zero_shot(m, eval::open_source(*data, *split), zo), *out, *as_json);
+    });
+  }
+
+  {  // retrieval
+    auto* cmd = grp->add_subcommand("retrieval", "Image<->text retrieval (R@1/5/10, median rank) on captioned images");
+    auto f = std::make_shared<cli::EvalFlags>();
+    auto data = std::make_shared<std::string>();
+    auto split = std::make_shared<std::string>("test");
+    auto name = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    auto max_samples = std::make_shared<int64_t>(0);
+    auto examples = std::make_shared<int64_t>(8);
+    auto as_json = std::make_shared<bool>(false);
+    cli::add_eval_flags(cmd, f);
+    cmd->add_option("--data", *data, "Corpus root (uses its --split folder), shard dir/pattern or manifest")->required();
+    cmd->add_option("--split", *split, "Split folder of a corpus root")->capture_default_str();
+    cmd->add_option("--name", *name, "Set name in the result (default: the data folder's name)");
+    cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--examples", *examples, "Text->image examples kept (images written next to --out)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--out", *out, "Write the result JSON here (example images in OUT_STEM_examples/)");
+    cmd->add_flag("--json", *as_json, "Print the full result JSON instead of the table");
+    cmd->callback([=] {
+      eval::EvalModel m = eval::load_eval_model(f->resolve());
+      eval::RetrievalOptions ro;
+      ro.name = set_name(*name, *data);
+      ro.max_samples = *max_samples;
+      ro.num_examples = *examples;
+      if (!out->empty()) {
+        const fs::path o(*out);
+        ro.examples_dir = (o.parent_path() / (o.stem().string() + "_examples")).string();
+        ro.relative_to = o.parent_path().empty() ? "." : o.parent_path().string();
+      }
+      finish(eval::retrieval(m, eval::open_source(*data, *split), ro), *out, *as_json);
+    });
+  }
+
+  {  // all
+    auto* cmd = grp->add_subcommand("all", "Every standard held-out set under --data-root; prints a summary with chance");
+    auto f = std::make_shared<cli::EvalFlags>();
+    auto o = std::make_shared<eval::EvalAllOptions>();
+    auto sets = std::make_shared<std::string>();
+    auto templates = std::make_shared<std::string>();
+    auto as_json = std::make_shared<bool>(false);
+    cli::add_eval_flags(cmd, f);
+    cmd->add_option("--data-root", o->data_root, "Folder with fashion-mnist/, openclipart/, emoji/ corpora")->required();
+    cmd->add_option("--split", o->split, "Split folder inside each corpus")->capture_default_str();
+    cmd->add_option("--out-dir", o->out_dir, "Result JSONs (default: RUN/eval for a checkpoint in RUN/checkpoints/)");
+    cmd->add_option("--sets", *sets, "Comma-separated subset: fashion-mnist,openclipart,emoji");
+    cmd->add_option("--templates", *templates, "Prompt templates file (default: built-in ensemble)");
+    cmd->add_option("--max-samples", o->max_samples, "Only the first N images per set (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--examples", o->num_examples, "Retrieval examples per set")->capture_default_str();
+    cmd->add_flag("--json", *as_json, "Print the full results JSON instead of the table");
+    cmd->callback([=] {
+      eval::LoadOptions lo = f->resolve();
+      eval::EvalModel m = eval::load_eval_model(lo);
+      eval::EvalAllOptions opt = *o;
+      if (opt.out_dir.empty()) opt.out_dir = eval::default_eval_dir(lo.checkpoint);
+      for (const auto& s : eval::split_labels(*sets)) opt.sets.push_back(s);
+      if (!templates->empty()) opt.templates = eval::read_templates(*templates);
+      nlohmann::json r = eval::eval_all(m, opt);
+      if (*as_json) {
+        std::cout << r.dump(2) << "\n";
+        return;
+      }
+      std::cout << eval::format_summary(r["results"].get<std::vector<nlohmann::json>>());
+      for (const auto& s : r["missing"]) std::cout << "missing set: " << s.get<std::string>() << "\n";
+      if (!opt.out_dir.empty()) std::cout << "results in " << opt.out_dir << "\n";
+    });
+  }
+}
+
+}  // namespace
+
+FLORENCE_COMMAND(setup_eval);

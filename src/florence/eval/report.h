@@ -1,0 +1,46 @@
+#pragma once
+// `florence report RUN_DIR`: a static HTML page RUN_DIR/report.html for a pretraining run.
+//
+// Inputs (each optional; what is missing is stated on the page and logged):
+//   RUN_DIR/metrics.jsonl   one JSON object per training step (florence pretrain): step, stage,
+//                           loss, lr, logit_scale, img_s, data_wait_fraction, ...
+//   RUN_DIR/config.json     the run's configuration (shown collapsed)
+//   RUN_DIR/eval/*.json     result files of `florence eval` (task "zero-shot" / "retrieval"; the
+//                           transfer tasks "linear-probe", "few-shot", "finetune",
+//                           "finetune-retrieval" add rows through report_transfer.h)
+// Outputs, all next to the page (RUN_DIR/report_files/):
+//   metrics.tsv + plots.gp  the data and the gnuplot script (Debian `gnuplot`, pngcairo terminal)
+//   loss.png lr.png logit_scale.png throughput.png   training curves vs step (stage changes dashed)
+//   ex_<r>_<q>_<k>.png      retrieval example images, copied from the eval result's example files
+// The metrics table lists every eval number next to its chance level; each zero-shot result adds
+// its confusion matrix as an HTML table (cell shade = row-normalised count); each retrieval
+// result adds a grid of query text -> top-5 images (correct ones outlined green).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace florence::eval {
+
+struct ReportOptions {
+  std::string run_dir;
+  std::string gnuplot = "gnuplot";  ///< executable name or path
+  int64_t max_examples = 8;         ///< retrieval example rows per result
+};
+
+struct ReportResult {
+  std::string html_path;                ///< RUN_DIR/report.html
+  std::vector<std::string> images;      ///< every image file the page references (absolute)
+  int64_t metrics_lines = 0;            ///< metrics.jsonl lines used
+  int64_t bad_metrics_lines = 0;        ///< lines skipped (invalid JSON / no numeric step), logged
+  int64_t eval_results = 0;             ///< eval result files shown
+  std::vector<std::string> warnings;    ///< also logged and shown on the page
+};
+
+/// Builds the page (written atomically). Throws florence::Error when run_dir is not a directory
+/// or the page cannot be written. Missing inputs, bad lines and a failing gnuplot are warnings.
+ReportResult write_report(const ReportOptions& options);
+
+/// HTML-escapes & < > " '.
+std::string html_escape(const std::string& s);
+
+}  // namespace florence::eval

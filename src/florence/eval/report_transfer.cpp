@@ -1,0 +1,65 @@
+// Report rows of the transfer results (see report_transfer.h).
+#include "florence/eval/report_transfer.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace florence::eval {
+
+namespace {
+
+std::string pct(double v) { return fmt::format("{:.2f}", 100.0 * v); }
+
+void classification_rows(const nlohmann::json& m, const std::string& task, std::vector<ReportRow>& rows) {
+  const auto& ch = m.at("chance");
+  rows.push_back({task, "top-1 %", pct(m.at("top1").get<double>()), pct(ch.at("top1").get<double>())});
+  if (m.contains("top5")) rows.push_back({task, "top-5 %", pct(m.at("top5").get<double>()), pct(ch.at("top5").get<double>())});
+  if (m.contains("mean_per_class"))
+    rows.push_back({task, "mean per-class %", pct(m.at("mean_per_class").get<double>()),
+                    pct(ch.at("mean_per_class").get<double>())});
+}
+
+void retrieval_rows(const nlohmann::json& j, const std::string& prefix, std::vector<ReportRow>& rows) {
+  const std::string n = fmt::format(" ({} images, {} texts)", j.at("num_images").get<int64_t>(), j.at("num_texts").get<int64_t>());
+  for (const auto& [dir, label] : {std::pair<std::string, std::string>{"image_to_text", "image→text"}, {"text_to_image", "text→image"}}) {
+    const auto& m = j.at(dir);
+    const auto& ch = m.at("chance");
+    for (const char* k : {"R@1", "R@5", "R@10"})
+      if (m.contains(k)) rows.push_back({prefix + label + n, std::string(k) + " %", pct(m[k].get<double>()), pct(ch.at(k).get<double>())});
+    rows.push_back({prefix + label + n, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
+                    fmt::format("{:g}", ch.at("median_rank").get<double>())});
+  }
+}
+
+}  // namespace
+
+std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
+  std::vector<ReportRow> rows;
+  if (!j.is_object() || !j.contains("task") || !j["task"].is_string()) return rows;
+  const std::string task = j["task"].get<std::string>();
+  if (task == "linear-probe") {
+    const std::string t = fmt::format("linear probe ({} features, {} train / {} test, {} classes, λ {:.3g})",
+                                      j.at("features").get<std::string>(), j.at("num_train").get<int64_t>(),
+                                      j.at("num_test").get<int64_t>(), j.at("classes").size(),
+                                      j.at("final").at("l2").get<double>());
+    classification_rows(j.at("metrics"), t, rows);
+  } else if (task == "few-shot") {
+    const std::string t = fmt::format("few-shot {}-way {}-shot ({} episodes, {} queries/class)", j.at("ways").get<int64_t>(),
+                                      j.at("shots").get<int64_t>(), j.at("episodes").get<int64_t>(),
+                                      j.at("queries").get<int64_t>());
+    for (const auto& [clf, r] : j.at("results").items())
+      rows.push_back({t, clf + " accuracy % (± 95% CI)",
+                      fmt::format("{:.2f} ± {:.2f}", 100 * r.at("mean").get<double>(), 100 * r.at("ci95").get<double>()),
+                      pct(j.at("chance").get<double>())});
+  } else if (task == "finetune") {
+    const std::string t = fmt::format("fine-tuned ({} steps, {} train images, {} classes)", j.at("steps").get<int64_t>(),
+                                      j.at("num_train").get<int64_t>(), j.at("classes").size());
+    classification_rows(j.at("metrics"), t, rows);
+  } else if (task == "finetune-retrieval") {
+    if (j.contains("zero_shot")) retrieval_rows(j.at("zero_shot"), "before fine-tuning: retrieval ", rows);
+    retrieval_rows(j.at("retrieval"), fmt::format("fine-tuned ({} steps) retrieval ", j.at("train").at("steps").get<int64_t>()), rows);
+  }
+  return rows;
+}
+
+}  // namespace florence::eval

@@ -1,0 +1,20 @@
+#pragma once
+// Rows of the `florence report` metrics table for the transfer results: "linear-probe" and
+// "few-shot" (florence eval ...), "finetune" and "finetune-retrieval" (florence finetune).
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+#include <vector>
+
+namespace florence::eval {
+
+struct ReportRow {
+  std::string task, metric, value, chance;  ///< value / chance already formatted
+};
+
+/// The table rows of one result file's JSON; empty when `result` is not a transfer result.
+/// Throws nlohmann::json::exception when a transfer result lacks an expected field (the report
+/// turns that into a warning).
+std::vector<ReportRow> transfer_report_rows(const nlohmann::json& result);
+
+}  // namespace florence::eval

@@ -1,0 +1,134 @@
+// `florence eval all` over the standard held-out sets, and the summary table (see standard.h).
+#include "florence/eval/standard.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "florence/core/error.h"
+#include "florence/eval/retrieval.h"
+#include "florence/eval/zero_shot.h"
+
+namespace fs = std::filesystem;
+
+namespace florence::eval {
+
+const std::vector<StandardSet>& standard_sets() {
+  static const std::vector<StandardSet> s = {
+      {"fashion-mnist", true, false, true},
+      {"openclipart", true, true, false},
+      {"emoji", true, true, false},
+  };
+  return s;
+}
+
+std::string default_eval_dir(const std::string& checkpoint) {
+  if (checkpoint.empty()) return {};
+  const fs::path parent = fs::absolute(checkpoint).parent_path();
+  if (parent.filename() == "checkpoints") return (parent.parent_path() / "eval").string();
+  return {};
+}
+
+void write_json_file(const std::string& path, const nlohmann::json& j) {
+  const fs::path p(path);
+  if (p.has_parent_path()) fs::create_directories(p.parent_path());
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << "\n";
+    if (!out) throw Error("cannot write '" + tmp + "'");
+  }
+  fs::rename(tmp, p);
+}
+
+nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
+  for (const auto& name : o.sets) {
+    bool known = false;
+    for (const auto& s : standard_sets()) known |= s.name == name;
+    if (!known) throw Error("eval all: unknown set '" + name + "' (fashion-mnist | openclipart | emoji)");
+  }
+  nlohmann::json out{{"data_root", o.data_root}, {"split", o.split}, {"results", nlohmann::json::array()},
+                     {"missing", nlohmann::json::array()}};
+  for (const auto& set : standard_sets()) {
+    if (!o.sets.empty() && std::find(o.sets.begin(), o.sets.end(), set.name) == o.sets.end()) continue;
+    const fs::path dir = fs::path(o.data_root) / set.name / o.split;
+    std::error_code ec;
+    bool has_tar = false;
+    if (fs::is_directory(dir, ec))
+      for (const auto& e : fs::directory_iterator(dir, ec)) has_tar |= e.path().extension() == ".tar";
+    if (!has_tar) {
+      spdlog::warn("eval all: {} has no shards, set '{}' skipped (build it with `florence data build {} --out {}`)",
+                   dir.string(), set.name, set.name, (fs::path(o.data_root) / set.name).string());
+      out["missing"].push_back(set.name);
+      continue;
+    }
+    auto source = open_source(dir.string(), "");
+    if (set.zero_shot) {
+      ZeroShotOptions zo;
+      zo.name = set.name;
+      zo.templates = o.templates;
+      zo.max_samples = o.max_samples;
+      nlohmann::json r = zero_shot(m, source, zo);
+      r["labels_seen_in_pretraining"] = set.labels_seen;
+      if (!o.out_dir.empty()) write_json_file((fs::path(o.out_dir) / (set.name + "_zero_shot.json")).string(), r);
+      out["results"].push_back(r);
+    }
+    if (set.retrieval) {
+      RetrievalOptions ro;
+      ro.name = set.name;
+      ro.max_samples = o.max_samples;
+      ro.num_examples = o.num_examples;
+      if (!o.out_dir.empty()) {
+        ro.examples_dir = (fs::path(o.out_dir) / (set.name + "_retrieval_examples")).string();
+        ro.relative_to = o.out_dir;
+      }
+      nlohmann::json r = retrieval(m, source, ro);
+      if (!o.out_dir.empty()) write_json_file((fs::path(o.out_dir) / (set.name + "_retrieval.json")).string(), r);
+      out["results"].push_back(r);
+    }
+  }
+  if (out["results"].empty())
+    throw Error("eval all: none of the standard sets exists under '" + o.data_root + "/<set>/" + o.split +
+                "' (build them with `florence data build`, see scripts/demo)");
+  if (!o.out_dir.empty()) {
+    nlohmann::json brief = out;
+    for (auto& r : brief["results"]) r.erase("examples");
+    write_json_file((fs::path(o.out_dir) / "summary.json").string(), brief);
+  }
+  return out;
+}
+
+std::string format_summary(const std::vector<nlohmann::json>& results) {
+  std::string s = fmt::format("{:<14} {:<24} {:<18} {:>8} {:>8}\n", "set", "task", "metric", "value", "chance");
+  auto row = [&](const std::string& set, const std::string& task, const std::string& metric, double v, double c, bool percent) {
+    s += percent ? fmt::format("{:<14} {:<24} {:<18} {:>8.2f} {:>8.2f}\n", set, task, metric, 100 * v, 100 * c)
+                 : fmt::format("{:<14} {:<24} {:<18} {:>8g} {:>8g}\n", set, task, metric, v, c);
+  };
+  for (const auto& r : results) {
+    const std::string set = r.value("set", "?");
+    if (r.value("task", "") == "zero-shot") {
+      const auto& m = r.at("metrics");
+      const auto& ch = m.at("chance");
+      const std::string task = fmt::format("zero-shot{} ({})", r.value("labels_seen_in_pretraining", false) ? " [seen]" : "",
+                                           m.at("num_classes").get<int64_t>());
+      row(set, task, "top-1 %", m.at("top1").get<double>(), ch.at("top1").get<double>(), true);
+      row(set, task, "top-5 %", m.at("top5").get<double>(), ch.at("top5").get<double>(), true);
+      row(set, task, "mean per-class %", m.at("mean_per_class").get<double>(), ch.at("mean_per_class").get<double>(), true);
+    } else if (r.value("task", "") == "retrieval") {
+      for (const auto& [key, label] : {std::pair<std::string, std::string>{"image_to_text", "retrieval i->t"},
+                                       {"text_to_image", "retrieval t->i"}}) {
+        const auto& m = r.at(key);
+        const auto& ch = m.at("chance");
+        const std::string task = fmt::format("{} ({})", label, m.at("num_items").get<int64_t>());
+        for (const char* k : {"R@1", "R@5", "R@10"})
+          if (m.contains(k)) row(set, task, std::string(k) + " %", m[k].get<double>(), ch.at(k).get<double>(), true);
+        row(set, task, "median rank", m.at("median_rank").get<double>(), ch.at("median_rank").get<double>(), false);
+      }
+    }
+  }
+  return s;
+}
+
+}  // namespace florence::eval

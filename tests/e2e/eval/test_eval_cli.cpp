@@ -1,0 +1,223 @@
+// End to end through the `florence` binary with a random-init florence-nano checkpoint:
+// embed (file round trip: shapes, unit norms, input order), classify (probabilities), and
+// eval zero-shot / retrieval on small synthetic shards (counts, classes and exact chance levels).
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "florence/core/checkpoint.h"
+#include "florence/data/webdataset.h"
+#include "florence/eval/encode.h"
+#include "florence/model/io.h"
+#include "florence/model/registry.h"
+
+using namespace florence;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kVocab = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
+
+fs::path root() {
+  static fs::path d = [] {
+    fs::path p = fs::path(FLORENCE_TEST_TMP) / "e2e_eval_cli";
+    fs::remove_all(p);
+    fs::create_directories(p);
+    return p;
+  }();
+  return d;
+}
+
+std::string checkpoint() {
+  static std::string path = [] {
+    torch::manual_seed(1);
+    model::ModelSpec spec = model::resolve_model("florence-nano");
+    model::FlorenceModel m(*spec.florence);
+    const std::string p = (root() / "ckpt" / "model.safetensors").string();
+    fs::create_directories(root() / "ckpt");
+    model::save_checkpoint(*m, spec, p);
+    return p;
+  }();
+  return path;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// Runs the CLI; returns its exit status, stdout in `out`.
+int run(const std::string& args, std::string& out) {
+  const fs::path o = root() / "stdout.txt", e = root() / "stderr.txt";
+  const std::string cmd = std::string(FLORENCE_CLI) + " " + args + " > " + o.string() + " 2> " + e.string();
+  const int rc = std::system(cmd.c_str());
+  out = read_file(o);
+  if (rc != 0) std::cerr << "command failed: " << cmd << "\n" << read_file(e) << "\n";
+  return rc;
+}
+
+std::vector<uint8_t> png(int seed, int w = 40, int h = 40) {
+  cv::Mat img(h, w, CV_8UC3);
+  cv::RNG rng(uint64_t(seed) + 1);
+  rng.fill(img, cv::RNG::UNIFORM, 0, 255);
+  std::vector<uint8_t> buf;
+  cv::imencode(".png", img, buf);
+  return buf;
+}
+
+double norm_err(const torch::Tensor& t) { return (t.norm(2, 1) - 1).abs().max().item<double>(); }
+
+}  // namespace
+
+TEST(EvalCli, EmbedRoundTrip) {
+  fs::path d = root() / "embed";
+  fs::create_directories(d / "folder" / "sub");
+  auto write = [](const fs::path& p, int seed) {
+    auto b = png(seed);
+    std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  };
+  write(d / "folder" / "b.png", 1);
+  write(d / "folder" / "sub" / "a.png", 2);
+  write(d / "single.png", 3);
+  std::ofstream(d / "texts.txt") << "a red square\nnoise\n";
+  const std::string out_path = (d / "embeds.safetensors").string();
+  std::string out;
+  ASSERT_EQ(run("embed --checkpoint " + checkpoint() + " --vocab " + kVocab + " --images " + (d / "folder").string() + " " +
+                    (d / "single.png").string() + " --texts " + (d / "texts.txt").string() +
+                    " --text 'a green dog' --out " + out_path,
+                out),
+            0);
+  core::SafetensorsFile f = core::load_safetensors(out_path);
+  ASSERT_TRUE(f.tensors.count("image_embeds"));
+  ASSERT_TRUE(f.tensors.count("text_embeds"));
+  const torch::Tensor img = f.tensors["image_embeds"], txt = f.tensors["text_embeds"];
+  EXPECT_EQ(img.sizes(), (std::vector<int64_t>{3, 128}));
+  EXPECT_EQ(txt.sizes(), (std::vector<int64_t>{3, 128}));
+  EXPECT_EQ(img.scalar_type(), torch::kFloat);
+  EXPECT_LT(norm_err(img), 1e-5);
+  EXPECT_LT(norm_err(txt), 1e-5);
+  // Order: folder files sorted by path (recursive), then the single file; texts file, then --text.
+  auto keys = nlohmann::json::parse(f.metadata.at("image_keys")).get<std::vector<std::string>>();
+  EXPECT_EQ(keys, (std::vector<std::string>{(d / "folder" / "b.png").string(), (d / "folder" / "sub" / "a.png").string(),
+                                            (d / "single.png").string()}));
+  auto texts = nlohmann::json::parse(f.metadata.at("texts")).get<std::vector<std::string>>();
+  EXPECT_EQ(texts, (std::vector<std::string>{"a red square", "noise", "a green dog"}));
+  auto side = nlohmann::json::parse(read_file(d / "embeds.json"));
+  EXPECT_EQ(side["texts"], nlohmann::json(texts));
+  // Rows match the library's own encoding of the same inputs (order really is the stored one).
+  eval::LoadOptions lo;
+  lo.checkpoint = checkpoint();
+  lo.vocab = kVocab;
+  eval::EvalModel m = eval::load_eval_model(lo);
+  torch::Tensor t = eval::encode_texts(m, {"a green dog", "a red square"});
+  EXPECT_TRUE(t[0].allclose(txt[2], 1e-4, 1e-5));
+  EXPECT_TRUE(t[1].allclose(txt[0], 1e-4, 1e-5));
+  eval::EncodedImages e = eval::encode_source(m, std::make_shared<data::ImageFolderSource>((d / "folder").string()), false);
+  // ImageFolder keys are "<class>/<stem>": here class folder "sub" holds a.png.
+  ASSERT_EQ(e.keys.size(), 1u);
+  EXPECT_TRUE(e.embeds[0].allclose(img[1], 1e-4, 1e-5));
+}
+
+TEST(EvalCli, ClassifyPrintsNormalisedProbabilities) {
+  fs::path d = root() / "classify";
+  fs::create_directories(d);
+  auto b = png(5, 50, 30);
+  std::ofstream(d / "x.png", std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  std::string out;
+  ASSERT_EQ(run("classify --checkpoint " + checkpoint() + " --vocab " + kVocab +
+                    " --labels 'cat, dog,red car,tree' --top 10 --json " + (d / "x.png").string(),
+                out),
+            0);
+  auto j = nlohmann::json::parse(out);
+  ASSERT_EQ(j["results"].size(), 1u);
+  const auto& top = j["results"][0]["top"];
+  ASSERT_EQ(top.size(), 4u);
+  double sum = 0, prev = 2;
+  for (const auto& t : top) {
+    sum += t["prob"].get<double>();
+    EXPECT_LE(t["prob"].get<double>(), prev);  // sorted, highest first
+    prev = t["prob"].get<double>();
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-5);
+  // Initial logit scale log(1/0.07) -> tau = 1/0.07.
+  EXPECT_NEAR(j["temperature"].get<double>(), 1.0 / 0.07, 1e-3);
+}
+
+TEST(EvalCli, ZeroShotAndRetrievalOnSyntheticShards) {
+  fs::path d = root() / "corpus";
+  {
+    data::ShardWriter w((d / "test").string());
+    const std::vector<std::pair<std::string, std::string>> rows = {
+        {"animals", "cat"},      {"animals", "cat"},   {"animals", "dog"},  {"animals", "bird"},
+        {"animals", "fish"},     {"food", "apple"},    {"food", "Apple"},   {"food", "bread"},
+        {"food", "cheese"},      {"zeta", "z one"},    {"zeta", "z two"},   {"zeta", "z two"}};
+    for (size_t i = 0; i < rows.size(); ++i) {
+      data::Sample s;
+      s.key = "s" + std::to_string(i);
+      s.image = png(int(i) + 10);
+      s.image_ext = "png";
+      s.text = rows[i].second;
+      s.meta = {{"category", rows[i].first}};
+      w.write(s);
+    }
+    w.close();
+  }
+  std::string out;
+  const fs::path zs = root() / "out" / "zs.json";
+  ASSERT_EQ(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + d.string() +
+                    " --out " + zs.string(),
+                out),
+            0);
+  auto z = nlohmann::json::parse(read_file(zs));
+  EXPECT_EQ(z["task"], "zero-shot");
+  EXPECT_EQ(z["set"], "corpus");
+  EXPECT_EQ(z["num_images"], 12);
+  const auto& m = z["metrics"];
+  EXPECT_EQ(m["classes"], nlohmann::json({"animals", "food", "zeta"}));
+  EXPECT_EQ(m["support"]["animals"], 5);
+  EXPECT_NEAR(m["chance"]["top1"].get<double>(), 1.0 / 3.0, 1e-12);
+  EXPECT_NEAR(m["chance"]["top5"].get<double>(), 1.0, 1e-12);
+  int64_t total = 0, diag = 0;
+  for (size_t t = 0; t < 3; ++t)
+    for (size_t p = 0; p < 3; ++p) {
+      total += m["confusion"][t][p].get<int64_t>();
+      if (t == p) diag += m["confusion"][t][p].get<int64_t>();
+    }
+  EXPECT_EQ(total, 12);
+  EXPECT_NEAR(m["top1"].get<double>(), double(diag) / 12.0, 1e-12);
+  EXPECT_NE(out.find("top-1 %"), std::string::npos);
+
+  const fs::path rt = root() / "out" / "ret.json";
+  ASSERT_EQ(run("eval retrieval --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (d / "test").string() +
+                    " --examples 3 --out " + rt.string(),
+                out),
+            0);
+  auto r = nlohmann::json::parse(read_file(rt));
+  EXPECT_EQ(r["num_images"], 12);
+  // "apple"/"Apple" clean to one text: 9 distinct texts.
+  EXPECT_EQ(r["num_texts"], 9);
+  // text->image: correct images per text 2,1,1,1,2,1,1,1,2 of 12 -> chance R@1 = mean(m/12) = 1/9.
+  EXPECT_NEAR(r["text_to_image"]["chance"]["R@1"].get<double>(), 1.0 / 9.0, 1e-12);
+  EXPECT_NEAR(r["text_to_image"]["mean_relevant"].get<double>(), 12.0 / 9.0, 1e-12);
+  // image->text: one correct text of 9 -> chance R@K = K/9.
+  EXPECT_NEAR(r["image_to_text"]["chance"]["R@5"].get<double>(), 5.0 / 9.0, 1e-12);
+  EXPECT_NEAR(r["image_to_text"]["chance"]["R@10"].get<double>(), 1.0, 1e-12);
+  EXPECT_NEAR(r["image_to_text"]["chance"]["mean_rank"].get<double>(), 5.0, 1e-12);
+  ASSERT_EQ(r["examples"].size(), 3u);
+  for (const auto& ex : r["examples"]) {
+    ASSERT_EQ(ex["top"].size(), 5u);
+    for (const auto& t : ex["top"]) {
+      const fs::path img = rt.parent_path() / t["image"].get<std::string>();
+      EXPECT_FALSE(cv::imread(img.string()).empty()) << img;
+    }
+  }
+  // A missing data folder is a clear error (exit status 2).
+  EXPECT_EQ(run("eval retrieval --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (d / "nope").string(), out) >> 8, 2);
+}
