@@ -58,7 +58,7 @@ struct Series {
   std::vector<std::pair<double, std::string>> stage_changes;  // (step, new stage)
 };
 
-const std::vector<std::string> kColumns = {"loss", "lr", "logit_scale", "img_s", "data_wait_fraction"};
+const std::vector<std::string> kColumns = {"loss", "lr", "logit_scale", "img_per_s", "data_wait_fraction"};
 
 Series read_metrics(const fs::path& path, ReportResult& res) {
   Series s;
@@ -110,7 +110,7 @@ std::vector<std::pair<Plot, std::string>> make_plots(const Series& s, const fs::
   const std::vector<Plot> plots = {{"loss", "loss.png", "training loss (UniCL)", "loss", false},
                                    {"lr", "lr.png", "learning rate", "lr", false},
                                    {"logit_scale", "logit_scale.png", "logit scale", "logit scale", false},
-                                   {"img_s", "throughput.png", "throughput", "images / s", false}};
+                                   {"img_per_s", "throughput.png", "throughput", "images / s", false}};
   {
     std::ofstream tsv(dir / "metrics.tsv");
     tsv << "# step";

@@ -3,7 +3,7 @@
 //
 // Inputs (each optional; what is missing is stated on the page and logged):
 //   RUN_DIR/metrics.jsonl   one JSON object per training step (florence pretrain): step, stage,
-//                           loss, lr, logit_scale, img_s, data_wait_fraction, ...
+//                           loss, lr, logit_scale, img_per_s, data_wait_fraction, ...
 //   RUN_DIR/config.json     the run's configuration (shown collapsed)
 //   RUN_DIR/eval/*.json     result files of `florence eval` (task "zero-shot" / "retrieval"; the
 //                           transfer tasks "linear-probe", "few-shot", "finetune",

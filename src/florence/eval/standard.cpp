@@ -28,6 +28,8 @@ std::string default_eval_dir(const std::string& checkpoint) {
   if (checkpoint.empty()) return {};
   const fs::path parent = fs::absolute(checkpoint).parent_path();
   if (parent.filename() == "checkpoints") return (parent.parent_path() / "eval").string();
+  // RUN/model.safetensors, the final weights `florence pretrain` writes next to RUN/metrics.jsonl.
+  if (fs::exists(parent / "metrics.jsonl") && fs::exists(parent / "config.json")) return (parent / "eval").string();
   return {};
 }
 

@@ -46,7 +46,8 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& options);
 /// median rank both ways), each with its chance level, in percent.
 std::string format_summary(const std::vector<nlohmann::json>& results);
 
-/// RUN/eval when `checkpoint` lies in RUN/checkpoints/, else "".
+/// RUN/eval when `checkpoint` lies in RUN/checkpoints/ or is RUN/model.safetensors of a pretraining run
+/// (RUN/metrics.jsonl and RUN/config.json beside it), else "".
 std::string default_eval_dir(const std::string& checkpoint);
 
 /// Writes `j` (pretty, 2 spaces) to `path` atomically (temp file + rename), creating parents.

@@ -595,7 +595,12 @@ void Run::write_config() {
                         {"total_steps", sched_.total_steps}}},
                       {"image_size", image_size_},
                       {"preprocess",
-                       {{"mean", data::kImageNetMean}, {"std", data::kImageNetStd}, {"augment", o_.augment}}},
+                       {{"mean", data::kImageNetMean},
+                        {"std", data::kImageNetStd},
+                        {"augment", o_.augment},
+                        // What eval should crop: exactly the training view for "none" (the
+                        // loader's full center crop); timm's 0.875 after RandomResizedCrop.
+                        {"crop_pct", o_.augment == "none" ? 1.0 : 0.875}}},
                       {"prompt_templates", prompt_templates()},
                       {"steps_per_epoch", steps_per_epoch_}};
   write_text_atomic(run_dir_ / "config.json", j.dump(2) + "\n");

@@ -62,7 +62,7 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
     std::ofstream m(run / "metrics.jsonl");
     for (int s = 1; s <= 40; ++s) {
       nlohmann::json j{{"step", s},          {"stage", s <= 25 ? 1 : 2}, {"loss", 4.0 * std::exp(-s / 15.0) + 0.5},
-                       {"lr", 1e-3 * std::min(1.0, s / 5.0)}, {"logit_scale", 14.3 + 0.1 * s}, {"img_s", 120.0 + (s % 7)},
+                       {"lr", 1e-3 * std::min(1.0, s / 5.0)}, {"logit_scale", 14.3 + 0.1 * s}, {"img_per_s", 120.0 + (s % 7)},
                        {"data_wait_fraction", 0.05}};
       m << j.dump() << "\n";
     }
