@@ -24,7 +24,7 @@ void setup_classify(CLI::App& root) {
   cmd->add_option("--template", *templates,
                   "Prompt template with {} (repeatable; default: the built-in ensemble; \"{}\" = bare labels)")
       ->allow_extra_args(false);
-  cmd->add_option("--top", *top, "Labels printed per image")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--top", *top, "Labels printed per image")->capture_default_str()->check(florence::cli::positive());
   cmd->add_flag("--json", *as_json, "Print JSON");
   cmd->add_option("images", *images, "Image files, folders or shards")->required();
   cmd->callback([=] {

@@ -26,15 +26,15 @@ void setup_data(CLI::App& root) {
   cmd->add_option("--limit", o->limit,
                   "Only the first N source items (SVG files / emoji entries / images per original split); 0 = all")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(florence::cli::non_negative());
   cmd->add_option("--threads", o->threads, "Worker threads (default: the global --threads, else all cores)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--shard-size", o->shard_size, "Samples per shard")->capture_default_str()->check(CLI::PositiveNumber);
+      ->check(florence::cli::non_negative());
+  cmd->add_option("--shard-size", o->shard_size, "Samples per shard")->capture_default_str()->check(florence::cli::positive());
   cmd->add_option("--fields", *fields, "openclipart: text fields, comma-separated: title,description,keywords")
       ->capture_default_str();
   cmd->add_option("--render-timeout", o->render_timeout_s, "openclipart: seconds before a rsvg-convert run is killed")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(florence::cli::positive());
   cmd->add_flag("--short-names", o->short_names, "emoji: append the short names to the text");
   cmd->add_flag("--overwrite", o->overwrite, "Replace an existing corpus in --out");
   cmd->add_flag("--json", *as_json, "Print the summary as JSON");

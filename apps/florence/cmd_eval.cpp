@@ -56,7 +56,7 @@ void setup_eval(CLI::App& root) {
     cmd->add_option("--name", *name, "Set name in the result (default: the data folder's name)");
     cmd->add_option("--templates", *templates, "Prompt templates file, one per line with {} (default: built-in ensemble)");
     cmd->add_option("--class-field", *field, "Sample meta field holding the class name")->capture_default_str();
-    cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--out", *out, "Write the result JSON here");
     cmd->add_flag("--json", *as_json, "Print the full result JSON instead of the table");
     cmd->callback([=] {
@@ -84,10 +84,10 @@ void setup_eval(CLI::App& root) {
     cmd->add_option("--data", *data, "Corpus root (uses its --split folder), shard dir/pattern or manifest")->required();
     cmd->add_option("--split", *split, "Split folder of a corpus root")->capture_default_str();
     cmd->add_option("--name", *name, "Set name in the result (default: the data folder's name)");
-    cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--examples", *examples, "Text->image examples kept (images written next to --out)")
         ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+        ->check(florence::cli::non_negative());
     cmd->add_option("--out", *out, "Write the result JSON here (example images in OUT_STEM_examples/)");
     cmd->add_flag("--json", *as_json, "Print the full result JSON instead of the table");
     cmd->callback([=] {
@@ -118,7 +118,7 @@ void setup_eval(CLI::App& root) {
     cmd->add_option("--out-dir", o->out_dir, "Result JSONs (default: RUN/eval for a checkpoint in RUN/checkpoints/)");
     cmd->add_option("--sets", *sets, "Comma-separated subset: fashion-mnist,openclipart,emoji");
     cmd->add_option("--templates", *templates, "Prompt templates file (default: built-in ensemble)");
-    cmd->add_option("--max-samples", o->max_samples, "Only the first N images per set (0 = all)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--max-samples", o->max_samples, "Only the first N images per set (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--examples", o->num_examples, "Retrieval examples per set")->capture_default_str();
     cmd->add_flag("--json", *as_json, "Print the full results JSON instead of the table");
     cmd->callback([=] {

@@ -19,7 +19,7 @@ void setup_info(CLI::App& root) {
   auto print_config = std::make_shared<bool>(false);
   cmd->add_option("--model", *model, "Registered name or JSON config file")->required();
   cmd->add_option("--image-size", *image_size, "Square input size in pixels (default: the config's)")
-      ->check(CLI::PositiveNumber);
+      ->check(florence::cli::positive());
   cmd->add_flag("--json", *as_json, "Print the counts as JSON");
   cmd->add_flag("--print-config", *print_config, "Print the full config JSON (a file --model accepts)");
   cmd->callback([=] {

@@ -2,7 +2,9 @@
 //                   [--shards SPEC[:W]]... [--manifest FILE[:W]]... [--labelled SPEC[:W]]...
 //                   [--steps N | --epochs N] [--stage1-steps N] [--stage2-steps N] [--stage3-steps N
 //                   --stage3-image-size S] [--batch-size B] [--accum-steps K] [--lr X] ... [--resume [RUN_DIR|CKPT]]
-// Thin front end over train::pretrain (src/florence/train/trainer.h).
+//                   [--local-loss] [--dist-timeout S]
+// Thin front end over train::pretrain (src/florence/train/trainer.h). Distributed when started by
+// `florence launch`, torchrun or srun (their environment; see src/florence/dist/dist.h).
 #include <iostream>
 #include <set>
 
@@ -33,6 +35,8 @@ void overlay(CLI::App* cmd, TrainOptions& dst, const PretrainArgs& a) {
   if (given("--device")) dst.device = s.device;
   if (given("--batch-size")) dst.batch_size = s.batch_size;
   if (given("--accum-steps")) dst.accum_steps = s.accum_steps;
+  if (given("--local-loss")) dst.local_loss = s.local_loss;
+  if (given("--dist-timeout")) dst.dist_timeout_s = s.dist_timeout_s;
   if (given("--lr")) dst.lr = s.lr;
   if (given("--min-lr")) dst.min_lr = s.min_lr;
   if (given("--warmup-steps")) dst.warmup_steps = s.warmup_steps;
@@ -82,13 +86,23 @@ void setup_pretrain(CLI::App& root) {
       ->type_name("SPEC[:W]");
   cmd->add_option("--out", o.out_dir, "Run directory (checkpoints/, metrics.jsonl, config.json, model.safetensors)");
   cmd->add_option("--device", o.device, "Torch device (cpu, cuda, cuda:1)")->capture_default_str();
-  cmd->add_option("--batch-size", o.batch_size, "Contrastive batch size (all in-batch negatives)")
+  cmd->add_option("--batch-size", o.batch_size,
+                  "Global contrastive batch size (all in-batch negatives); split evenly over the processes of a "
+                  "distributed run")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(florence::cli::positive());
   cmd->add_option("--accum-steps", o.accum_steps,
                   "Micro-batches per batch (GradCache: the contrastive batch stays whole)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(florence::cli::positive());
+  cmd->add_flag("--local-loss", o.local_loss,
+                "Distributed: UniCL of this process's rows against all gathered columns (same gradient, smaller "
+                "logits) instead of the whole global batch on every process");
+  cmd->add_option("--dist-timeout", o.dist_timeout_s,
+                  "Distributed: seconds to wait for the other processes (rendezvous, each collective) before "
+                  "stopping with an error")
+      ->capture_default_str()
+      ->check(florence::cli::positive());
   cmd->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
   cmd->add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine")->capture_default_str();
   cmd->add_option("--warmup-steps", o.warmup_steps, "Linear warm-up steps (default: 5% of the total)");
@@ -157,6 +171,7 @@ void setup_pretrain(CLI::App& root) {
       run.resume = target;
     }
     const auto r = florence::train::pretrain(run);
+    if (r.rank != 0) return;  // rank 0 reports for the job
     if (r.interrupted) {
       std::cout << fmt::format("stopped after step {}/{}; checkpoint {}\nresume with: florence pretrain --resume {}\n",
                                r.steps_done, r.total_steps, r.last_checkpoint, r.run_dir);

@@ -23,6 +23,12 @@ CLI::App* group(CLI::App& parent, const std::string& name, const std::string& de
 /// Threads chosen by the global --threads flag (0 = default rule of configure_threads()).
 int requested_threads();
 
+/// Number checks with readable messages (CLI11's PositiveNumber prints its double range, e.g.
+/// "not in range 0.000000 to 1797...": unreadable for an integer flag). CLI11 prefixes the option
+/// name: "--episodes: must be > 0, got '0'".
+const CLI::Validator& positive();      ///< a number > 0
+const CLI::Validator& non_negative();  ///< a number >= 0
+
 }  // namespace florence::cli
 
 #define FLORENCE_CLI_CONCAT2(a, b) a##b

@@ -3,6 +3,8 @@
 // device and the eval preprocessing. Header-only helper for apps/florence/cmd_{eval,embed,classify}.cpp.
 #include <CLI/CLI.hpp>
 
+#include "command.h"
+
 #include <memory>
 #include <string>
 
@@ -41,7 +43,7 @@ inline void add_eval_flags(CLI::App* cmd, const std::shared_ptr<EvalFlags>& f, b
   cmd->add_option("--vocab", f->load.vocab, "BPE merges file (default: the one of the checkpoint's pretraining run)");
   cmd->add_option("--device", f->load.device, "Torch device (cpu, cuda, cuda:1, ...)")->capture_default_str();
   cmd->add_option("--image-size", f->load.preprocess.image_size, "Input size in pixels (default: the model's)")
-      ->check(CLI::PositiveNumber);
+      ->check(florence::cli::positive());
   cmd->add_option("--crop-pct", f->crop_pct, "Resize shorter side to size/crop_pct, then center crop (default 0.875)")
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--mean", f->mean, "Per-channel RGB mean, \"r,g,b\" (default: ImageNet or the run's)");
@@ -49,9 +51,9 @@ inline void add_eval_flags(CLI::App* cmd, const std::shared_ptr<EvalFlags>& f, b
   cmd->add_option("--norm", f->norm, "Named mean/std: clip | imagenet")->check(CLI::IsMember({"clip", "imagenet"}));
   cmd->add_option("--batch-size", f->load.preprocess.batch_size, "Images / texts per forward pass")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(florence::cli::positive());
   cmd->add_option("--workers", f->load.preprocess.num_workers, "Image decode threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(florence::cli::non_negative());
 }
 
 }  // namespace florence::cli

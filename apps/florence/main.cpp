@@ -32,6 +32,36 @@ CLI::App* group(CLI::App& parent, const std::string& name, const std::string& de
 
 int requested_threads() { return g_threads; }
 
+namespace {
+// A validator accepting numbers for which `ok` holds; `what` completes "must be ...".
+CLI::Validator number_check(bool (*ok)(double), const std::string& what, const std::string& name) {
+  return CLI::Validator(
+      [ok, what](std::string& text) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size()) return "must be a number, got '" + text + "'";
+        if (!ok(v)) return "must be " + what + ", got '" + text + "'";
+        return std::string();
+      },
+      name, name);
+}
+}  // namespace
+
+const CLI::Validator& positive() {
+  static const CLI::Validator v = number_check([](double x) { return x > 0; }, "> 0", "POSITIVE");
+  return v;
+}
+
+const CLI::Validator& non_negative() {
+  static const CLI::Validator v = number_check([](double x) { return x >= 0; }, ">= 0", "NONNEGATIVE");
+  return v;
+}
+
 }  // namespace florence::cli
 
 int main(int argc, char** argv) {
@@ -44,7 +74,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--threads", cli::g_threads,
                  "Intra-op threads (default: OMP_NUM_THREADS, else all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::non_negative());
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.parse_complete_callback([&] {
@@ -56,10 +86,34 @@ int main(int argc, char** argv) {
   std::sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [name, fn] : reg) fn(app);
 
+  // Name an unknown command (CLI11 would only say "A subcommand is required"): the first word that
+  // is neither a global flag nor its value.
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads" || a == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("-", 0) == 0) continue;
+    bool known = false;
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || sub->get_name() == a;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::cerr << "error: unknown command '" << a << "' (commands: " << names << ")\n";
+      return 2;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --help-all
+    // Flag errors follow the same rule as every other error: "error: ..." and status 2.
+    std::cerr << "error: " << e.what() << "\n(run with --help for the usage)\n";
+    return 2;
   } catch (const florence::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 2;

@@ -38,6 +38,7 @@
 #include <thread>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/data/idx.h"
 #include "florence/data/sample.h"
 #include "florence/data/webdataset.h"
@@ -469,13 +470,7 @@ class CorpusSink {
     head["failed_total"] = nfail;
     head["failed_items"] = failed_;
     head["seconds"] = seconds;
-    const fs::path tmp = fs::path(o_.out_dir) / ".summary.json.tmp";
-    {
-      std::ofstream f(tmp);
-      f << head.dump(2) << "\n";
-      if (!f) throw Error("data build: cannot write '" + tmp.string() + "'");
-    }
-    fs::rename(tmp, fs::path(o_.out_dir) / "summary.json");
+    core::write_text_atomic(fs::path(o_.out_dir) / "summary.json", head.dump(2) + "\n");
     return head;
   }
 

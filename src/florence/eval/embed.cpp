@@ -12,6 +12,7 @@
 
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/data/webdataset.h"
 #include "florence/eval/zero_shot.h"
 
@@ -192,13 +193,7 @@ void save_embeddings(const EmbedResult& r, const nlohmann::json& model_info, con
                           {"image_keys", nlohmann::json(r.image_keys).dump()},
                           {"texts", nlohmann::json(r.texts).dump()}});
   const std::string side = fs::path(path).replace_extension(".json").string();
-  const std::string tmp = side + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << info.dump(2) << "\n";
-    if (!out) throw Error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, side);
+  core::write_text_atomic(side, info.dump(2) + "\n");
 }
 
 std::vector<std::string> split_labels(const std::string& csv) {

@@ -101,13 +101,17 @@ EvalModel load_eval_model(const LoadOptions& o) {
       }
     }
   }
-  // A pretraining run (florence pretrain) keeps RUN/config.json next to RUN/checkpoints/.
+  // A pretraining run (florence pretrain) keeps RUN/config.json next to RUN/checkpoints/ and
+  // RUN/model.safetensors; runs older than the sidecar's "preprocess" are read from it.
   nlohmann::json run_cfg;
   fs::path run_dir;
   if (!o.checkpoint.empty()) {
     const fs::path parent = fs::absolute(o.checkpoint).parent_path();
-    if (parent.filename() == "checkpoints" && fs::is_regular_file(parent.parent_path() / "config.json")) {
-      run_dir = parent.parent_path();
+    // RUN/checkpoints/step_N.safetensors, or RUN/model.safetensors beside RUN/checkpoints/.
+    const fs::path run = parent.filename() == "checkpoints" ? parent.parent_path() : parent;
+    if ((parent.filename() == "checkpoints" || fs::is_directory(parent / "checkpoints")) &&
+        fs::is_regular_file(run / "config.json")) {
+      run_dir = run;
       std::ifstream in(run_dir / "config.json");
       try {
         run_cfg = nlohmann::json::parse(in);
@@ -149,18 +153,35 @@ EvalModel load_eval_model(const LoadOptions& o) {
   // Vocabulary: --vocab, else the sidecar's "vocab", else the copy a pretraining run keeps
   // (RUN/vocab.bpe[.gz]), else the path the run was started with (train_state.options.vocab).
   std::string vocab = o.vocab;
-  if (vocab.empty() && side.is_object() && side.contains("vocab") && side["vocab"].is_string()) {
-    vocab = side["vocab"].get<std::string>();
-    if (fs::path(vocab).is_relative() && !fs::exists(vocab)) vocab = (fs::path(side_path).parent_path() / vocab).string();
-  }
-  if (vocab.empty() && !run_dir.empty()) {
+  if (!vocab.empty() && !fs::is_regular_file(vocab)) throw Error("--vocab '" + vocab + "' does not exist");
+  std::vector<std::string> missing;  // recorded paths that do not exist (relative to another cwd?)
+  const fs::path side_dir = side_path.empty() ? fs::path() : fs::absolute(side_path).parent_path();
+  auto existing = [&](const std::string& p) -> std::string {
+    if (fs::is_regular_file(p)) return p;
+    if (!side_dir.empty() && fs::path(p).is_relative() && fs::is_regular_file(side_dir / p)) return (side_dir / p).string();
+    missing.push_back(p);
+    return "";
+  };
+  if (vocab.empty() && side.is_object() && side.contains("vocab") && side["vocab"].is_string())
+    vocab = existing(side["vocab"].get<std::string>());
+  // The copy a run keeps: RUN/vocab.bpe[.gz] beside RUN/model.safetensors or RUN/checkpoints/.
+  std::vector<fs::path> dirs;
+  if (!side_dir.empty()) dirs.push_back(side_dir);
+  if (!side_dir.empty() && side_dir.filename() == "checkpoints") dirs.push_back(side_dir.parent_path());
+  if (!run_dir.empty()) dirs.push_back(run_dir);
+  for (const fs::path& d : dirs) {
     for (const char* name : {"vocab.bpe.gz", "vocab.bpe"})
-      if (vocab.empty() && fs::is_regular_file(run_dir / name)) vocab = (run_dir / name).string();
+      if (vocab.empty() && fs::is_regular_file(d / name)) vocab = (d / name).string();
   }
   if (vocab.empty() && side.is_object()) {
     const nlohmann::json::json_pointer ptr("/train_state/options/vocab");
-    if (side.contains(ptr) && side[ptr].is_string() && fs::is_regular_file(side[ptr].get<std::string>()))
-      vocab = side[ptr].get<std::string>();
+    if (side.contains(ptr) && side[ptr].is_string()) vocab = existing(side[ptr].get<std::string>());
+  }
+  if (vocab.empty() && !missing.empty()) {
+    std::string list;
+    for (const auto& p : missing) list += (list.empty() ? "'" : ", '") + p + "'";
+    m.vocab_problem = "the checkpoint names " + list +
+                      ", which does not exist here (paths recorded by training are relative to the folder it ran in)";
   }
   if (!vocab.empty() && o.vocab.empty()) spdlog::info("eval: vocabulary {} (from the checkpoint's run)", vocab);
   if (!vocab.empty()) {
@@ -189,7 +210,9 @@ EvalModel load_eval_model(const LoadOptions& o) {
 
 const text::Tokenizer& require_tokenizer(const EvalModel& m, const std::string& command) {
   if (!m.tokenizer)
-    throw Error(command + " needs a BPE vocabulary: pass --vocab FILE (or store \"vocab\" in the checkpoint sidecar)");
+    throw Error(command + " needs a BPE vocabulary: " +
+                (m.vocab_problem.empty() ? std::string("the checkpoint does not name one") : m.vocab_problem) +
+                "; pass --vocab FILE");
   return *m.tokenizer;
 }
 
@@ -242,9 +265,7 @@ torch::Tensor encode_texts(EvalModel& m, const std::vector<std::string>& texts) 
   return torch::cat(out, 0);
 }
 
-EncodedImages encode_source(EvalModel& m, std::shared_ptr<const data::SampleSource> source, bool require_text,
-                            int64_t max_samples, bool with_meta) {
-  if (!source) throw Error("encode_source: no source");
+data::LoaderOptions eval_loader_options(const EvalModel& m, bool require_text) {
   data::LoaderOptions lo;
   lo.batch_size = m.preprocess.batch_size;
   lo.image_size = m.preprocess.image_size;
@@ -257,7 +278,13 @@ EncodedImages encode_source(EvalModel& m, std::shared_ptr<const data::SampleSour
   lo.require_text = require_text;
   lo.context_length = m.context_length;
   lo.drop_last = false;
-  data::Loader loader(source, lo, nullptr);
+  return lo;
+}
+
+EncodedImages encode_source(EvalModel& m, std::shared_ptr<const data::SampleSource> source, bool require_text,
+                            int64_t max_samples, bool with_meta) {
+  if (!source) throw Error("encode_source: no source");
+  data::Loader loader(source, eval_loader_options(m, require_text), nullptr);
 
   std::unordered_map<std::string, nlohmann::json> metas;
   if (with_meta) {

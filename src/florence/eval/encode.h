@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "florence/data/loader.h"
 #include "florence/data/readers.h"
 #include "florence/model/florence.h"
 #include "florence/model/registry.h"
@@ -60,6 +61,7 @@ struct EvalModel {
   model::ModelSpec spec;
   model::FlorenceModel model{nullptr};
   std::shared_ptr<const text::Tokenizer> tokenizer;  ///< null when no vocab was given
+  std::string vocab_problem;  ///< why no vocabulary was found (for require_tokenizer's message)
   torch::Device device{torch::kCPU};
   PreprocessOptions preprocess;
   std::string checkpoint;
@@ -114,5 +116,10 @@ torch::Tensor encode_texts(EvalModel& m, const std::vector<std::string>& texts);
 
 /// Embeddings [N, D] for already preprocessed images [N, 3, S, S] (any device; batched).
 torch::Tensor encode_image_tensor(EvalModel& m, const torch::Tensor& images);
+
+/// Loader options for evaluating `m` over a source in order: its preprocessing (batch size, image
+/// size, crop_pct, mean/std, workers), the eval transform (resize + centre crop), no shuffling,
+/// no dropped last batch; `require_text` false keeps samples without text (label-only data).
+data::LoaderOptions eval_loader_options(const EvalModel& m, bool require_text);
 
 }  // namespace florence::eval

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/eval/report_transfer.h"
 
 namespace fs = std::filesystem;
@@ -346,13 +347,7 @@ ReportResult write_report(const ReportOptions& o) {
   }
   html += body + "</body></html>\n";
   res.html_path = (run / "report.html").string();
-  const std::string tmp = res.html_path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << html;
-    if (!out) throw Error("report: cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, res.html_path);
+  core::write_text_atomic(res.html_path, html);
   return res;
 }
 

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/eval/retrieval.h"
 #include "florence/eval/zero_shot.h"
 
@@ -36,13 +37,7 @@ std::string default_eval_dir(const std::string& checkpoint) {
 void write_json_file(const std::string& path, const nlohmann::json& j) {
   const fs::path p(path);
   if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << "\n";
-    if (!out) throw Error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, p);
+  core::write_text_atomic(p, j.dump(2) + "\n");
 }
 
 nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/vision/swin_import.h"
 
 namespace florence::model {
@@ -15,19 +16,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error("cannot write '" + tmp + "'");
-    out << text;
-    out.flush();
-    if (!out) throw Error("write failed for '" + tmp + "'");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
-}
+using core::write_text_atomic;
 
 }  // namespace
 
@@ -103,6 +92,9 @@ std::optional<ModelSpec> read_checkpoint_spec(const std::string& path) {
 ModelSpec resolve_spec(const std::string& model_arg, const std::string& checkpoint) {
   if (!model_arg.empty()) return resolve_model(model_arg);
   if (!checkpoint.empty()) {
+    std::error_code ec;
+    if (fs::is_directory(checkpoint, ec)) throw Error("checkpoint '" + checkpoint + "' is a directory, not a weights file");
+    if (!fs::exists(checkpoint, ec)) throw Error("checkpoint '" + checkpoint + "' does not exist");
     if (auto s = read_checkpoint_spec(checkpoint)) return *s;
     throw Error("checkpoint '" + checkpoint + "' does not describe its model (no sidecar JSON); pass --model");
   }

@@ -33,11 +33,25 @@ torch::Tensor maybe_poison(torch::Tensor loss, bool inject_nan) {
 ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
                                      const torch::Tensor& ids, const torch::Tensor& labels, int accum_steps,
                                      const loss::UniCLOptions& loss_options, bool inject_nan) {
+  if (labels.size(0) != images.size(0)) {
+    throw Error(fmt::format("contrastive step: batch sizes differ (images {}, labels {})", images.size(0),
+                            labels.size(0)));
+  }
+  return contrastive_backward(
+      model, images, ids, accum_steps,
+      [&](const torch::Tensor& u, const torch::Tensor& v, const torch::Tensor& tau) {
+        return loss::unicl_loss(u, v, labels, tau, loss_options);
+      },
+      inject_nan);
+}
+
+ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
+                                     const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn,
+                                     bool inject_nan) {
   if (accum_steps < 1) throw Error(fmt::format("accum_steps must be >= 1, got {}", accum_steps));
   const int64_t B = images.size(0);
-  if (ids.size(0) != B || labels.size(0) != B) {
-    throw Error(fmt::format("contrastive step: batch sizes differ (images {}, ids {}, labels {})", B, ids.size(0),
-                            labels.size(0)));
+  if (ids.size(0) != B) {
+    throw Error(fmt::format("contrastive step: batch sizes differ (images {}, ids {})", B, ids.size(0)));
   }
   if (B == 0) throw Error("contrastive step: empty batch");
 
@@ -45,7 +59,7 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
     torch::Tensor u = model->encode_image(images);
     torch::Tensor v = model->encode_text(ids);
     torch::Tensor tau = model->temperature();
-    torch::Tensor loss = maybe_poison(loss::unicl_loss(u, v, labels, tau, loss_options), inject_nan);
+    torch::Tensor loss = maybe_poison(loss_fn(u, v, tau), inject_nan);
     loss.backward();
     return {loss.detach(), tau.detach()};
   }
@@ -70,7 +84,7 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
   us.clear();
   vs.clear();
   torch::Tensor tau = model->temperature();
-  torch::Tensor loss = maybe_poison(loss::unicl_loss(U, V, labels, tau, loss_options), inject_nan);
+  torch::Tensor loss = maybe_poison(loss_fn(U, V, tau), inject_nan);
   loss.backward();
   const torch::Tensor gU = U.grad(), gV = V.grad();
   // Pass 3: recompute each micro-batch with autograd and push the cached feature gradients through.

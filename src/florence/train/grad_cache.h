@@ -16,7 +16,14 @@
 // random numbers each sample gets, so results equal the one-batch ones only with dropout and
 // drop path off - which is how the unit test compares them.)
 // Cost: one extra forward pass (about +1/3 compute); peak activation memory is one micro-batch.
+//
+// Distributed training passes the loss as a function of this rank's features (FeatureLoss): it
+// gathers every rank's features with gradient (dist::gather_with_grad) and evaluates UniCL over
+// the global batch, so step 2 differentiates the global loss w.r.t. the local features (the
+// gather's backward all-reduces the feature gradients) and steps 1 and 3 stay local.
 #include <torch/types.h>
+
+#include <functional>
 
 #include "florence/loss/unicl.h"
 #include "florence/model/florence.h"
@@ -27,6 +34,17 @@ struct ContrastiveStep {
   torch::Tensor loss;  ///< 0-d, detached
   torch::Tensor tau;   ///< 0-d, detached: the temperature used (exp(logit_scale), clamped)
 };
+
+/// Loss of a contrastive batch from this process's features: u [n, D] image features, v [n, D]
+/// text features (rows paired), tau the 0-d temperature; returns a 0-d tensor differentiable
+/// w.r.t. all three.
+using FeatureLoss = std::function<torch::Tensor(const torch::Tensor& u, const torch::Tensor& v, const torch::Tensor& tau)>;
+
+/// As below with the loss given as a function of the features (distributed training). `images`
+/// and `ids` are this process's rows.
+ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
+                                     const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn,
+                                     bool inject_nan = false);
 
 /// Accumulates d loss / d parameters into the parameters' .grad (call zero_grad before) and
 /// returns the loss of the whole batch.

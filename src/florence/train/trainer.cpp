@@ -21,11 +21,14 @@
 
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/core/threads.h"
 #include "florence/data/loader.h"
+#include "florence/dist/dist.h"
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
 #include "florence/text/tokenizer.h"
+#include "florence/train/run_state.h"
 #include "florence/train/grad_cache.h"
 #include "florence/train/mixture.h"
 #include "florence/train/prompts.h"
@@ -51,6 +54,8 @@ nlohmann::json TrainOptions::to_json() const {
           {"device", device},
           {"batch_size", batch_size},
           {"accum_steps", accum_steps},
+          {"local_loss", local_loss},
+          {"dist_timeout_s", dist_timeout_s},
           {"lr", lr},
           {"min_lr", min_lr},
           {"warmup_steps", warmup_steps},
@@ -98,6 +103,8 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
       else if (key == "device") o.device = v.get<std::string>();
       else if (key == "batch_size") o.batch_size = v.get<int64_t>();
       else if (key == "accum_steps") o.accum_steps = v.get<int>();
+      else if (key == "local_loss") o.local_loss = v.get<bool>();
+      else if (key == "dist_timeout_s") o.dist_timeout_s = v.get<double>();
       else if (key == "lr") o.lr = v.get<double>();
       else if (key == "min_lr") o.min_lr = v.get<double>();
       else if (key == "warmup_steps") o.warmup_steps = v.get<int64_t>();
@@ -200,161 +207,20 @@ StagePlan resolve_stages(const TrainOptions& o, int64_t steps_per_epoch) {
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// Signals
-// ---------------------------------------------------------------------------------------------
-
-std::atomic<int> g_stop_signal{0};
-
-extern "C" void florence_train_on_signal(int sig) {
-  if (g_stop_signal.load() != 0) {  // second signal: give up at once with the default action
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
-    return;
-  }
-  g_stop_signal.store(sig);
-}
-
-class SignalScope {
+// Ranks other than 0 log warnings and errors only (their info lines would repeat rank 0's).
+class QuietScope {
  public:
-  explicit SignalScope(bool enable) : enabled_(enable) {
-    g_stop_signal.store(0);
-    if (!enabled_) return;
-    struct sigaction sa {};
-    sa.sa_handler = florence_train_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
+  explicit QuietScope(bool quiet) : quiet_(quiet), old_(spdlog::get_level()) {
+    if (quiet_ && old_ < spdlog::level::warn) spdlog::set_level(spdlog::level::warn);
   }
-  ~SignalScope() {
-    if (!enabled_) return;
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
+  ~QuietScope() {
+    if (quiet_) spdlog::set_level(old_);
   }
 
  private:
-  bool enabled_;
-  struct sigaction old_int_ {}, old_term_ {};
+  bool quiet_;
+  spdlog::level::level_enum old_;
 };
-
-// ---------------------------------------------------------------------------------------------
-// Small file helpers
-// ---------------------------------------------------------------------------------------------
-
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error(fmt::format("cannot write '{}'", tmp.string()));
-    f << text;
-    f.flush();
-    if (!f) throw Error(fmt::format("cannot write '{}'", tmp.string()));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error(fmt::format("cannot rename '{}' to '{}': {}", tmp.string(), path.string(), ec.message()));
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(fmt::format("cannot read '{}'", path.string()));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-nlohmann::json read_json(const fs::path& path) {
-  try {
-    return nlohmann::json::parse(read_text(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("'{}' is not valid JSON: {}", path.string(), e.what()));
-  }
-}
-
-std::string optim_path(const std::string& weights_path) {
-  std::string p = weights_path;
-  const std::string ext = ".safetensors";
-  if (p.size() > ext.size() && p.compare(p.size() - ext.size(), ext.size(), ext) == 0) {
-    p.resize(p.size() - ext.size());
-  }
-  return p + ".optim.safetensors";
-}
-
-// ---------------------------------------------------------------------------------------------
-// Optimizer state by parameter name. LibTorch keys AdamW's state by the parameter's TensorImpl
-// (a std::string of the pointer in 1.x, the void* itself in 2.x); the key is built for whichever
-// map type this LibTorch declares.
-// ---------------------------------------------------------------------------------------------
-
-template <class Map>
-typename Map::key_type state_key(const torch::Tensor& p) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream os;
-    os << static_cast<const void*>(p.unsafeGetTensorImpl());
-    return os.str();
-  } else {
-    return static_cast<Key>(p.unsafeGetTensorImpl());
-  }
-}
-
-core::TensorMap optimizer_state(torch::optim::AdamW& opt, const torch::nn::Module& module) {
-  auto& state = opt.state();
-  using Map = std::decay_t<decltype(state)>;
-  core::TensorMap out;
-  for (const auto& item : module.named_parameters(true)) {
-    auto it = state.find(state_key<Map>(item.value()));
-    if (it == state.end()) continue;
-    const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    out[item.key() + ".exp_avg"] = s.exp_avg();
-    out[item.key() + ".exp_avg_sq"] = s.exp_avg_sq();
-    out[item.key() + ".step"] = torch::tensor(int64_t(s.step()), torch::kInt64);
-  }
-  if (out.empty() && !state.empty()) {
-    throw Error("internal: the optimizer state could not be matched to parameter names (LibTorch key format)");
-  }
-  return out;
-}
-
-void load_optimizer_state(torch::optim::AdamW& opt, const torch::nn::Module& module, const core::TensorMap& saved,
-                          const std::string& origin) {
-  auto& state = opt.state();
-  using Map = std::decay_t<decltype(state)>;
-  state.clear();
-  int64_t restored = 0;
-  for (const auto& item : module.named_parameters(true)) {
-    auto a = saved.find(item.key() + ".exp_avg");
-    auto b = saved.find(item.key() + ".exp_avg_sq");
-    auto c = saved.find(item.key() + ".step");
-    if (a == saved.end() && b == saved.end() && c == saved.end()) continue;
-    if (a == saved.end() || b == saved.end() || c == saved.end()) {
-      throw Error(fmt::format("optimizer state '{}': incomplete entry for parameter '{}'", origin, item.key()));
-    }
-    const torch::Tensor& p = item.value();
-    if (a->second.sizes() != p.sizes() || b->second.sizes() != p.sizes()) {
-      throw Error(fmt::format("optimizer state '{}': shape mismatch for parameter '{}'", origin, item.key()));
-    }
-    auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->step(c->second.item<int64_t>());
-    s->exp_avg(a->second.to(p.device(), p.scalar_type()).clone());
-    s->exp_avg_sq(b->second.to(p.device(), p.scalar_type()).clone());
-    state[state_key<Map>(p)] = std::move(s);
-    ++restored;
-  }
-  spdlog::info("restored optimizer state of {} parameters from {}", restored, origin);
-}
-
-torch::Tensor rng_state(const torch::Device& device) {
-  at::Generator gen = at::globalContext().defaultGenerator(device);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_rng_state(const torch::Device& device, const torch::Tensor& s) {
-  at::Generator gen = at::globalContext().defaultGenerator(device);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(s);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Progress line
@@ -385,7 +251,7 @@ std::string resolve_resume_checkpoint(const std::string& arg) {
     fs::path latest = fs::path(arg) / "checkpoints" / "latest";
     if (!fs::exists(latest)) latest = fs::path(arg) / "latest";
     if (!fs::exists(latest)) throw Error(fmt::format("--resume: no checkpoint in '{}' (no checkpoints/latest)", arg));
-    std::string name = read_text(latest);
+    std::string name = core::read_text_file(latest);
     while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
     const fs::path ckpt = latest.parent_path() / name;
     if (!fs::exists(ckpt)) throw Error(fmt::format("--resume: '{}' names '{}', which does not exist", latest.string(),
@@ -404,12 +270,12 @@ std::string resolve_resume_checkpoint(const std::string& arg) {
 TrainOptions load_run_options(const std::string& arg) {
   std::error_code ec;
   if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
-    const auto j = read_json(fs::path(arg) / "config.json");
+    const auto j = core::read_json_file(fs::path(arg) / "config.json");
     if (!j.contains("options")) throw Error(fmt::format("'{}/config.json' has no \"options\"", arg));
     return TrainOptions::from_json(j.at("options"));
   }
   const std::string ckpt = resolve_resume_checkpoint(arg);
-  const auto side = read_json(model::sidecar_path(ckpt));
+  const auto side = core::read_json_file(model::sidecar_path(ckpt));
   if (!side.contains("train_state") || !side["train_state"].contains("options")) {
     throw Error(fmt::format("'{}' has no training state (not a pretraining checkpoint)", model::sidecar_path(ckpt)));
   }
@@ -438,12 +304,15 @@ class Run {
   void prune_checkpoints();
   void resume_from(const std::string& ckpt);
   void write_config();
+  nlohmann::json preprocess_json() const;  // image_size, mean/std, augment, eval crop_pct
   int image_size_for_stage(int stage) const {
     return stage == 3 ? o_.stage3_image_size : image_size_;
   }
 
   TrainOptions o_;
   torch::Device device_;
+  dist::DistContext dist_;     // single process unless a launcher's environment says otherwise
+  int64_t local_batch_ = 0;    // rows of the global batch this process computes
   fs::path run_dir_, ckpt_dir_;
   model::ModelSpec spec_;
   model::FlorenceModel model_{nullptr};
@@ -583,6 +452,17 @@ bool Run::next_batch(data::Batch& b, double& wait_s) {
   return ok;
 }
 
+nlohmann::json Run::preprocess_json() const {
+  // The resolution of the last stage that runs (stage 3 trains at a higher one).
+  return {{"image_size", plan_.stage_steps[2] > 0 ? image_size_for_stage(3) : image_size_},
+          {"mean", data::kImageNetMean},
+          {"std", data::kImageNetStd},
+          {"augment", o_.augment},
+          // What eval should crop: exactly the training view for "none" (the loader's full
+          // center crop); timm's 0.875 after RandomResizedCrop.
+          {"crop_pct", o_.augment == "none" ? 1.0 : 0.875}};
+}
+
 void Run::write_config() {
   nlohmann::json j = {{"options", o_.to_json()},
                       {"model", model::spec_to_json(spec_)},
@@ -594,23 +474,23 @@ void Run::write_config() {
                         {"warmup_steps", sched_.warmup_steps},
                         {"total_steps", sched_.total_steps}}},
                       {"image_size", image_size_},
-                      {"preprocess",
-                       {{"mean", data::kImageNetMean},
-                        {"std", data::kImageNetStd},
-                        {"augment", o_.augment},
-                        // What eval should crop: exactly the training view for "none" (the
-                        // loader's full center crop); timm's 0.875 after RandomResizedCrop.
-                        {"crop_pct", o_.augment == "none" ? 1.0 : 0.875}}},
+                      {"preprocess", preprocess_json()},
                       {"prompt_templates", prompt_templates()},
-                      {"steps_per_epoch", steps_per_epoch_}};
-  write_text_atomic(run_dir_ / "config.json", j.dump(2) + "\n");
+                      {"steps_per_epoch", steps_per_epoch_},
+                      {"world_size", dist_.world_size()},
+                      {"distributed", dist_.describe()}};
+  core::write_text_atomic(run_dir_ / "config.json", j.dump(2) + "\n");
 }
 
 void Run::save(const Position& pos, double loss, bool stage_end) {
-  fs::create_directories(ckpt_dir_);
   const std::string name = fmt::format("step_{:07d}", pos.step);
   const std::string weights = (ckpt_dir_ / (name + ".safetensors")).string();
-  core::TensorMap optim = optimizer_state(*opt_, *model_);
+  if (!dist_.is_main()) {  // rank 0 writes; the others only know the path (same state on all ranks)
+    last_ckpt_ = weights;
+    return;
+  }
+  fs::create_directories(ckpt_dir_);
+  core::TensorMap optim = adamw_state_dict(*opt_, *model_);
   optim["rng.torch"] = rng_state(device_);
   core::save_safetensors(optim_path(weights), optim, {{"format", "florence.adamw"}});
   nlohmann::json state = {{"step", pos.step},
@@ -624,13 +504,15 @@ void Run::save(const Position& pos, double loss, bool stage_end) {
                             {"total_steps", sched_.total_steps}}},
                           {"stages", {plan_.stage_steps[0], plan_.stage_steps[1], plan_.stage_steps[2]}},
                           {"steps_per_epoch", steps_per_epoch_},
+                          {"global_batch_size", o_.batch_size},
+                          {"world_size", dist_.world_size()},
                           {"seed", o_.seed},
                           {"rng", "rng.torch in " + fs::path(optim_path(weights)).filename().string()},
                           {"loss", loss},
                           {"stage_end", stage_end},
                           {"options", o_.to_json()}};
   model::save_checkpoint(*model_, spec_, weights, torch::kFloat, {{"train_state", state}});
-  write_text_atomic(ckpt_dir_ / "latest", fs::path(weights).filename().string() + "\n");
+  core::write_text_atomic(ckpt_dir_ / "latest", fs::path(weights).filename().string() + "\n");
   last_ckpt_ = weights;
   if (!stage_end) periodic_ckpts_.push_back(weights);
   prune_checkpoints();
@@ -651,12 +533,13 @@ void Run::prune_checkpoints() {
 }
 
 void Run::resume_from(const std::string& ckpt) {
-  const auto side = read_json(model::sidecar_path(ckpt));
+  const auto side = core::read_json_file(model::sidecar_path(ckpt));
   if (!side.contains("train_state")) throw Error(fmt::format("'{}' is not a pretraining checkpoint", ckpt));
   const auto& st = side["train_state"];
   core::load_state_dict(*model_, model::read_weights(ckpt, spec_));
   const auto optim = core::load_safetensors(optim_path(ckpt));
-  load_optimizer_state(*opt_, *model_, optim.tensors, optim_path(ckpt));
+  const int64_t restored = load_adamw_state_dict(*opt_, *model_, optim.tensors, optim_path(ckpt));
+  spdlog::info("restored optimizer state of {} parameters from {}", restored, optim_path(ckpt));
   auto it = optim.tensors.find("rng.torch");
   if (it != optim.tensors.end()) set_rng_state(device_, it->second);
   pos_.step = st.at("step").get<int64_t>();
@@ -677,6 +560,27 @@ void Run::resume_from(const std::string& ckpt) {
 TrainResult Run::go() {
   validate();
   const auto t_start = Clock::now();
+  // Join the process group first: a missing peer is reported before any expensive setup.
+  dist_ = dist::init_from_env({o_.dist_timeout_s, o_.device});
+  QuietScope quiet(!dist_.is_main());
+  const int64_t W = dist_.world_size();
+  if (dist_.distributed()) {
+    spdlog::info("distributed: {}", dist_.describe());
+    if (o_.batch_size % W != 0) {
+      throw Error(fmt::format("--batch-size {} (the global batch) must be divisible by the {} processes", o_.batch_size,
+                              W));
+    }
+    if (device_.is_cuda() && !device_.has_index()) device_ = torch::Device(torch::kCUDA, dist_.local_rank());
+  }
+  if (o_.local_loss && !dist_.distributed()) {
+    spdlog::warn("--local-loss has no effect in a single process (it changes only how a distributed run splits "
+                 "the loss)");
+  }
+  local_batch_ = o_.batch_size / W;
+  if (o_.accum_steps > local_batch_) {
+    throw Error(fmt::format("--accum-steps {} exceeds the {} rows each of the {} processes computes", o_.accum_steps,
+                            local_batch_, W));
+  }
   florence::configure_threads(o_.threads);
   run_dir_ = o_.out_dir;
   ckpt_dir_ = run_dir_ / "checkpoints";
@@ -715,16 +619,20 @@ TrainResult Run::go() {
                             "--out",
                             run_dir_.string()));
   }
-  {  // keep a copy of the vocabulary with the run
+  // Same starting point on every rank (fresh: same seed already; resumed: same file), enforced.
+  dist::broadcast_parameters(dist_, *model_);
+  if (dist_.is_main()) {  // keep a copy of the vocabulary with the run
     const std::string ext = fs::path(o_.vocab).extension() == ".gz" ? ".bpe.gz" : ".bpe";
     const fs::path dst = run_dir_ / ("vocab" + ext);
     if (!fs::exists(dst, ec) || !fs::equivalent(dst, o_.vocab, ec)) fs::copy_file(o_.vocab, dst, fs::copy_options::overwrite_existing, ec);
+    write_config();
   }
-  write_config();
 
   // metrics.jsonl: on resume, drop lines past the checkpoint's step (they would be replayed).
   const fs::path metrics_path = run_dir_ / "metrics.jsonl";
-  if (!o_.resume.empty() && fs::exists(metrics_path, ec)) {
+  if (!dist_.is_main()) {
+    // rank 0 alone owns metrics.jsonl
+  } else if (!o_.resume.empty() && fs::exists(metrics_path, ec)) {
     std::ifstream in(metrics_path);
     std::string line, kept;
     while (std::getline(in, line)) {
@@ -734,20 +642,25 @@ TrainResult Run::go() {
       } catch (const nlohmann::json::exception&) {
       }
     }
-    write_text_atomic(metrics_path, kept);
+    core::write_text_atomic(metrics_path, kept);
   } else if (o_.resume.empty()) {
     fs::remove(metrics_path, ec);
   }
-  std::ofstream metrics(metrics_path, std::ios::app);
-  if (!metrics) throw Error(fmt::format("cannot write '{}'", metrics_path.string()));
+  std::ofstream metrics;
+  if (dist_.is_main()) {
+    metrics.open(metrics_path, std::ios::app);
+    if (!metrics) throw Error(fmt::format("cannot write '{}'", metrics_path.string()));
+  }
 
-  const bool bar = o_.progress == 1 || (o_.progress < 0 && isatty(STDERR_FILENO));
+  const bool bar = dist_.is_main() && (o_.progress == 1 || (o_.progress < 0 && isatty(STDERR_FILENO)));
   bool bar_open = false;  // a progress line without its newline is on stderr
-  SignalScope signals(o_.handle_signals);
+  StopSignalScope signals(o_.handle_signals);
   TrainResult res;
   res.run_dir = run_dir_.string();
   res.start_step = pos_.step;
   res.total_steps = plan_.total;
+  res.rank = dist_.rank();
+  res.world_size = int(W);
   const loss::UniCLOptions loss_opt{o_.average_directions};
 
   data::Batch batch;
@@ -788,18 +701,44 @@ TrainResult Run::go() {
       auto acc = batch.labels.accessor<int64_t, 1>();
       for (int64_t i = 0; i < batch.size(); ++i) class_labels[size_t(i)] = acc[i];
     }
+    // Texts and labels of the whole global batch (the same on every rank); this rank's rows of it.
     BatchTexts bt = make_batch_texts(batch.texts, class_labels, stage, o_.seed, pos_.epoch, batch_index);
-    torch::Tensor ids = tokenizer_->tokenize(bt.texts, spec_.florence->text.context_length).to(device_);
-    torch::Tensor labels = torch::tensor(bt.labels, torch::kInt64).to(device_);
-    torch::Tensor images = batch.images.to(device_);
+    if (batch.size() != local_batch_ * W) {
+      throw Error(fmt::format("internal: batch of {} rows, expected {}", batch.size(), local_batch_ * W));
+    }
+    const int64_t row0 = dist_.rank() * local_batch_;
+    const std::vector<std::string> my_texts(bt.texts.begin() + row0, bt.texts.begin() + row0 + local_batch_);
+    torch::Tensor ids = tokenizer_->tokenize(my_texts, spec_.florence->text.context_length).to(device_);
+    torch::Tensor labels = torch::tensor(bt.labels, torch::kInt64).to(device_);  // global [B]
+    torch::Tensor images = batch.images.narrow(0, row0, local_batch_).to(device_);
+    const double comm_before = dist_.stats().seconds;
 
     const double lr = sched_.at(pos_.step);
     for (auto& group : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     opt_->zero_grad();
     const bool poison = o_.debug_nan_at_step > 0 && pos_.step + 1 == o_.debug_nan_at_step;
-    ContrastiveStep cs = contrastive_backward(model_, images, ids, labels, o_.accum_steps, loss_opt, poison);
-    const double loss = cs.loss.item<double>();
+    // UniCL over the global batch: this rank's features u, v ([B/W, D]) are gathered with
+    // gradient; local loss: this rank's rows against all columns.
+    const FeatureLoss loss_fn = [&](const torch::Tensor& u, const torch::Tensor& v, const torch::Tensor& tau) {
+      if (!dist_.distributed()) return loss::unicl_loss(u, v, labels, tau, loss_opt);
+      const int64_t D = u.size(1);
+      torch::Tensor uv = dist::gather_with_grad(dist_, torch::cat({u, v}, 1));
+      torch::Tensor U = uv.narrow(1, 0, D), V = uv.narrow(1, D, v.size(1));
+      if (o_.local_loss) return loss::unicl_loss_local(u, v, U, V, labels, row0, tau, loss_opt);
+      return loss::unicl_loss(U, V, labels, tau, loss_opt);
+    };
+    ContrastiveStep cs = contrastive_backward(model_, images, ids, o_.accum_steps, loss_fn, poison);
     const double tau = cs.tau.item<double>();
+    // Mean loss over ranks (the global loss; identical ranks' values for the global form) and
+    // whether any rank was asked to stop, in one collective.
+    bool stop_requested = StopSignalScope::signal() != 0;
+    double loss = cs.loss.item<double>();
+    if (dist_.distributed()) {
+      std::vector<torch::Tensor> agree{torch::tensor({loss, stop_requested ? 1.0 : 0.0}, torch::kFloat64)};
+      dist_.allreduce(agree, dist::ReduceOp::kSum);
+      loss = agree[0][0].item<double>() / double(W);
+      stop_requested = agree[0][1].item<double>() > 0;
+    }
     const std::string latest_msg =
         last_ckpt_.empty() ? std::string("no checkpoint was written yet") : "latest good checkpoint: " + last_ckpt_;
     if (!std::isfinite(loss)) {
@@ -807,6 +746,7 @@ TrainResult Run::go() {
                               "step. {}. Lower --lr or raise --warmup-steps and --resume.",
                               loss, pos_.step + 1, stage, pos_.epoch, latest_msg));
     }
+    dist::allreduce_gradients(dist_, model_->parameters());  // mean over ranks (no-op alone)
     std::vector<torch::Tensor> params;
     for (auto& p : model_->parameters()) {
       if (p.grad().defined()) params.push_back(p);
@@ -829,6 +769,7 @@ TrainResult Run::go() {
     ++steps_this_call;
 
     const double step_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double comm_s = dist_.stats().seconds - comm_before;
     const double img_s = double(batch.size()) / std::max(step_s, 1e-9);
     ema_rate = first ? step_s : 0.9 * ema_rate + 0.1 * step_s;
     if (first) res.first_loss = loss;
@@ -844,14 +785,18 @@ TrainResult Run::go() {
                         {"grad_norm", gnorm},
                         {"img_per_s", img_s},
                         {"data_wait_fraction", std::min(1.0, wait_s / std::max(step_s, 1e-9))},
+                        {"world_size", W},
+                        {"comm_s", comm_s},
                         {"augmented_texts", bt.augmented},
                         {"time", elapsed},
                         {"unix_time", double(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                  std::chrono::system_clock::now().time_since_epoch())
                                                  .count()) /
                                           1000.0}};
-    metrics << m.dump() << "\n";
-    metrics.flush();
+    if (dist_.is_main()) {
+      metrics << m.dump() << "\n";
+      metrics.flush();
+    }
     const double eta = ema_rate * double(plan_.total - pos_.step);
     if (bar) {
       const int width = 24;
@@ -869,7 +814,7 @@ TrainResult Run::go() {
     }
 
     const bool stage_end = plan_.is_stage_end(pos_.step);
-    const bool signalled = g_stop_signal.load() != 0;
+    const bool signalled = stop_requested;
     const bool stop_here = o_.stop_after_steps > 0 && pos_.step >= o_.stop_after_steps && pos_.step < plan_.total;
     const bool periodic = o_.ckpt_every > 0 && pos_.step % o_.ckpt_every == 0;
     if (stage_end || signalled || stop_here || periodic) {
@@ -879,8 +824,8 @@ TrainResult Run::go() {
     }
     if (signalled || stop_here) {
       if (signalled) {
-        spdlog::warn("received signal {}: stopped after step {} with checkpoint {}", g_stop_signal.load(),
-                     pos_.step, last_ckpt_);
+        spdlog::warn("stop requested (signal {} here{}): stopped after step {} with checkpoint {}",
+                     StopSignalScope::signal(), dist_.distributed() ? ", or on another rank" : "", pos_.step, last_ckpt_);
       }
       res.interrupted = true;
       break;
@@ -888,13 +833,15 @@ TrainResult Run::go() {
   }
   if (bar_open) std::fprintf(stderr, "\n");
   if (loader_) loader_->stop();
-  if (!res.interrupted) {
+  if (!res.interrupted && dist_.is_main()) {
     model::save_checkpoint(*model_, spec_, (run_dir_ / "model.safetensors").string(), torch::kFloat,
-                           {{"train_state", {{"step", pos_.step}, {"options", o_.to_json()}}}});
+                           {{"train_state", {{"step", pos_.step}, {"options", o_.to_json()}}},
+                            {"preprocess", preprocess_json()}});
     spdlog::info("done: {} steps, final weights in {}", pos_.step, (run_dir_ / "model.safetensors").string());
   }
   res.steps_done = pos_.step;
   res.last_checkpoint = last_ckpt_;
+  res.comm_seconds = dist_.stats().seconds;
   res.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   return res;
 }

@@ -43,6 +43,37 @@
 // restored; the loader restarts that epoch (its order is a function of (seed, epoch)) and skips
 // the consumed batches, and the prompt templates are seeded by (seed, epoch, batch, row), so the
 // continued run reproduces the uninterrupted one (the e2e test checks <= 1e-6 on the weights).
+//
+// Data parallelism over processes and hosts (c10d, dist/dist.h). pretrain() joins the process
+// group described by the launcher's environment (`florence launch`, torchrun, Slurm's srun; none:
+// a single process) before anything else. With W processes:
+//   * `batch_size` is the GLOBAL contrastive batch (every process sees all of its rows as
+//     negatives); each process computes the towers on its own B/W rows (B % W == 0 required;
+//     `accum_steps` micro-batches per process). Keeping the options global makes a run's
+//     hyper-parameters, schedule, checkpoints and data position independent of W.
+//   * Data: every process runs the same deterministic loader over the global batch (loader rank
+//     0 of 1, so decoding and augmentation draws equal the 1-process run's) and keeps rows
+//     [rank * B/W, (rank + 1) * B/W); the prompt templates and UniCL labels are computed for the
+//     whole batch on every process (no label exchange needed). So a run on W processes sees at
+//     every step exactly the samples, augmentations and texts of a 1-process run with the same
+//     global batch. The price: image decoding is repeated on every process (cheap next to the
+//     towers for the models here; a loader that decodes only its rows is future work).
+//   * Loss: image and text features of all processes are gathered with gradient
+//     (dist::gather_with_grad) and UniCL is computed over the global batch on every process
+//     (identical values); `local_loss` computes only this process's rows against all columns
+//     (loss::unicl_loss_local), whose mean over processes is the global loss. Gradients are
+//     averaged over processes (bucketed all-reduce), so both forms give the 1-process gradient;
+//     parameters are broadcast from rank 0 at start. GradCache works on the local micro-batches
+//     with the gathered features in its loss step.
+//   * The loss reported is the mean over processes (= the global loss); a stop request (signal)
+//     on any process stops all of them after the same step (exchanged with the loss).
+//   * Rank 0 alone writes config.json, metrics.jsonl, checkpoints, model.safetensors and the
+//     progress bar; other ranks log warnings and errors only. The run directory and the data must
+//     be visible to every rank under the same paths (a shared filesystem across hosts): all ranks
+//     read the checkpoint on resume. Checkpoints hold global state only (plus world_size and
+//     global_batch_size for information), so a run resumes on any number of processes.
+//   * A peer that dies or hangs fails the next collective within `dist_timeout_s`; pretrain()
+//     then throws florence::Error("distributed: ...") and the last checkpoint stays the latest.
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -64,8 +95,17 @@ struct TrainOptions {
   std::string out_dir;                  ///< RUN_DIR (required)
   std::string device = "cpu";           ///< torch device string ("cpu", "cuda", "cuda:1")
 
-  int64_t batch_size = 64;  ///< contrastive batch (all negatives), split into accum_steps micro-batches
+  /// Global contrastive batch (all negatives). Distributed: split evenly over the processes;
+  /// each process's share is further split into accum_steps micro-batches (GradCache).
+  int64_t batch_size = 64;
   int accum_steps = 1;
+  /// Distributed: UniCL over this process's rows against all gathered columns (open_clip's
+  /// --local-loss) instead of the whole global batch on every process. Same gradient; less
+  /// memory and compute for the logits ([B/W, B] instead of [B, B]).
+  bool local_loss = false;
+  /// Distributed: seconds a collective (or the rendezvous) may wait for the other processes
+  /// before the run stops with an error (`--dist-timeout`).
+  double dist_timeout_s = 600;
   double lr = 5e-4;           ///< peak learning rate
   double min_lr = 0.0;        ///< end of the cosine
   int64_t warmup_steps = -1;  ///< < 0: 5% of the total steps
@@ -133,6 +173,8 @@ struct TrainResult {
   double first_loss = 0, last_loss = 0;  ///< loss of the first / last step of this call
   std::string last_checkpoint;           ///< path of the newest checkpoint (.safetensors)
   double seconds = 0;
+  int rank = 0, world_size = 1;          ///< this process in a distributed run
+  double comm_seconds = 0;               ///< time blocked in collectives (distributed)
 };
 
 /// Runs (or resumes) a pretraining run. Throws florence::Error for bad options (naming the

@@ -24,6 +24,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/files.h"
 #include "florence/core/checkpoint.h"
 #include "florence/data/corpus.h"
 #include "florence/data/loader.h"
@@ -37,25 +38,12 @@ using namespace florence;
 namespace fs = std::filesystem;
 
 namespace {
+using florence::test::read_text;
+using florence::test::read_jsonl;
 
 const fs::path kRoot = fs::path(FLORENCE_TEST_TMP) / "train_e2e";
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
-std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::ifstream f(p);
-  std::string line;
-  while (std::getline(f, line)) {
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  }
-  return out;
-}
 
 // Runs the CLI with `args`, stdout+stderr to `log`; returns the exit status (or -1).
 int run_cli(const std::string& args, const fs::path& log) {

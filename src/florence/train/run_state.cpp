@@ -1,0 +1,125 @@
+// Training-run state helpers; see run_state.h.
+#include "florence/train/run_state.h"
+
+#include <torch/torch.h>
+
+#include <mutex>
+#include <sstream>
+#include <type_traits>
+
+#include "florence/core/error.h"
+
+namespace florence::train {
+
+std::string optim_path(const std::string& weights_path) {
+  std::string p = weights_path;
+  const std::string ext = ".safetensors";
+  if (p.size() > ext.size() && p.compare(p.size() - ext.size(), ext.size(), ext) == 0) p.resize(p.size() - ext.size());
+  return p + ".optim.safetensors";
+}
+
+namespace {
+
+// The key AdamW's state map uses for `p`, in whichever type this LibTorch declares.
+template <class Map>
+typename Map::key_type state_key(const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream os;
+    os << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return os.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void florence_on_stop_signal(int sig) {
+  if (g_stop_signal.load() != 0) {  // second signal: give up at once with the default action
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal.store(sig);
+}
+
+}  // namespace
+
+core::TensorMap adamw_state_dict(torch::optim::AdamW& opt, const torch::nn::Module& module) {
+  auto& state = opt.state();
+  using Map = std::decay_t<decltype(state)>;
+  core::TensorMap out;
+  for (const auto& item : module.named_parameters(true)) {
+    auto it = state.find(state_key<Map>(item.value()));
+    if (it == state.end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    out[item.key() + ".exp_avg"] = s.exp_avg();
+    out[item.key() + ".exp_avg_sq"] = s.exp_avg_sq();
+    out[item.key() + ".step"] = torch::tensor(int64_t(s.step()), torch::kInt64);
+  }
+  if (out.empty() && !state.empty()) {
+    throw Error("internal: the optimizer state could not be matched to parameter names (LibTorch key format)");
+  }
+  return out;
+}
+
+int64_t load_adamw_state_dict(torch::optim::AdamW& opt, const torch::nn::Module& module, const core::TensorMap& saved,
+                              const std::string& origin) {
+  auto& state = opt.state();
+  using Map = std::decay_t<decltype(state)>;
+  state.clear();
+  int64_t restored = 0;
+  for (const auto& item : module.named_parameters(true)) {
+    auto a = saved.find(item.key() + ".exp_avg");
+    auto b = saved.find(item.key() + ".exp_avg_sq");
+    auto c = saved.find(item.key() + ".step");
+    if (a == saved.end() && b == saved.end() && c == saved.end()) continue;
+    if (a == saved.end() || b == saved.end() || c == saved.end()) {
+      throw Error(fmt::format("optimizer state '{}': incomplete entry for parameter '{}'", origin, item.key()));
+    }
+    const torch::Tensor& p = item.value();
+    if (a->second.sizes() != p.sizes() || b->second.sizes() != p.sizes()) {
+      throw Error(fmt::format("optimizer state '{}': shape mismatch for parameter '{}'", origin, item.key()));
+    }
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(c->second.item<int64_t>());
+    s->exp_avg(a->second.to(p.device(), p.scalar_type()).clone());
+    s->exp_avg_sq(b->second.to(p.device(), p.scalar_type()).clone());
+    state[state_key<Map>(p)] = std::move(s);
+    ++restored;
+  }
+  return restored;
+}
+
+torch::Tensor rng_state(const torch::Device& device) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_rng_state(const torch::Device& device, const torch::Tensor& s) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(s);
+}
+
+StopSignalScope::StopSignalScope(bool enable) : enabled_(enable) {
+  g_stop_signal.store(0);
+  if (!enabled_) return;
+  struct sigaction sa {};
+  sa.sa_handler = florence_on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int_);
+  sigaction(SIGTERM, &sa, &old_term_);
+}
+
+StopSignalScope::~StopSignalScope() {
+  if (!enabled_) return;
+  sigaction(SIGINT, &old_int_, nullptr);
+  sigaction(SIGTERM, &old_term_, nullptr);
+}
+
+int StopSignalScope::signal() { return g_stop_signal.load(); }
+
+}  // namespace florence::train
