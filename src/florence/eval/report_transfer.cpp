@@ -49,7 +49,9 @@ std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
                                       j.at("queries").get<int64_t>());
     for (const auto& [clf, r] : j.at("results").items())
       rows.push_back({t, clf + " accuracy % (± 95% CI)",
-                      fmt::format("{:.2f} ± {:.2f}", 100 * r.at("mean").get<double>(), 100 * r.at("ci95").get<double>()),
+                      r.at("ci95").is_null()  // fewer than 2 episodes: no interval
+                          ? fmt::format("{:.2f} ± n/a", 100 * r.at("mean").get<double>())
+                          : fmt::format("{:.2f} ± {:.2f}", 100 * r.at("mean").get<double>(), 100 * r.at("ci95").get<double>()),
                       pct(j.at("chance").get<double>())});
   } else if (task == "finetune") {
     const std::string t = fmt::format("fine-tuned ({} steps, {} train images, {} classes)", j.at("steps").get<int64_t>(),
