@@ -34,7 +34,7 @@ void setup_curate(CLI::App& root) {
   auto timeout = std::make_shared<double>(600);
   cmd->add_option("inputs", o->inputs,
                   "Corpus roots (DIR/<split>/*.tar, as `florence data build` writes), shard dirs, shard files or brace "
-                  "patterns; several inputs keep their folder names under --out")
+                  "patterns; several inputs keep their paths below their common folder under --out")
       ->required();
   cmd->add_option("--out", o->out_dir, "Output directory (curated shards in the input's layout + report files)")->required();
   cmd->add_flag("--overwrite", o->overwrite,

@@ -1042,6 +1042,8 @@ std::string removed_line(const Table& t, const std::vector<InputShard>& inputs, 
 std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
   if (inputs.empty()) throw Error("curate: no input given");
   std::vector<InputShard> out;
+  std::vector<std::pair<uint32_t, std::vector<std::string>>> listed;  // (input, shards)
+  std::vector<fs::path> roots;
   for (uint32_t input = 0; input < inputs.size(); ++input) {
     const std::string& spec = inputs[input];
     std::vector<std::string> shards;
@@ -1064,16 +1066,33 @@ std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
       shards = data::list_shards(spec);
       root = common_parent(shards);
     }
-    // With several inputs, each keeps its root folder's name as a prefix.
+    roots.push_back(fs::weakly_canonical(root.empty() ? fs::path(".") : root));
+    listed.emplace_back(input, std::move(shards));
+  }
+  // With several inputs, each keeps its root's path below the roots' common folder as a prefix
+  // (data/openclipart/train + data/emoji/train -> openclipart/train/..., emoji/train/...).
+  fs::path common;
+  if (roots.size() > 1) {
+    common = roots.front();
+    for (const auto& r : roots) {
+      fs::path c;
+      auto a = common.begin(), b = r.begin();
+      for (; a != common.end() && b != r.end() && *a == *b; ++a, ++b) c /= *a;
+      common = c;
+    }
+  }
+  for (size_t i = 0; i < listed.size(); ++i) {
+    const fs::path& root = roots[i];
     fs::path prefix;
-    if (inputs.size() > 1) {
-      prefix = fs::weakly_canonical(root.empty() ? fs::path(".") : root).filename();
+    if (roots.size() > 1) {
+      prefix = root.lexically_relative(common);
+      if (prefix.empty() || prefix == ".") prefix = root.filename();  // the same root twice: collides below
       if (prefix.empty()) prefix = "input";
     }
-    for (const auto& p : shards) {
-      fs::path rel = fs::path(p).lexically_relative(root);
+    for (const auto& p : listed[i].second) {
+      fs::path rel = fs::weakly_canonical(p).lexically_relative(root);
       if (rel.empty() || rel.begin()->string() == "..") rel = fs::path(p).filename();
-      out.push_back({p, (prefix / rel).lexically_normal().string(), input});
+      out.push_back({p, (prefix / rel).lexically_normal().string(), listed[i].first});
     }
   }
   std::unordered_map<std::string, std::string> seen;

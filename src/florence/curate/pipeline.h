@@ -49,8 +49,9 @@
 // Output (out_dir):
 //   <rel>/<shard>.tar  one curated shard per input shard that keeps any sample, at the input
 //                      shard's path relative to its input root (with several inputs, under the
-//                      input root's folder name), so a corpus root OUT/{train,val,test}/ maps to
-//                      the same layout; samples in input order, members as written by ShardWriter.
+//                      root's path below the roots' common folder: data/a/train + data/b/train ->
+//                      a/train/, b/train/), so a corpus root OUT/{train,val,test}/ maps to the same
+//                      layout; samples in input order, members as written by ShardWriter.
 //   report.json        options, counts in/out per stage with reasons, distributions (image sizes,
 //                      text lengths, similarity histogram, near-duplicate distances and cluster
 //                      sizes), index statistics, per-shard counts and performance (throughput,

@@ -544,6 +544,19 @@ TEST(CuratePipeline, BadOptionsAndInputs) {
   EXPECT_EQ(both[3].out_rel, "val/000001.tar");
   const auto root = curate::resolve_inputs({corpus().root.string()});
   EXPECT_EQ(root[2].out_rel, "val/000000.tar");
+  // Inputs with the same folder name (two corpora's train splits) keep their paths below the
+  // common folder, so they do not collide.
+  const fs::path twin = fs::path(::testing::TempDir()) / "curate_twin_inputs";
+  fs::remove_all(twin);
+  fs::create_directories(twin / "a" / "train");
+  fs::create_directories(twin / "b" / "train");
+  fs::copy_file(corpus().root / "train" / "000000.tar", twin / "a" / "train" / "000000.tar");
+  fs::copy_file(corpus().root / "train" / "000000.tar", twin / "b" / "train" / "000000.tar");
+  const auto twins = curate::resolve_inputs({(twin / "a" / "train").string(), (twin / "b" / "train").string()});
+  ASSERT_EQ(twins.size(), 2u);
+  EXPECT_EQ(twins[0].out_rel, "a/train/000000.tar");
+  EXPECT_EQ(twins[1].out_rel, "b/train/000000.tar");
+  EXPECT_EQ(twins[1].input, 1u);
 }
 
 namespace {
