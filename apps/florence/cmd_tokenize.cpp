@@ -101,7 +101,8 @@ void setup_tokenizer_train(CLI::App& root) {
     std::cout << "wrote " << *out << ": " << stats.merges << " merges, vocab size "
               << stats.vocab_size << " (" << stats.documents << " documents, " << stats.words
               << " words, " << stats.unique_words << " unique, " << stats.skipped_lines
-              << " lines skipped)\n";
+              << " lines skipped, " << stats.long_words << " words over "
+              << florence::text::kMaxTrainWordBytes << " bytes left out)\n";
   });
 }
 

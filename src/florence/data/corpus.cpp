@@ -41,6 +41,7 @@
 #include "florence/core/files.h"
 #include "florence/data/idx.h"
 #include "florence/data/sample.h"
+#include "florence/data/transforms.h"
 #include "florence/data/webdataset.h"
 
 extern char** environ;
@@ -141,11 +142,28 @@ bool read_svg_metadata(const std::string& path, SvgMetadata& out, std::string& e
     if (r) xmlXPathFreeObject(r);
     return nodes;
   };
+  // Text of an element: its text and CDATA descendants, at most kMaxMetadataBytes. Entity
+  // references are not expanded (xmlNodeGetContent would: a few hundred bytes of nested entity
+  // declarations in the file's internal DTD then expand to gigabytes, "billion laughs").
   auto content = [](xmlNodePtr n) {
-    xmlChar* c = xmlNodeGetContent(n);
-    std::string s = c ? collapse_ws(reinterpret_cast<const char*>(c)) : "";
-    if (c) xmlFree(c);
-    return s;
+    constexpr size_t kMaxMetadataBytes = 64 * 1024;
+    std::string s;
+    std::function<void(xmlNodePtr)> walk = [&](xmlNodePtr e) {
+      for (xmlNodePtr c = e->children; c != nullptr && s.size() < kMaxMetadataBytes; c = c->next) {
+        if ((c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) && c->content != nullptr) {
+          s += reinterpret_cast<const char*>(c->content);
+        } else if (c->type == XML_ELEMENT_NODE) {
+          walk(c);
+        }
+      }
+    };
+    walk(n);
+    if (s.size() > kMaxMetadataBytes) {
+      size_t cut = kMaxMetadataBytes;
+      while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // keep UTF-8 whole
+      s.resize(cut);
+    }
+    return collapse_ws(s);
   };
   // The described work is the child of rdf:RDF that carries Dublin Core fields (cc:Work); the
   // dc:title elements nested in dc:creator / dc:publisher agents are artist names, not titles.
@@ -196,15 +214,31 @@ std::string svg_text(const SvgMetadata& m, const std::vector<std::string>& field
 // Images
 // ------------------------------------------------------------------------------------------------
 
+namespace {
+std::vector<uint8_t> composite_on_white_png_unchecked(const std::vector<uint8_t>& encoded, int size);
+}  // namespace
+
 std::vector<uint8_t> composite_on_white_png(const std::vector<uint8_t>& encoded, int size) {
   if (encoded.empty()) return {};
-  cv::Mat img;
-  try {
-    img = cv::imdecode(cv::Mat(1, int(encoded.size()), CV_8UC1, const_cast<uint8_t*>(encoded.data())),
-                       cv::IMREAD_UNCHANGED);
-  } catch (const cv::Exception&) {
-    return {};
+  if (auto wh = probe_image_size(encoded.data(), encoded.size()); wh && wh->first * wh->second > kDefaultMaxPixels) {
+    throw ImageTooLarge(fmt::format("image of {}x{} pixels is over the {} pixel limit", wh->first, wh->second,
+                                    kDefaultMaxPixels));
   }
+  try {
+    return composite_on_white_png_unchecked(encoded, size);
+  } catch (const cv::Exception&) {
+    return {};  // undecodable, or OpenCV ran out of memory on it: a failed item, not a failed build
+  }
+}
+
+namespace {
+
+std::vector<uint8_t> composite_on_white_png_unchecked(const std::vector<uint8_t>& encoded, int size) {
+  cv::Mat img = cv::imdecode(cv::Mat(1, int(encoded.size()), CV_8UC1, const_cast<uint8_t*>(encoded.data())),
+                             cv::IMREAD_UNCHANGED);
+  if (!img.empty() && int64_t(img.rows) * img.cols > kDefaultMaxPixels)
+    throw ImageTooLarge(fmt::format("image of {}x{} pixels is over the {} pixel limit", img.cols, img.rows,
+                                    kDefaultMaxPixels));
   if (img.empty() || img.rows <= 0 || img.cols <= 0) return {};
   if (img.depth() == CV_16U) img.convertTo(img, CV_8U, 1.0 / 257.0);
   if (img.depth() != CV_8U) return {};
@@ -249,6 +283,8 @@ std::vector<uint8_t> composite_on_white_png(const std::vector<uint8_t>& encoded,
   if (!cv::imencode(".png", out, png)) return {};
   return png;
 }
+
+}  // namespace
 
 namespace {
 
@@ -694,7 +730,14 @@ void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head,
         return;
       }
       std::vector<uint8_t> raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      std::vector<uint8_t> png = composite_on_white_png(raw, 0);
+      std::vector<uint8_t> png;
+      try {
+        png = composite_on_white_png(raw, 0);
+      } catch (const ImageTooLarge& e) {
+        item.failures.push_back("image_too_large");
+        item.detail += (item.detail.empty() ? "" : "; ") + p.string() + ": " + e.what();
+        return;
+      }
       if (png.empty()) {
         item.failures.push_back("undecodable_image");
         item.detail += (item.detail.empty() ? "" : "; ") + p.string();

@@ -90,7 +90,9 @@ std::string key_from_relative_path(const std::string& rel);
 /// Decodes `encoded` (any OpenCV format; 1, 3 or 4 channels, 8 or 16 bit), alpha-composites it
 /// centred on a white `size` x `size` canvas (size <= 0: a square canvas of the image's larger
 /// side; an image larger than the canvas is shrunk to fit first, INTER_AREA) and returns the
-/// canvas as a 3-channel PNG. Returns an empty vector when the bytes do not decode.
+/// canvas as a 3-channel PNG. Returns an empty vector when the bytes do not decode (or OpenCV
+/// fails on them). Throws ImageTooLarge (transforms.h) when the image has more than
+/// kDefaultMaxPixels pixels (read from the header before decoding where the format allows).
 std::vector<uint8_t> composite_on_white_png(const std::vector<uint8_t>& encoded, int size);
 
 }  // namespace florence::data

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 
 namespace florence::data {
 
@@ -12,24 +13,8 @@ constexpr uint8_t kTypeUByte = 0x08;  // IDX type code for unsigned byte
 constexpr int kMaxDims = 4;
 
 std::vector<uint8_t> read_gz(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw Error("IDX: cannot open '" + path + "'");
   std::vector<uint8_t> out;
-  std::vector<uint8_t> buf(1 << 16);
-  while (true) {
-    const int n = gzread(f, buf.data(), unsigned(buf.size()));
-    if (n < 0) {
-      int errnum = 0;
-      std::string msg = gzerror(f, &errnum);
-      gzclose(f);
-      throw Error("IDX: reading '" + path + "' failed: " + msg);
-    }
-    if (n == 0) break;
-    out.insert(out.end(), buf.begin(), buf.begin() + n);
-  }
-  // gzread returns 0 at a truncated gzip stream too; gzclose reports Z_BUF_ERROR then.
-  const int rc = gzclose(f);
-  if (rc != Z_OK) throw Error("IDX: '" + path + "' is a truncated or corrupt gzip stream (zlib " + std::to_string(rc) + ")");
+  core::read_gzip_chunks(path, "IDX", [&](std::string_view chunk) { out.insert(out.end(), chunk.begin(), chunk.end()); });
   return out;
 }
 }  // namespace

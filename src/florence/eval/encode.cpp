@@ -289,8 +289,20 @@ EncodedImages encode_source(EvalModel& m, std::shared_ptr<const data::SampleSour
   std::unordered_map<std::string, nlohmann::json> metas;
   if (with_meta) {
     data::SkipCounts ignore;  // the loader counts read-time skips itself
+    // Metadata is joined to the loader's rows by key, so a key that repeats with different
+    // metadata (e.g. two classes) would mislabel samples silently: refuse it.
+    int64_t conflicts = 0;
+    std::string first_conflict;
     for (size_t p = 0; p < source->num_parts(); ++p)
-      source->read_part(p, [&](data::Sample& s) { metas[s.key] = std::move(s.meta); return true; }, ignore);
+      source->read_part(p, [&](data::Sample& s) {
+        auto [it, fresh] = metas.emplace(s.key, s.meta);
+        if (!fresh && it->second != s.meta && conflicts++ == 0) first_conflict = s.key;
+        return true;
+      }, ignore);
+    if (conflicts > 0)
+      throw Error(fmt::format("eval: {} sample(s) in {} repeat a key with different metadata (first: '{}'); keys must be "
+                              "unique within a data set for labels to be read",
+                              conflicts, source->describe(), first_conflict));
   }
 
   EncodedImages out;

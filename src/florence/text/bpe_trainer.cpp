@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/text/tokenizer.h"
 
 namespace florence::text {
@@ -37,31 +38,19 @@ std::string utf8_of(char32_t cp) {
 /// Calls fn(line) for each '\n'-terminated line of a plain or gzip file ('\r' before '\n' removed).
 template <typename Fn>
 void for_each_line(const std::string& path, Fn&& fn) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) throw Error(fmt::format("tokenizer train: cannot open corpus file '{}'", path));
   std::string pending;
-  char buf[1 << 16];
   auto emit = [&](std::string_view line) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     fn(line);
   };
-  for (;;) {
-    const int n = gzread(f, buf, sizeof(buf));
-    if (n < 0) {
-      int errnum = 0;
-      const std::string msg = gzerror(f, &errnum);
-      gzclose(f);
-      throw Error(fmt::format("tokenizer train: cannot read corpus file '{}': {}", path, msg));
-    }
-    if (n == 0) break;
-    pending.append(buf, static_cast<size_t>(n));
+  core::read_gzip_chunks(path, "tokenizer train: corpus file", [&](std::string_view chunk) {
+    pending.append(chunk);
     size_t start = 0;
     for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
       emit(std::string_view(pending).substr(start, nl - start));
     }
     pending.erase(0, start);
-  }
-  gzclose(f);
+  });
   if (!pending.empty()) emit(pending);
 }
 
@@ -90,6 +79,12 @@ void BpeTrainer::add_text(std::string_view text) {
   ++stats_.documents;
   for (std::string& piece : pretokenize(cleaned)) {
     if (piece == kStartOfText || piece == kEndOfText) continue;  // never BPE-encoded
+    if (piece.size() > kMaxTrainWordBytes) {
+      if (stats_.long_words++ == 0)
+        spdlog::warn("tokenizer train: a word of {} bytes is left out (words over {} bytes are skipped and counted)",
+                     piece.size(), kMaxTrainWordBytes);
+      continue;
+    }
     ++word_counts_[std::move(piece)];
     ++stats_.words;
   }
@@ -343,9 +338,9 @@ BpeTrainStats train_bpe(const std::vector<std::string>& corpus_files,
   write_merges_file(out_path, merges, options);
   const BpeTrainStats& s = trainer.stats();
   spdlog::info(
-      "tokenizer train: {} documents, {} words ({} unique), {} lines skipped, {} merges, "
+      "tokenizer train: {} documents, {} words ({} unique), {} lines skipped, {} long words left out, {} merges, "
       "vocab size {} -> {}",
-      s.documents, s.words, s.unique_words, s.skipped_lines, s.merges, s.vocab_size, out_path);
+      s.documents, s.words, s.unique_words, s.skipped_lines, s.long_words, s.merges, s.vocab_size, out_path);
   return s;
 }
 

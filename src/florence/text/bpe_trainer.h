@@ -38,11 +38,17 @@ struct BpeTrainerOptions {
   int64_t min_frequency = 2;
 };
 
+/// Pieces (pre-tokenized words) longer than this many bytes are left out of training, counted
+/// in BpeTrainStats::long_words: learning merges costs O(word length) per merge for every word
+/// holding the pair, so one 1 MB "word" would dominate the run; captions have no such words.
+inline constexpr size_t kMaxTrainWordBytes = 1000;
+
 struct BpeTrainStats {
   int64_t documents = 0;      ///< texts fed to the trainer
   int64_t skipped_lines = 0;  ///< corpus lines rejected (invalid UTF-8, JSON without "text")
   int64_t empty_lines = 0;    ///< blank corpus lines (ignored)
   int64_t words = 0;          ///< pre-tokenized pieces counted
+  int64_t long_words = 0;     ///< pieces longer than kMaxTrainWordBytes, left out (logged)
   int64_t unique_words = 0;
   int64_t merges = 0;      ///< merges learned
   int64_t vocab_size = 0;  ///< 514 + merges

@@ -13,10 +13,12 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <queue>
 #include <shared_mutex>
 #include <unordered_map>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 
 namespace florence::text {
 namespace {
@@ -264,25 +266,7 @@ int unicode_to_byte(char32_t cp) {
   return cp < table.size() ? table[cp] : -1;
 }
 
-std::string read_all(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");  // reads plain files transparently
-  if (f == nullptr) throw Error(fmt::format("tokenizer: cannot open merges file '{}'", path));
-  std::string data;
-  char buf[1 << 16];
-  for (;;) {
-    const int n = gzread(f, buf, sizeof(buf));
-    if (n < 0) {
-      int errnum = 0;
-      const std::string msg = gzerror(f, &errnum);
-      gzclose(f);
-      throw Error(fmt::format("tokenizer: cannot read merges file '{}': {}", path, msg));
-    }
-    if (n == 0) break;
-    data.append(buf, static_cast<size_t>(n));
-  }
-  gzclose(f);
-  return data;
-}
+std::string read_all(const std::string& path) { return core::read_gzip_file(path, "tokenizer: merges file"); }
 
 std::vector<std::string_view> split_ascii_space(std::string_view line) {
   std::vector<std::string_view> parts;
@@ -668,40 +652,64 @@ std::vector<int32_t> Tokenizer::bpe_word(std::string_view word) const {
     auto it = shard->words.find(std::string(word));
     if (it != shard->words.end()) return it->second;
   }
+  // Byte symbols, then merges in rank order. The reference (CLIP simple_tokenizer.bpe) rescans
+  // the word for its best pair after every merge round, O(n^2) for an n-byte word; here the
+  // candidate pairs sit in a heap ordered by (rank, position) over a linked list of symbols,
+  // O(n log n). Equivalent: a round takes every occurrence of the lowest rank in left-to-right
+  // order (an occurrence overlapping an earlier merge of the round is dropped, as the
+  // reference's left-to-right scan skips it), and the pairs the round creates are only added
+  // after it, so the next round again sees exactly the reference's current pairs.
+  const int64_t n = static_cast<int64_t>(word.size());
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  std::vector<int64_t> prev(static_cast<size_t>(n)), next(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto b = static_cast<unsigned char>(word[static_cast<size_t>(i)]);
+    ids[static_cast<size_t>(i)] = i + 1 == n ? im.eow_id[b] : im.byte_id[b];
+    prev[static_cast<size_t>(i)] = i - 1;
+    next[static_cast<size_t>(i)] = i + 1;  // n: none
+  }
+  struct Candidate {
+    int32_t rank;
+    int64_t pos;
+    int32_t left, right, merged;
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto push_pair = [&](int64_t i) {  // the pair starting at symbol i, if it has a merge
+    if (i < 0) return;
+    const int64_t j = next[static_cast<size_t>(i)];
+    if (j >= n) return;
+    const int32_t l = ids[static_cast<size_t>(i)], r = ids[static_cast<size_t>(j)];
+    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
+    auto it = im.merges.find(key);
+    if (it != im.merges.end()) heap.push({it->second.first, i, l, r, it->second.second});
+  };
+  for (int64_t i = 0; i + 1 < n; ++i) push_pair(i);
+  std::vector<char> alive(static_cast<size_t>(n), 1);
+  std::vector<int64_t> merged_at;
+  while (!heap.empty()) {
+    const int32_t rank = heap.top().rank;
+    merged_at.clear();
+    while (!heap.empty() && heap.top().rank == rank) {
+      const Candidate c = heap.top();
+      heap.pop();
+      const auto i = static_cast<size_t>(c.pos);
+      if (!alive[i] || ids[i] != c.left) continue;
+      const int64_t j = next[i];
+      if (j >= n || ids[static_cast<size_t>(j)] != c.right) continue;
+      ids[i] = c.merged;
+      alive[static_cast<size_t>(j)] = 0;
+      next[i] = next[static_cast<size_t>(j)];
+      if (next[i] < n) prev[static_cast<size_t>(next[i])] = c.pos;
+      merged_at.push_back(c.pos);
+    }
+    for (int64_t i : merged_at) {
+      push_pair(prev[static_cast<size_t>(i)]);
+      push_pair(i);
+    }
+  }
   std::vector<int32_t> syms;
-  syms.reserve(word.size());
-  for (size_t i = 0; i < word.size(); ++i) {
-    const auto b = static_cast<unsigned char>(word[i]);
-    syms.push_back(i + 1 == word.size() ? im.eow_id[b] : im.byte_id[b]);
-  }
-  std::vector<int32_t> next;
-  while (syms.size() > 1) {
-    int32_t best_rank = std::numeric_limits<int32_t>::max();
-    int32_t left = -1, right = -1, merged = -1;
-    for (size_t i = 0; i + 1 < syms.size(); ++i) {
-      const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(syms[i])) << 32) |
-                           static_cast<uint32_t>(syms[i + 1]);
-      auto it = im.merges.find(key);
-      if (it != im.merges.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        left = syms[i];
-        right = syms[i + 1];
-        merged = it->second.second;
-      }
-    }
-    if (merged < 0) break;
-    next.clear();
-    for (size_t i = 0; i < syms.size();) {
-      if (i + 1 < syms.size() && syms[i] == left && syms[i + 1] == right) {
-        next.push_back(merged);
-        i += 2;
-      } else {
-        next.push_back(syms[i]);
-        ++i;
-      }
-    }
-    syms.swap(next);
-  }
+  for (int64_t i = 0; i < n; i = next[static_cast<size_t>(i)]) syms.push_back(ids[static_cast<size_t>(i)]);
   if (shard != nullptr) {
     std::unique_lock lock(shard->mutex);
     if (shard->words.size() >= std::max<size_t>(1, im.options.cache_capacity / kCacheShards)) {

@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include "florence/core/checkpoint.h"
+#include "florence/core/error.h"
+#include "florence/data/readers.h"
 #include "florence/data/webdataset.h"
 #include "florence/eval/encode.h"
 #include "florence/model/io.h"
@@ -123,6 +125,16 @@ TEST(EvalCli, EmbedRoundTrip) {
   // ImageFolder keys are "<class>/<stem>": here class folder "sub" holds a.png.
   ASSERT_EQ(e.keys.size(), 1u);
   EXPECT_TRUE(e.embeds[0].allclose(img[1], 1e-4, 1e-5));
+  // Metadata is joined by key: a key repeated with different metadata (here the same image under
+  // two categories) is refused instead of silently labelling both rows alike.
+  {
+    std::ofstream mf(d / "dup.jsonl");
+    mf << R"({"image": "single.png", "text": "x", "category": "cats"})" << "\n";
+    mf << R"({"image": "single.png", "text": "x", "category": "dogs"})" << "\n";
+  }
+  auto dup = std::make_shared<data::ManifestSource>((d / "dup.jsonl").string());
+  EXPECT_THROW(eval::encode_source(m, dup, false, 0, true), Error);
+  EXPECT_EQ(eval::encode_source(m, dup, false, 0, false).keys.size(), 2u);  // without metadata both rows count
 }
 
 TEST(EvalCli, ClassifyPrintsNormalisedProbabilities) {

@@ -14,6 +14,7 @@
 #include "florence/core/error.h"
 #include "florence/data/corpus.h"
 #include "florence/data/idx.h"
+#include "florence/data/transforms.h"
 #include "florence/data/sample.h"
 #include "florence/data/webdataset.h"
 
@@ -159,6 +160,23 @@ TEST(Corpus, SvgMetadataOfARealFile) {
   std::ofstream(d / "plain.svg") << "<svg xmlns='http://www.w3.org/2000/svg'><title>x</title></svg>";
   ASSERT_TRUE(read_svg_metadata((d / "plain.svg").string(), m, err));
   EXPECT_EQ(svg_text(m, {"title", "description", "keywords"}), "");
+
+  // "Billion laughs": nested entities in the internal DTD are not expanded into the title (10
+  // levels of 10x would be 10^10 bytes); the literal text around them is kept.
+  {
+    std::ofstream f(d / "laughs.svg");
+    f << "<?xml version='1.0'?>\n<!DOCTYPE svg [\n<!ENTITY l0 'ha'>\n";
+    for (int i = 1; i <= 10; ++i) {
+      f << "<!ENTITY l" << i << " '";
+      for (int k = 0; k < 10; ++k) f << "&l" << i - 1 << ";";
+      f << "'>\n";
+    }
+    f << "]>\n<svg xmlns='http://www.w3.org/2000/svg' xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#' "
+         "xmlns:dc='http://purl.org/dc/elements/1.1/' xmlns:cc='http://creativecommons.org/ns#'><metadata><rdf:RDF>"
+         "<cc:Work><dc:title>big &l10; frog</dc:title></cc:Work></rdf:RDF></metadata></svg>\n";
+  }
+  ASSERT_TRUE(read_svg_metadata((d / "laughs.svg").string(), m, err)) << err;
+  EXPECT_EQ(m.title, "big frog");
 }
 
 TEST(Corpus, KeysFromPaths) {
@@ -192,6 +210,16 @@ TEST(Corpus, CompositeOnWhite) {
   ASSERT_EQ(out.rows, 1);
   EXPECT_EQ(out.at<cv::Vec3b>(0, 0), cv::Vec3b(127, 127, 127));
   EXPECT_TRUE(composite_on_white_png({1, 2, 3}, 4).empty());
+  // A PNG whose header declares 100000 x 100000 pixels is refused before any decoding: take a real
+  // PNG and rewrite the IHDR width/height (bytes 16..23; the CRC is not checked by the probe).
+  ASSERT_TRUE(cv::imencode(".png", half, enc));
+  for (int i : {16, 20}) {
+    enc[size_t(i)] = 0x00;
+    enc[size_t(i) + 1] = 0x01;
+    enc[size_t(i) + 2] = 0x86;
+    enc[size_t(i) + 3] = 0xA0;  // 100000
+  }
+  EXPECT_THROW(composite_on_white_png(enc, 0), ImageTooLarge);
 }
 
 // ------------------------------------------------------------------------------------------------

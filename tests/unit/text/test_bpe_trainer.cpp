@@ -1,6 +1,7 @@
 // BPE trainer: hand-computed merges on tiny corpora, tie-breaking, determinism, vocabulary size,
 // round trip through the tokenizer, corpus line handling, and the `florence tokenizer train` CLI.
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -180,6 +181,38 @@ TEST(BpeTrainer, CorpusLines) {
   EXPECT_EQ(t.stats().empty_lines, 2);
   EXPECT_EQ(t.train(), Merges({{"a", "a"}, {"a", "b</w>"}, {"aa", "ab</w>"}}));
   EXPECT_THROW(t.add_file((tmp_dir() / "missing.txt").string()), Error);
+  // A word over kMaxTrainWordBytes is left out and counted, the rest of its document is kept.
+  BpeTrainer l({514 + 3, 2});
+  l.add_text("aaab " + std::string(florence::text::kMaxTrainWordBytes + 1, 'z') + " aaab");
+  EXPECT_EQ(l.stats().long_words, 1);
+  EXPECT_EQ(l.stats().words, 2);
+}
+
+TEST(BpeTrainer, TruncatedGzipCorpusIsAnError) {
+  // A cut-off .gz corpus must not be taken for a complete (shorter) one.
+  const fs::path full = tmp_dir() / "corpus_full.txt.gz", cut = tmp_dir() / "corpus_cut.txt.gz";
+  {
+    gzFile g = gzopen(full.c_str(), "wb");
+    std::mt19937 rng(1);
+    for (int i = 0; i < 20000; ++i) {
+      const std::string line = "caption " + std::to_string(rng()) + " of a picture\n";
+      gzwrite(g, line.data(), unsigned(line.size()));
+    }
+    gzclose(g);
+  }
+  std::string bytes;
+  {
+    std::ifstream in(full, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  BpeTrainer ok({600, 2});
+  ok.add_file(full.string());
+  EXPECT_EQ(ok.stats().documents, 20000);
+  BpeTrainer t({600, 2});
+  EXPECT_THROW(t.add_file(cut.string()), Error);
+  // The merges reader has the same check.
+  EXPECT_THROW(Tokenizer::from_file(cut.string()), Error);
 }
 
 TEST(BpeTrainer, CliMatchesLibrary) {

@@ -388,3 +388,36 @@ TEST(ClipTokenizer, CliMatchesLibrary) {
   es << std::ifstream(err).rdbuf();
   EXPECT_NE(es.str().find("3 failed"), std::string::npos) << es.str();
 }
+
+TEST(ClipTokenizer, LongWordsEqualTheNaiveReference) {
+  // Long and repetitive words stress the heap-ordered BPE (overlapping equal pairs, many rounds);
+  // the reference is CLIP's naive rescan-and-merge loop in Python (bpe_reference.py).
+  std::vector<std::string> words = {std::string(1000, 'a'), "", "", "", "", "", std::string(301, '!')};
+  for (int i = 0; i < 400; ++i) words[1] += "ab";
+  for (int i = 0; i < 300; ++i) words[2] += "aab";
+  for (int i = 0; i < 200; ++i) words[3] += "\xc3\xa9t\xc3\xa9";  // "été"
+  uint32_t x = 12345;
+  for (int i = 0; i < 2000; ++i) {
+    x = x * 1664525u + 1013904223u;
+    words[4] += char('a' + (x >> 24) % 26);
+  }
+  for (int i = 0; i < 500; ++i) words[5] += (i % 7 < 4 ? "th" : "e");
+  const fs::path dir = fs::path(::testing::TempDir()) / "bpe_reference";
+  fs::create_directories(dir);
+  {
+    std::ofstream f(dir / "words.txt", std::ios::binary);
+    for (const auto& w : words) f << w << "\n";
+  }
+  const std::string cmd = std::string(FLORENCE_PYTHON) + " " + FLORENCE_SOURCE_DIR + "/tests/unit/text/bpe_reference.py " +
+                          kVocabGz + " " + (dir / "words.txt").string() + " > " + (dir / "ids.txt").string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(dir / "ids.txt");
+  for (const auto& w : words) {
+    std::string line;
+    ASSERT_TRUE(std::getline(in, line)) << "reference output ended early";
+    std::vector<int64_t> expected;
+    std::istringstream ls(line);
+    for (int64_t id; ls >> id;) expected.push_back(id);
+    EXPECT_EQ(clip().encode(w), expected) << "word of " << w.size() << " bytes starting " << w.substr(0, 12);
+  }
+}
