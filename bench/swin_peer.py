@@ -5,7 +5,7 @@ Writes the random-init weights it used (so the C++ side runs the *same* weights)
 and the peer's output for a correctness check, and a JSON line with the measured images/s.
 Usage: swin_peer.py OUT_DIR --threads N --batch B --size S --iters K
 """
-import argparse, json, os, time
+import argparse, json, os, resource, time
 
 import torch
 import torchvision
@@ -32,4 +32,6 @@ with torch.inference_mode():
     dt = (time.perf_counter() - t0) / a.iters
 print(json.dumps({"peer": "torchvision swin_t (Python)", "torch": torch.__version__,
                   "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
-                  "batch": a.batch, "size": a.size, "sec_per_batch": dt, "images_per_s": a.batch / dt}))
+                  "batch": a.batch, "size": a.size, "sec_per_batch": dt, "images_per_s": a.batch / dt,
+                  "items_per_s": a.batch / dt,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -2,6 +2,7 @@
 // (`ResidualAttentionBlock`, `Transformer`, `CLIP.encode_text`, `CLIP.initialize_parameters`)
 // and UniCL's `lang_encoder` (microsoft/UniCL model/text_encoder/transformer.py), which is the
 // same network with LayerNorm eps 1e-12 and pooling at the first EOT token.
+#include "florence/core/batched_matmul.h"
 #include "florence/text/text_transformer.h"
 
 #include <cmath>
@@ -130,10 +131,12 @@ class SelfAttentionImpl : public torch::nn::Module {
                    .view({B, L, 3, heads_, D})
                    .permute({2, 0, 3, 1, 4});
     // Scale q by 1/sqrt(D) after the bias, as nn.MultiheadAttention does.
-    auto q = qkv[0] * (1.0 / std::sqrt(static_cast<double>(D)));
-    auto scores = torch::matmul(q, qkv[1].transpose(-2, -1));  // [B, H, L, L]
-    if (mask.defined()) scores = scores + mask;
-    auto out = torch::matmul(torch::softmax(scores, -1), qkv[2]);  // [B, H, L, D]
+    auto q = qkv[0].reshape({B * heads_, L, D}).mul_(1.0 / std::sqrt(static_cast<double>(D)));
+    auto k = qkv[1].reshape({B * heads_, L, D});
+    auto scores = core::batched_matmul(q, k.transpose(1, 2));  // [B*H, L, L]
+    if (mask.defined()) scores.add_(mask);
+    auto v = qkv[2].reshape({B * heads_, L, D});
+    auto out = core::batched_matmul(torch::softmax(scores, -1), v).view({B, heads_, L, D});
     return out_proj(out.transpose(1, 2).reshape({B, L, width_}));
   }
 

@@ -1,9 +1,11 @@
 // Swin / CoSwin building blocks; see swin_layers.h for the contracts and references.
 #include "florence/vision/swin_layers.h"
 
+#include "florence/core/batched_matmul.h"
 #include "florence/core/error.h"
 
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -92,6 +94,73 @@ torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
   return x * noise;
 }
 
+namespace {
+
+// x [R, C] -> [K, C] by index (R = a zero row).
+torch::Tensor take_rows(const torch::Tensor& x, const torch::Tensor& index, bool zero_row) {
+  const torch::Tensor src = zero_row ? torch::cat({x, torch::zeros({1, x.size(1)}, x.options())}, 0) : x.contiguous();
+  return src.index_select(0, index);
+}
+
+struct GatherRows : torch::autograd::Function<GatherRows> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& index, const torch::Tensor& inverse) {
+    const int64_t rows = x.size(0), out_rows = index.size(0);
+    ctx->save_for_backward({inverse});
+    ctx->saved_data["zero_row_back"] = inverse.numel() > 0 && inverse.max().item<int64_t>() >= out_rows;
+    return take_rows(x, index, index.numel() > 0 && index.max().item<int64_t>() >= rows);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    return {take_rows(grad[0], saved[0], ctx->saved_data["zero_row_back"].toBool()), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor gather_rows(const torch::Tensor& x, const torch::Tensor& index, const torch::Tensor& inverse) {
+  if (x.dim() != 2) throw Error(fmt::format("gather_rows: expected a 2-D [R, C] tensor, got {}-D", x.dim()));
+  if (index.dim() != 1 || inverse.dim() != 1 || index.scalar_type() != torch::kLong || inverse.scalar_type() != torch::kLong)
+    throw Error("gather_rows: index and inverse must be 1-D int64 tensors");
+  if (inverse.size(0) != x.size(0))
+    throw Error(fmt::format("gather_rows: inverse has {} entries for {} rows", inverse.size(0), x.size(0)));
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return GatherRows::apply(x, index, inverse);
+  return take_rows(x, index, index.numel() > 0 && index.max().item<int64_t>() >= x.size(0));
+}
+
+WindowPlan window_plan(int64_t B, int64_t H, int64_t W, int64_t window, int64_t shift, torch::Device device) {
+  if (B < 1 || H < 1 || W < 1 || window < 1)
+    throw Error(fmt::format("window_plan: bad layout B={} H={} W={} window={}", B, H, W, window));
+  WindowPlan p;
+  p.ph = H + (window - H % window) % window;
+  p.pw = W + (window - W % window) % window;
+  p.shift_h = effective_shift(p.ph, window, shift);
+  p.shift_w = effective_shift(p.pw, window, shift);
+  const int64_t nwh = p.ph / window, nww = p.pw / window, n = window * window;
+  const int64_t map_rows = B * H * W, win_rows = B * nwh * nww * n;
+  std::vector<int64_t> to_win(static_cast<size_t>(win_rows)), to_map(static_cast<size_t>(map_rows), win_rows);
+  int64_t k = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t a = 0; a < nwh; ++a)
+      for (int64_t c = 0; c < nww; ++c)
+        for (int64_t r = 0; r < window; ++r)
+          for (int64_t q = 0; q < window; ++q, ++k) {
+            // Rolling by -shift: the token at rolled (y, x) is the padded map's ((y + sh) % ph, ...).
+            const int64_t y = (a * window + r + p.shift_h) % p.ph, x = (c * window + q + p.shift_w) % p.pw;
+            if (y < H && x < W) {
+              const int64_t row = (b * H + y) * W + x;
+              to_win[static_cast<size_t>(k)] = row;
+              to_map[static_cast<size_t>(row)] = k;
+            } else {
+              to_win[static_cast<size_t>(k)] = map_rows;  // zero padding
+            }
+          }
+  p.to_windows = torch::tensor(to_win, torch::kLong).to(device);
+  p.to_map = torch::tensor(to_map, torch::kLong).to(device);
+  return p;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 WindowAttentionImpl::WindowAttentionImpl(const WindowAttentionOptions& o) : options(o) {
@@ -133,6 +202,45 @@ torch::Tensor WindowAttentionImpl::cached_mask(int64_t pad_h, int64_t pad_w, int
   return m;
 }
 
+WindowPlan WindowAttentionImpl::cached_plan(int64_t B, int64_t H, int64_t W, const torch::Device& device) {
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  auto key = std::make_tuple(B, H, W, device.str());
+  auto it = plan_cache_.find(key);
+  if (it != plan_cache_.end()) return it->second;
+  if (plan_cache_.size() >= kMaxCachedMasks) plan_cache_.clear();
+  c10::InferenceMode normal_mode(false);
+  WindowPlan p = window_plan(B, H, W, options.window, options.shift, device);
+  plan_cache_.emplace(key, p);
+  return p;
+}
+
+torch::Tensor WindowAttentionImpl::cached_inference_bias(int64_t ph, int64_t pw, int64_t sh, int64_t sw,
+                                                         const torch::TensorOptions& opts) {
+  const void* table = relative_position_bias_table.data_ptr();
+  const int64_t version = static_cast<int64_t>(relative_position_bias_table._version());
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (table != bias_cache_table_ || version != bias_cache_version_) {
+      bias_cache_.clear();
+      bias_cache_table_ = table;
+      bias_cache_version_ = version;
+    }
+    auto key = std::make_tuple(ph, pw, sh, sw, opts.device().str(),
+                               static_cast<int>(c10::typeMetaToScalarType(opts.dtype())));
+    auto it = bias_cache_.find(key);
+    if (it != bias_cache_.end()) return it->second;
+  }
+  torch::Tensor bias = relative_position_bias().to(opts).unsqueeze(0);  // [1, heads, N, N]
+  if (sh > 0 || sw > 0) bias = bias + cached_mask(ph, pw, sh, sw, opts).unsqueeze(1);  // [nW, heads, N, N]
+  bias = bias.contiguous();
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  if (bias_cache_.size() >= kMaxCachedMasks) bias_cache_.clear();
+  bias_cache_.emplace(std::make_tuple(ph, pw, sh, sw, opts.device().str(),
+                                      static_cast<int>(c10::typeMetaToScalarType(opts.dtype()))),
+                      bias);
+  return bias;
+}
+
 torch::Tensor WindowAttentionImpl::relative_position_bias() {
   const int64_t n = options.window * options.window;
   auto idx = cached_index(relative_position_bias_table.device());
@@ -145,40 +253,42 @@ torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& x) {
   }
   const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
   const int64_t ws = options.window, heads = options.num_heads, hd = C / heads;
-  const int64_t pad_b = (ws - H % ws) % ws, pad_r = (ws - W % ws) % ws;
-  torch::Tensor t = (pad_b || pad_r) ? torch::constant_pad_nd(x, {0, 0, 0, pad_r, 0, pad_b}, 0) : x;
-  const int64_t ph = H + pad_b, pw = W + pad_r;
-  const int64_t sh = effective_shift(ph, ws, options.shift), sw = effective_shift(pw, ws, options.shift);
+  // Pad + roll + window partition as one row gather (see window_plan); the same plan moves the
+  // result back (roll back + crop) in one more gather.
+  const WindowPlan plan = cached_plan(B, H, W, x.device());
+  const int64_t ph = plan.ph, pw = plan.pw, sh = plan.shift_h, sw = plan.shift_w;
   const bool shifted = sh > 0 || sw > 0;
-  if (shifted) t = torch::roll(t, {-sh, -sw}, {1, 2});
+  const int64_t nw = (ph / ws) * (pw / ws), n = ws * ws;
+  torch::Tensor t = gather_rows(x.reshape({B * H * W, C}), plan.to_windows, plan.to_map).view({B * nw, n, C});
 
-  const int64_t nwh = ph / ws, nww = pw / ws, nw = nwh * nww, n = ws * ws;
-  t = t.reshape({B, nwh, ws, nww, ws, C}).permute({0, 1, 3, 2, 4, 5}).reshape({B * nw, n, C});
-
-  auto qkv_out = qkv(t).reshape({B * nw, n, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-  auto q = qkv_out[0] * (1.0 / std::sqrt(static_cast<double>(hd)));
-  auto k = qkv_out[1];
-  auto v = qkv_out[2];
-  auto attn = torch::matmul(q, k.transpose(-2, -1));  // [B*nW, heads, N, N]
-  auto bias = relative_position_bias();               // [heads, N, N]
-  if (shifted) {
-    auto mask = cached_mask(ph, pw, sh, sw, attn.options());  // [nW, N, N]
-    auto bm = bias.unsqueeze(0) + mask.unsqueeze(1);           // [nW, heads, N, N]
+  auto qkv_out = qkv(t).view({B * nw, n, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3, B*nW, heads, N, hd]
+  auto q = qkv_out[0].reshape({B * nw * heads, n, hd}).mul_(1.0 / std::sqrt(static_cast<double>(hd)));
+  auto k = qkv_out[1].reshape({B * nw * heads, n, hd});
+  auto v = qkv_out[2].reshape({B * nw * heads, n, hd});
+  // Many small products (one per window and head): core::batched_matmul spreads them over threads.
+  auto attn = core::batched_matmul(q, k.transpose(1, 2)).view({B * nw, heads, n, n});
+  const bool grad = torch::GradMode::is_enabled() && relative_position_bias_table.requires_grad();
+  if (!grad) {
+    // Inference: bias + mask [nW or 1, heads, N, N] cached until the table changes.
+    auto bm = cached_inference_bias(ph, pw, sh, sw, attn.options());
     attn = attn.view({B, nw, heads, n, n}).add_(bm.unsqueeze(0)).view({B * nw, heads, n, n});
   } else {
-    attn.add_(bias.unsqueeze(0));
+    auto bias = relative_position_bias();  // [heads, N, N]
+    if (shifted) {
+      auto mask = cached_mask(ph, pw, sh, sw, attn.options());  // [nW, N, N]
+      auto bm = bias.unsqueeze(0) + mask.unsqueeze(1);           // [nW, heads, N, N]
+      attn = attn.view({B, nw, heads, n, n}).add_(bm.unsqueeze(0)).view({B * nw, heads, n, n});
+    } else {
+      attn.add_(bias.unsqueeze(0));
+    }
   }
   attn = torch::softmax(attn, -1);
   if (options.attn_drop > 0.0) attn = F::dropout(attn, F::DropoutFuncOptions().p(options.attn_drop).training(is_training()));
 
-  auto out = torch::matmul(attn, v).transpose(1, 2).reshape({B * nw, n, C});
+  auto out = core::batched_matmul(attn.view({B * nw * heads, n, n}), v).view({B * nw, heads, n, hd}).transpose(1, 2).reshape({B * nw, n, C});
   out = proj(out);
   if (options.proj_drop > 0.0) out = F::dropout(out, F::DropoutFuncOptions().p(options.proj_drop).training(is_training()));
-
-  out = out.view({B, nwh, nww, ws, ws, C}).permute({0, 1, 3, 2, 4, 5}).reshape({B, ph, pw, C});
-  if (shifted) out = torch::roll(out, {sh, sw}, {1, 2});
-  if (pad_b || pad_r) out = out.slice(1, 0, H).slice(2, 0, W).contiguous();
-  return out;
+  return gather_rows(out.view({B * nw * n, C}), plan.to_map, plan.to_windows).view({B, H, W, C});
 }
 
 // ---------------------------------------------------------------------------------------------

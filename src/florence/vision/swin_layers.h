@@ -61,6 +61,26 @@ torch::Tensor shifted_window_mask(int64_t pad_h, int64_t pad_w, int64_t window, 
 /// x: [B, ...]. Same as torchvision's StochasticDepth(p, "row").
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training);
 
+/// Row gather with a gather for its gradient. x: [R, C]; index: int64 [K] with values in [0, R]
+/// (R selects a zero row); inverse: int64 [R] with values in [0, K] (K selects a zero row).
+/// Returns [K, C] with row k = x[index[k]] (or zeros). Valid when every row of x is gathered at
+/// most once and inverse[r] is the output row that holds x's row r (K when none): the gradient
+/// is then grad.index_select(0, inverse), so backward needs no scatter-add. Used to move token
+/// maps in and out of (shifted, padded) windows in one copy instead of pad + roll + permute.
+/// Throws florence::Error when x is not 2-D or an index is not 1-D int64.
+torch::Tensor gather_rows(const torch::Tensor& x, const torch::Tensor& index, const torch::Tensor& inverse);
+
+/// Index plan of one window layout for maps [B, H, W, C] (window, shift as in
+/// WindowAttention): `to_windows` [B*nW*N] holds, for each row of the windowed tokens
+/// [B*nW, N, C] (windows in raster order, tokens in raster order inside a window), the row of
+/// the flattened map [B*H*W, C] it comes from after zero padding to (ph, pw) and rolling by
+/// (-shift_h, -shift_w), or B*H*W for a padded position; `to_map` [B*H*W] is its inverse.
+struct WindowPlan {
+  torch::Tensor to_windows, to_map;
+  int64_t ph = 0, pw = 0, shift_h = 0, shift_w = 0;
+};
+WindowPlan window_plan(int64_t B, int64_t H, int64_t W, int64_t window, int64_t shift, torch::Device device);
+
 /// Windowed multi-head self-attention with a learned relative position bias.
 /// Parameters: `qkv` Linear(C, 3C), `proj` Linear(C, C), `relative_position_bias_table`
 /// [(2W-1)^2, heads] (init: truncated normal, std 0.02, as in the Swin reference).
@@ -90,8 +110,15 @@ class WindowAttentionImpl : public torch::nn::Module {
   torch::Tensor cached_index(const torch::Device& device);
   torch::Tensor cached_mask(int64_t pad_h, int64_t pad_w, int64_t sh, int64_t sw,
                             const torch::TensorOptions& opts);
+  WindowPlan cached_plan(int64_t B, int64_t H, int64_t W, const torch::Device& device);
+  /// Bias (+ shift mask) [nW or 1, heads, N, N] for inference, rebuilt when the table changes.
+  torch::Tensor cached_inference_bias(int64_t ph, int64_t pw, int64_t sh, int64_t sw, const torch::TensorOptions& opts);
   std::mutex cache_mutex_;
   std::map<std::string, torch::Tensor> index_cache_;  // key: device
+  std::map<std::tuple<int64_t, int64_t, int64_t, std::string>, WindowPlan> plan_cache_;  // key: (B, H, W, device)
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, std::string, int>, torch::Tensor> bias_cache_;
+  const void* bias_cache_table_ = nullptr;  // table storage and version the bias cache was built from
+  int64_t bias_cache_version_ = -1;
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, std::string, int>, torch::Tensor>
       mask_cache_;  // key: (pad_h, pad_w, shift_h, shift_w, device, dtype)
 };

@@ -349,3 +349,80 @@ TEST(Swin, InferenceModeThenTrainingBackward) {
 }
 
 }  // namespace
+
+namespace {
+
+// The reference formulation of the window layout: zero pad, roll by -shift, partition.
+torch::Tensor windows_by_roll(const torch::Tensor& x, int64_t ws, int64_t shift) {
+  const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  const int64_t pb = (ws - H % ws) % ws, pr = (ws - W % ws) % ws, ph = H + pb, pw = W + pr;
+  auto t = torch::constant_pad_nd(x, {0, 0, 0, pr, 0, pb}, 0);
+  const int64_t sh = effective_shift(ph, ws, shift), sw = effective_shift(pw, ws, shift);
+  if (sh || sw) t = torch::roll(t, {-sh, -sw}, {1, 2});
+  return t.reshape({B, ph / ws, ws, pw / ws, ws, C}).permute({0, 1, 3, 2, 4, 5}).reshape({-1, ws * ws, C});
+}
+
+}  // namespace
+
+TEST(Swin, WindowPlanEqualsPadRollPartitionWithGradients) {
+  torch::manual_seed(3);
+  // (H, W, shift): shifted and padded, padded with the shift dropped in one dimension, exact fit.
+  for (auto [H, W, shift] : {std::tuple<int64_t, int64_t, int64_t>{9, 11, 2}, {5, 10, 2}, {8, 8, 2}, {8, 12, 0}}) {
+    const int64_t B = 2, C = 3, ws = 4;
+    auto x = torch::randn({B, H, W, C}, torch::kDouble).requires_grad_(true);
+    const WindowPlan plan = window_plan(B, H, W, ws, shift, torch::kCPU);
+    auto mine = gather_rows(x.reshape({B * H * W, C}), plan.to_windows, plan.to_map).view({-1, ws * ws, C});
+    auto ref = windows_by_roll(x, ws, shift);
+    ASSERT_EQ(mine.sizes(), ref.sizes()) << H << "x" << W;
+    EXPECT_TRUE(torch::equal(mine, ref)) << H << "x" << W << " shift " << shift;
+    // Gradient of a random linear function of the windows: the backward gather equals autograd
+    // through pad/roll/permute.
+    auto w = torch::randn(ref.sizes(), torch::kDouble);
+    auto g_mine = torch::autograd::grad({(mine * w).sum()}, {x})[0];
+    auto g_ref = torch::autograd::grad({(ref * w).sum()}, {x})[0];
+    EXPECT_TRUE(torch::allclose(g_mine, g_ref, 0, 1e-12)) << H << "x" << W;
+    // Back to the map: the inverse gather crops the padding and undoes the roll.
+    auto y = torch::randn(ref.sizes(), torch::kDouble).requires_grad_(true);
+    auto back = gather_rows(y.view({-1, C}), plan.to_map, plan.to_windows).view({B, H, W, C});
+    const int64_t ph = plan.ph, pw = plan.pw;
+    auto ref_back = y.view({B, ph / ws, pw / ws, ws, ws, C}).permute({0, 1, 3, 2, 4, 5}).reshape({B, ph, pw, C});
+    if (plan.shift_h || plan.shift_w) ref_back = torch::roll(ref_back, {plan.shift_h, plan.shift_w}, {1, 2});
+    ref_back = ref_back.slice(1, 0, H).slice(2, 0, W);
+    EXPECT_TRUE(torch::equal(back, ref_back)) << H << "x" << W;
+    auto w2 = torch::randn({B, H, W, C}, torch::kDouble);
+    auto gb_mine = torch::autograd::grad({(back * w2).sum()}, {y})[0];
+    auto gb_ref = torch::autograd::grad({(ref_back * w2).sum()}, {y})[0];
+    EXPECT_TRUE(torch::allclose(gb_mine, gb_ref, 0, 1e-12)) << H << "x" << W;
+  }
+  EXPECT_THROW(gather_rows(torch::zeros({3}), torch::zeros({1}, torch::kLong), torch::zeros({3}, torch::kLong)), Error);
+  EXPECT_THROW(window_plan(0, 4, 4, 2, 1, torch::kCPU), Error);
+}
+
+TEST(Swin, InferenceBiasCacheFollowsTheTable) {
+  // The cached bias must follow a changed relative_position_bias_table (e.g. a loaded checkpoint).
+  WindowAttentionOptions o;
+  o.dim = 8;
+  o.num_heads = 2;
+  o.window = 2;
+  o.shift = 1;
+  WindowAttention a(o);
+  a->eval();
+  auto x = torch::randn({1, 4, 4, 8});
+  torch::Tensor before, after, grad_path;
+  {
+    torch::InferenceMode g;
+    before = a->forward(x);
+  }
+  {
+    torch::NoGradGuard ng;
+    // Random, not constant: a constant shift of every logit would leave the softmax unchanged.
+    a->relative_position_bias_table.add_(torch::randn_like(a->relative_position_bias_table));
+  }
+  {
+    torch::InferenceMode g;
+    after = a->forward(x);
+  }
+  grad_path = a->forward(x);  // the autograd path builds the bias afresh
+  EXPECT_FALSE(torch::allclose(before, after));
+  EXPECT_TRUE(torch::allclose(after, grad_path.detach(), 1e-6, 1e-6));
+}

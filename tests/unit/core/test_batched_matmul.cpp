@@ -1,0 +1,59 @@
+// core::batched_matmul against torch::bmm: values (row-major and transposed operands, float32 and
+// float64, 1 and 2 threads), gradients, empty shapes and shape errors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "florence/core/batched_matmul.h"
+#include "florence/core/error.h"
+
+using florence::core::batched_matmul;
+
+TEST(BatchedMatmul, EqualsBmmForEveryOperandLayout) {
+  torch::manual_seed(0);
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      const int64_t N = 37, m = 49, k = 32, n = 45;
+      auto a = torch::randn({N, m, k}, dtype), b = torch::randn({N, k, n}, dtype);
+      auto at_ = torch::randn({N, k, m}, dtype).transpose(1, 2);  // transposed in memory
+      auto bt = torch::randn({N, n, k}, dtype).transpose(1, 2);
+      auto strided = torch::randn({N, m, 2 * k}, dtype).slice(2, 0, 2 * k, 2);  // neither layout: copied
+      const double tol = dtype == torch::kFloat ? 1e-5 : 1e-12;
+      EXPECT_TRUE(torch::allclose(batched_matmul(a, b), torch::bmm(a, b), tol, tol));
+      EXPECT_TRUE(torch::allclose(batched_matmul(at_, b), torch::bmm(at_, b), tol, tol));
+      EXPECT_TRUE(torch::allclose(batched_matmul(a, bt), torch::bmm(a, bt), tol, tol));
+      EXPECT_TRUE(torch::allclose(batched_matmul(at_, bt), torch::bmm(at_, bt), tol, tol));
+      EXPECT_TRUE(torch::allclose(batched_matmul(strided, b), torch::bmm(strided, b), tol, tol));
+      // A batch dimension with a gap (a slice of a larger batch).
+      auto big = torch::randn({2 * N, m, k}, dtype).slice(0, 0, 2 * N, 2);
+      EXPECT_TRUE(torch::allclose(batched_matmul(big, b), torch::bmm(big, b), tol, tol));
+    }
+  }
+  at::set_num_threads(2);
+}
+
+TEST(BatchedMatmul, GradientsEqualBmm) {
+  torch::manual_seed(1);
+  auto a = torch::randn({5, 7, 3}, torch::kDouble).requires_grad_(true);
+  auto b = torch::randn({5, 4, 3}, torch::kDouble).requires_grad_(true);  // used as b^T
+  auto w = torch::randn({5, 7, 4}, torch::kDouble);
+  auto mine = (batched_matmul(a, b.transpose(1, 2)) * w).sum();
+  auto ref = (torch::bmm(a, b.transpose(1, 2)) * w).sum();
+  auto gm = torch::autograd::grad({mine}, {a, b});
+  auto gr = torch::autograd::grad({ref}, {a, b});
+  EXPECT_TRUE(torch::allclose(gm[0], gr[0], 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(gm[1], gr[1], 1e-12, 1e-12));
+}
+
+TEST(BatchedMatmul, EmptyShapesAndErrors) {
+  EXPECT_EQ(batched_matmul(torch::zeros({0, 3, 4}), torch::zeros({0, 4, 5})).sizes(), (std::vector<int64_t>{0, 3, 5}));
+  auto z = batched_matmul(torch::ones({2, 3, 0}), torch::ones({2, 0, 5}));
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, 3, 5}));
+  EXPECT_EQ(z.abs().sum().item<double>(), 0.0);
+  // Other dtypes fall back to torch::bmm.
+  auto i = batched_matmul(torch::ones({1, 2, 2}, torch::kLong), torch::ones({1, 2, 2}, torch::kLong));
+  EXPECT_EQ(i.sum().item<int64_t>(), 8);
+  EXPECT_THROW(batched_matmul(torch::zeros({2, 3, 4}), torch::zeros({2, 5, 6})), florence::Error);
+  EXPECT_THROW(batched_matmul(torch::zeros({3, 4}), torch::zeros({4, 6})), florence::Error);
+  EXPECT_THROW(batched_matmul(torch::zeros({2, 3, 4}), torch::zeros({3, 4, 6})), florence::Error);
+}
