@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer for bench_swin: torchvision swin_t forward from Python (Debian python3-torch/torchvision).
+"""Peer for bench_perf (case swin): torchvision swin_t forward from Python (Debian python3-torch/torchvision).
 
 Writes the random-init weights it used (so the C++ side runs the *same* weights), one input batch
 and the peer's output for a correctness check, and a JSON line with the measured images/s.
@@ -26,10 +26,14 @@ torch.save(m.state_dict(), os.path.join(a.out, "swin_t.pt"))
 with torch.inference_mode():
     y = m(x)  # warm-up; logits [B, 1000]
     torch.save({"x": x, "y": y}, os.path.join(a.out, "swin_t_io.pt"))
-    t0 = time.perf_counter()
+    times = []
     for _ in range(a.iters):
+        t0 = time.perf_counter()
         m(x)
-    dt = (time.perf_counter() - t0) / a.iters
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    mid = len(times) // 2
+    dt = times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])  # median, as bench_perf
 print(json.dumps({"peer": "torchvision swin_t (Python)", "torch": torch.__version__,
                   "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
                   "batch": a.batch, "size": a.size, "sec_per_batch": dt, "images_per_s": a.batch / dt,

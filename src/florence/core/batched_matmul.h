@@ -16,7 +16,11 @@ namespace florence::core {
 /// transposed in memory (a transposed view such as k.transpose(1, 2) is used without a copy),
 /// anything else is made contiguous first. Other dtypes and devices fall back to torch::bmm.
 /// Differentiable in both arguments (the backward uses the same routine).
-/// Throws florence::Error when the shapes do not form a batched product.
+/// Threads: with more than one intra-op thread, a call sets OpenBLAS's (process-wide) thread count
+/// to 1 for its duration and holds a global lock meanwhile, so concurrent multi-threaded calls run
+/// one after another; calls from threads with one intra-op thread each run concurrently.
+/// Throws florence::Error when the shapes do not form a batched product; a dtype or device mismatch
+/// goes to torch::bmm, which throws its own c10::Error.
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b);
 
 }  // namespace florence::core

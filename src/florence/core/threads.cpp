@@ -17,7 +17,7 @@ void configure_allocator() {
     // activation tensor is page-faulted in again (measured here: GELU over a 160 MB tensor
     // 394 ms with the defaults, 12 ms with these settings; see the README's performance notes).
     mallopt(M_MMAP_THRESHOLD, 1 << 30);  // blocks up to 1 GiB come from the heap and are reused
-    mallopt(M_TRIM_THRESHOLD, INT32_MAX);  // never shrink the heap top
+    mallopt(M_TRIM_THRESHOLD, INT32_MAX);  // shrink the heap top only above ~2 GiB free
     mallopt(M_TOP_PAD, 64 << 20);          // grow the heap 64 MiB at a time
     return true;
   }();

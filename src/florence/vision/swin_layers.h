@@ -67,14 +67,20 @@ torch::Tensor drop_path(const torch::Tensor& x, double p, bool training);
 /// most once and inverse[r] is the output row that holds x's row r (K when none): the gradient
 /// is then grad.index_select(0, inverse), so backward needs no scatter-add. Used to move token
 /// maps in and out of (shifted, padded) windows in one copy instead of pad + roll + permute.
-/// Throws florence::Error when x is not 2-D or an index is not 1-D int64.
+/// Throws florence::Error when x is not 2-D, an index is not 1-D int64, or inverse does not have
+/// one entry per row of x. Index values are not range-checked here (LibTorch's index_select
+/// reports an out-of-range value).
 torch::Tensor gather_rows(const torch::Tensor& x, const torch::Tensor& index, const torch::Tensor& inverse);
 
 /// Index plan of one window layout for maps [B, H, W, C] (window, shift as in
 /// WindowAttention): `to_windows` [B*nW*N] holds, for each row of the windowed tokens
 /// [B*nW, N, C] (windows in raster order, tokens in raster order inside a window), the row of
 /// the flattened map [B*H*W, C] it comes from after zero padding to (ph, pw) and rolling by
-/// (-shift_h, -shift_w), or B*H*W for a padded position; `to_map` [B*H*W] is its inverse.
+/// (-shift_h, -shift_w), or B*H*W for a padded position; `to_map` [B*H*W] is its inverse. Both are
+/// int64 tensors on `device`. ph, pw: the map size padded to a multiple of the window; shift_h,
+/// shift_w: the shift actually applied per dimension (effective_shift: 0 where one window covers
+/// the padded dimension). Preconditions: 0 <= shift < window (as SwinConfig::validate ensures).
+/// Throws florence::Error when B, H, W or window is below 1.
 struct WindowPlan {
   torch::Tensor to_windows, to_map;
   int64_t ph = 0, pw = 0, shift_h = 0, shift_w = 0;
