@@ -537,11 +537,7 @@ struct Progress {
 // ------------------------------------------------------------------------------------------------
 
 void build_openclipart(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
-  const std::string root = o.input.empty() ? default_openclipart_dir() : o.input;
-  if (!fs::is_directory(root))
-    throw Error("openclipart: '" + root + "' is not a directory (install Debian package openclipart-svg: scripts/setup)");
-  if (o.size < 8 || o.size > 4096) throw Error("openclipart: --size must be in [8, 4096]");
-  for (const auto& f : o.fields) (void)svg_text(SvgMetadata{}, {f});  // validates the field names
+  const std::string root = o.input.empty() ? default_openclipart_dir() : o.input;  // checked by check_input
 
   std::vector<std::string> rel;  // relative paths, sorted
   for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink);
@@ -665,10 +661,7 @@ void build_openclipart(const CorpusOptions& o, CorpusSink& sink, nlohmann::json&
 
 void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
   const std::string dir = o.input.empty() ? default_emoji_dir() : o.input;
-  const fs::path json_path = fs::path(dir) / "emoji.json";
-  if (!fs::is_regular_file(json_path))
-    throw Error("emoji: '" + json_path.string() + "' not found (scripts/setup fetches emoji-datasource-google@" +
-                std::string(kEmojiVersion) + " with npm pack into $FLORENCE_CACHE)");
+  const fs::path json_path = fs::path(dir) / "emoji.json";  // present: checked by check_input
   nlohmann::json list;
   {
     std::ifstream f(json_path);
@@ -792,9 +785,7 @@ void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head,
 constexpr int kFashionValPct = 5;
 
 void build_fashion_mnist(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
-  const std::string dir = o.input.empty() ? std::string(kFashionMnistDir) : o.input;
-  if (!fs::is_directory(dir))
-    throw Error("fashion-mnist: '" + dir + "' is not a directory (install Debian package dataset-fashion-mnist: scripts/setup)");
+  const std::string dir = o.input.empty() ? std::string(kFashionMnistDir) : o.input;  // checked by check_input
   const auto& classes = fashion_mnist_classes();
   considered = 0;
   for (const std::string orig : {"train", "test"}) {
@@ -840,6 +831,27 @@ void build_fashion_mnist(const CorpusOptions& o, CorpusSink& sink, nlohmann::jso
   head["classes"] = classes;
 }
 
+// The checks on a source's input that need no reading: run before the output folder is touched,
+// so a missing package never costs an existing corpus its files (--overwrite removes them).
+void check_input(const CorpusOptions& o) {
+  if (o.source == "openclipart") {
+    const std::string root = o.input.empty() ? default_openclipart_dir() : o.input;
+    if (!fs::is_directory(root))
+      throw Error("openclipart: '" + root + "' is not a directory (install Debian package openclipart-svg: scripts/setup)");
+    if (o.size < 8 || o.size > 4096) throw Error("openclipart: --size must be in [8, 4096]");
+    for (const auto& f : o.fields) (void)svg_text(SvgMetadata{}, {f});  // validates the field names
+  } else if (o.source == "emoji") {
+    const fs::path json_path = fs::path(o.input.empty() ? default_emoji_dir() : o.input) / "emoji.json";
+    if (!fs::is_regular_file(json_path))
+      throw Error("emoji: '" + json_path.string() + "' not found (scripts/setup fetches emoji-datasource-google@" +
+                  std::string(kEmojiVersion) + " with npm pack into $FLORENCE_CACHE)");
+  } else {
+    const std::string dir = o.input.empty() ? std::string(kFashionMnistDir) : o.input;
+    if (!fs::is_directory(dir))
+      throw Error("fashion-mnist: '" + dir + "' is not a directory (install Debian package dataset-fashion-mnist: scripts/setup)");
+  }
+}
+
 }  // namespace
 
 nlohmann::json build_corpus(const CorpusOptions& o) {
@@ -849,6 +861,7 @@ nlohmann::json build_corpus(const CorpusOptions& o) {
   if (o.shard_size < 1) throw Error("data build: --shard-size must be >= 1");
   if (o.limit < 0) throw Error("data build: --limit must be >= 0");
   if (o.render_timeout_s <= 0) throw Error("data build: render timeout must be > 0");
+  check_input(o);
   const auto t0 = std::chrono::steady_clock::now();
   CorpusSink sink(o);
   nlohmann::json head;

@@ -430,3 +430,22 @@ TEST(Corpus, BadOptionsThrow) {
   o.input = "/nonexistent/emoji";
   EXPECT_THROW(build_corpus(o), florence::Error);
 }
+
+// --overwrite replaces a corpus only once the new source's input is known to be there: a missing
+// package is an error that leaves the existing corpus's files in place.
+TEST(Corpus, MissingInputKeepsTheOldCorpus) {
+  const fs::path out = fresh_dir("keep_old");
+  fs::create_directories(out / "train");
+  std::ofstream(out / "summary.json") << "{}";
+  std::ofstream(out / "train" / "000000.tar") << "old shard";
+  for (const std::string src : {"emoji", "openclipart", "fashion-mnist"}) {
+    CorpusOptions o;
+    o.source = src;
+    o.out_dir = out.string();
+    o.input = "/nonexistent/" + src;
+    o.overwrite = true;
+    EXPECT_THROW(build_corpus(o), florence::Error) << src;
+    EXPECT_TRUE(fs::exists(out / "summary.json")) << src;
+    EXPECT_TRUE(fs::exists(out / "train" / "000000.tar")) << src;
+  }
+}
