@@ -1,8 +1,11 @@
 // florence eval zero-shot|retrieval --checkpoint FILE [--model ...] [--vocab FILE] --data DIR_OR_SHARDS
 //                 [--split test] [--name NAME] [--out result.json] [preprocessing flags]
-// florence eval all --checkpoint FILE --data-root DATA [--out-dir DIR] [--sets a,b]
+//                 zero-shot also: [--templates FILE] [--class-field F] [--class-names FILE.json]
+// florence eval all --checkpoint FILE --data-root DATA [--out-dir DIR] [--sets a,b] [--prompt-selection val|none]
 #include <filesystem>
 #include <iostream>
+
+#include <spdlog/spdlog.h>
 
 #include "command.h"
 #include "eval_flags.h"
@@ -47,6 +50,7 @@ void setup_eval(CLI::App& root) {
     auto out = std::make_shared<std::string>();
     auto templates = std::make_shared<std::string>();
     auto field = std::make_shared<std::string>("category");
+    auto class_names = std::make_shared<std::string>();
     auto max_samples = std::make_shared<int64_t>(0);
     auto as_json = std::make_shared<bool>(false);
     cli::add_eval_flags(cmd, f);
@@ -56,17 +60,27 @@ void setup_eval(CLI::App& root) {
     cmd->add_option("--name", *name, "Set name in the result (default: the data folder's name)");
     cmd->add_option("--templates", *templates, "Prompt templates file, one per line with {} (default: built-in ensemble)");
     cmd->add_option("--class-field", *field, "Sample meta field holding the class name")->capture_default_str();
+    cmd->add_option("--class-names", *class_names,
+                    "JSON object {\"class\": \"words in the prompts\"} (default: the class name, '_' as space)");
     cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--out", *out, "Write the result JSON here");
     cmd->add_flag("--json", *as_json, "Print the full result JSON instead of the table");
     cmd->callback([=] {
-      eval::EvalModel m = eval::load_eval_model(f->resolve());
       eval::ZeroShotOptions zo;
       zo.name = set_name(*name, *data);
       zo.class_field = *field;
       zo.max_samples = *max_samples;
       if (!templates->empty()) zo.templates = eval::read_templates(*templates);
-      finish(eval::zero_shot(m, eval::open_source(*data, *split), zo), *out, *as_json);
+      if (!class_names->empty()) zo.class_prompts = eval::read_class_prompts(*class_names);
+      eval::EvalModel m = eval::load_eval_model(f->resolve());
+      nlohmann::json r = eval::zero_shot(m, eval::open_source(*data, *split), zo);
+      for (const auto& [c, words] : zo.class_prompts) {  // a misspelt class would otherwise go unnoticed
+        if (r.at("prompt_names").contains(c)) continue;
+        std::string known;
+        for (const auto& [k, v] : r.at("prompt_names").items()) known += (known.empty() ? "" : ", ") + k;
+        spdlog::warn("zero-shot: --class-names entry '{}' matches no class of {} (classes: {})", c, zo.name, known);
+      }
+      finish(r, *out, *as_json);
     });
   }
 
@@ -118,13 +132,22 @@ void setup_eval(CLI::App& root) {
     cmd->add_option("--out-dir", o->out_dir, "Result JSONs (default: RUN/eval for a checkpoint in RUN/checkpoints/)");
     cmd->add_option("--sets", *sets, "Comma-separated subset: fashion-mnist,openclipart,emoji");
     cmd->add_option("--templates", *templates, "Prompt templates file (default: built-in ensemble)");
+    auto selection = std::make_shared<std::string>("val");
+    cmd->add_option("--prompt-selection", *selection,
+                    "Split on which each set's zero-shot prompts (templates or bare words, class-name table or "
+                    "names) are chosen by top-1, or none")
+        ->capture_default_str();
     cmd->add_option("--max-samples", o->max_samples, "Only the first N images per set (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--examples", o->num_examples, "Retrieval examples per set")->capture_default_str();
     cmd->add_flag("--json", *as_json, "Print the full results JSON instead of the table");
     cmd->callback([=] {
+      eval::EvalAllOptions opt = *o;
+      opt.prompt_selection_split = *selection == "none" ? "" : *selection;
+      if (!opt.prompt_selection_split.empty() && opt.prompt_selection_split == opt.split)
+        throw Error("eval all: --prompt-selection " + *selection + " is the reported --split; choose prompts on " +
+                    "another split (val) or pass none");
       eval::LoadOptions lo = f->resolve();
       eval::EvalModel m = eval::load_eval_model(lo);
-      eval::EvalAllOptions opt = *o;
       if (opt.out_dir.empty()) opt.out_dir = eval::default_eval_dir(lo.checkpoint);
       for (const auto& s : eval::split_labels(*sets)) opt.sets.push_back(s);
       if (!templates->empty()) opt.templates = eval::read_templates(*templates);

@@ -44,7 +44,8 @@ inline void add_eval_flags(CLI::App* cmd, const std::shared_ptr<EvalFlags>& f, b
   cmd->add_option("--device", f->load.device, "Torch device (cpu, cuda, cuda:1, ...)")->capture_default_str();
   cmd->add_option("--image-size", f->load.preprocess.image_size, "Input size in pixels (default: the model's)")
       ->check(florence::cli::positive());
-  cmd->add_option("--crop-pct", f->crop_pct, "Resize shorter side to size/crop_pct, then center crop (default 0.875)")
+  cmd->add_option("--crop-pct", f->crop_pct,
+                  "Resize shorter side to size/crop_pct, then center crop (default: the run's, else 0.875)")
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--mean", f->mean, "Per-channel RGB mean, \"r,g,b\" (default: ImageNet or the run's)");
   cmd->add_option("--std", f->std, "Per-channel RGB std, \"r,g,b\"");

@@ -18,9 +18,16 @@ namespace florence::eval {
 
 const std::vector<StandardSet>& standard_sets() {
   static const std::vector<StandardSet> s = {
-      {"fashion-mnist", true, false, true},
-      {"openclipart", true, true, false},
-      {"emoji", true, true, false},
+      {"fashion-mnist", true, false, true, {}},
+      {"openclipart", true, true, false,
+       {{"animals", "animal"}, {"buildings", "building"}, {"buttons", "button"}, {"containers", "container"},
+        {"decorations", "decoration"}, {"electronics", "electronic device"}, {"logos", "logo"},
+        {"people", "person"}, {"plants", "plant"}, {"shapes", "shape"}, {"signs_and_symbols", "sign or symbol"},
+        {"tools", "tool"}}},
+      {"emoji", true, true, false,
+       {{"Activities", "activity"}, {"Animals & Nature", "animal or plant"}, {"Component", "skin tone or hair style"},
+        {"Flags", "flag"}, {"Food & Drink", "food or drink"}, {"Objects", "object"}, {"People & Body", "person"},
+        {"Smileys & Emotion", "smiley face"}, {"Symbols", "symbol"}, {"Travel & Places", "place or vehicle"}}},
   };
   return s;
 }
@@ -40,7 +47,77 @@ void write_json_file(const std::string& path, const nlohmann::json& j) {
   core::write_text_atomic(p, j.dump(2) + "\n");
 }
 
+std::vector<PromptSetting> prompt_settings(const StandardSet& set, const std::vector<std::string>& templates) {
+  const std::vector<std::string> bare{"{}"};
+  std::vector<std::pair<std::string, std::vector<std::string>>> template_sets{
+      {templates.empty() ? "ensemble" : "templates", templates.empty() ? default_templates() : templates}};
+  if (template_sets[0].second != bare) template_sets.push_back({"bare", bare});
+  std::vector<std::pair<std::string, ClassPrompts>> tables;
+  if (!set.class_prompts.empty()) tables.push_back({"table", set.class_prompts});
+  tables.push_back({"names", {}});
+  std::vector<PromptSetting> out;  // first: the setting used without selection
+  for (const auto& [tname, table] : tables)
+    for (const auto& [sname, t] : template_sets) out.push_back({sname + "+" + tname, t, table});
+  return out;
+}
+
+namespace {
+
+bool has_shards(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return false;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".tar") return true;
+  return false;
+}
+
+// Scores every prompt setting of `set` on DATA/<set>/<selection split>; returns the chosen index
+// and writes the record into `record`.
+size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::vector<PromptSetting>& settings,
+                             const EvalAllOptions& o, nlohmann::json& record) {
+  const fs::path dir = fs::path(o.data_root) / set.name / o.prompt_selection_split;
+  if (o.prompt_selection_split.empty() || settings.size() < 2) return 0;
+  if (!has_shards(dir)) {
+    spdlog::warn("eval all: {} has no shards; zero-shot on '{}' uses the prompt setting {} without selection",
+                 dir.string(), set.name, settings[0].name);
+    record = {{"split", o.prompt_selection_split}, {"missing", true}, {"chosen", settings[0].name}};
+    return 0;
+  }
+  auto source = open_source(dir.string(), "");
+  const EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+  record = {{"split", o.prompt_selection_split}, {"source", source->describe()}, {"candidates", nlohmann::json::array()}};
+  size_t best = 0;
+  double best_top1 = -1.0;
+  for (size_t i = 0; i < settings.size(); ++i) {
+    ZeroShotOptions zo;
+    zo.name = set.name + "/" + o.prompt_selection_split + " " + settings[i].name;
+    zo.templates = settings[i].templates;
+    zo.class_prompts = settings[i].class_prompts;
+    const nlohmann::json r = zero_shot_encoded(m, enc, *source, zo);
+    const double top1 = r.at("metrics").at("top1").get<double>();
+    record["num_images"] = r.at("num_images");
+    record["candidates"].push_back({{"name", settings[i].name},
+                                    {"templates", r.at("templates")},
+                                    {"prompt_names", r.at("prompt_names")},
+                                    {"top1", top1},
+                                    {"mean_per_class", r.at("metrics").at("mean_per_class")}});
+    if (top1 > best_top1) {
+      best = i;
+      best_top1 = top1;
+    }
+  }
+  record["chosen"] = settings[best].name;
+  spdlog::info("eval all: zero-shot prompts for '{}' chosen on {}: {} (top-1 {:.4f} on {} images)", set.name,
+               o.prompt_selection_split, settings[best].name, best_top1, record["num_images"].get<int64_t>());
+  return best;
+}
+
+}  // namespace
+
 nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
+  if (!o.prompt_selection_split.empty() && o.prompt_selection_split == o.split)
+    throw Error("eval all: prompts cannot be chosen on the split that is reported ('" + o.split +
+                "'); use another --prompt-selection split or none");
   for (const auto& name : o.sets) {
     bool known = false;
     for (const auto& s : standard_sets()) known |= s.name == name;
@@ -51,11 +128,7 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
   for (const auto& set : standard_sets()) {
     if (!o.sets.empty() && std::find(o.sets.begin(), o.sets.end(), set.name) == o.sets.end()) continue;
     const fs::path dir = fs::path(o.data_root) / set.name / o.split;
-    std::error_code ec;
-    bool has_tar = false;
-    if (fs::is_directory(dir, ec))
-      for (const auto& e : fs::directory_iterator(dir, ec)) has_tar |= e.path().extension() == ".tar";
-    if (!has_tar) {
+    if (!has_shards(dir)) {
       spdlog::warn("eval all: {} has no shards, set '{}' skipped (build it with `florence data build {} --out {}`)",
                    dir.string(), set.name, set.name, (fs::path(o.data_root) / set.name).string());
       out["missing"].push_back(set.name);
@@ -63,12 +136,18 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
     }
     auto source = open_source(dir.string(), "");
     if (set.zero_shot) {
+      const std::vector<PromptSetting> settings = prompt_settings(set, o.templates);
+      nlohmann::json selection;
+      const PromptSetting& chosen = settings[choose_prompt_setting(m, set, settings, o, selection)];
       ZeroShotOptions zo;
       zo.name = set.name;
-      zo.templates = o.templates;
+      zo.templates = chosen.templates;
+      zo.class_prompts = chosen.class_prompts;
       zo.max_samples = o.max_samples;
       nlohmann::json r = zero_shot(m, source, zo);
       r["labels_seen_in_pretraining"] = set.labels_seen;
+      r["prompt_setting"] = chosen.name;
+      if (!selection.is_null()) r["prompt_selection"] = selection;
       if (!o.out_dir.empty()) write_json_file((fs::path(o.out_dir) / (set.name + "_zero_shot.json")).string(), r);
       out["results"].push_back(r);
     }

@@ -3,8 +3,11 @@
 //
 //   DATA/fashion-mnist/test   zero-shot (10 classes; its labels ARE seen in pretraining, as
 //                             ImageNet is in UniCL, so this is not a zero-shot transfer number)
-//   DATA/openclipart/test     zero-shot by category (top folder) + retrieval on titles
-//   DATA/emoji/test           zero-shot by category + retrieval on names
+//   DATA/openclipart/test     zero-shot by category (top folder) + retrieval on the pair texts
+//                             (the demo builds them as title + keywords; about three quarters of
+//                             the training pairs name their category's word in their keywords, so
+//                             the category words are seen in captions, though never as labels)
+//   DATA/emoji/test           zero-shot by category + retrieval on the pair texts (name + short names)
 // (shard layout of data/corpus.h: OUT/{train,val,test}/NNNNNN.tar). A set whose folder is
 // missing is reported as missing, not an error.
 #include <nlohmann/json.hpp>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "florence/eval/encode.h"
+#include "florence/eval/zero_shot.h"
 
 namespace florence::eval {
 
@@ -21,6 +25,13 @@ struct StandardSet {
   bool zero_shot = true;
   bool retrieval = false;
   bool labels_seen = false;     ///< class labels are training targets in the demo recipe
+  /// The words each category is put into the prompts as (zero_shot.h ClassPrompts). The corpora's
+  /// category names are folder or group names ("signs_and_symbols", "Smileys & Emotion"); plural
+  /// and grouped names are rewritten as the singular noun phrase one would write under one picture
+  /// ("sign or symbol", "smiley face"); names that already read so (computer, food, geography,
+  /// office, ...) have no entry. Written once from the category's meaning, not searched on the test
+  /// set (README, Evaluation). Fashion-MNIST keeps its own names: they are its pretraining labels.
+  ClassPrompts class_prompts;
 };
 
 /// fashion-mnist, openclipart, emoji as above.
@@ -32,11 +43,32 @@ struct EvalAllOptions {
   std::string out_dir;                 ///< result files (created); empty = none written
   std::vector<std::string> sets;       ///< subset of standard set names; empty = all
   std::vector<std::string> templates;  ///< empty = default_templates()
+  /// Split on which the zero-shot prompt setting is chosen (see eval_all); "" = no selection, the
+  /// template ensemble with the set's class-name table is used.
+  std::string prompt_selection_split = "val";
   int64_t max_samples = 0;             ///< per set, 0 = all
   int64_t num_examples = 8;            ///< retrieval examples per set
 };
 
-/// Runs every selected set. Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
+/// One zero-shot prompt setting: the templates and the class-name table put into them.
+struct PromptSetting {
+  std::string name;                    ///< e.g. "ensemble+table", "bare+names"
+  std::vector<std::string> templates;
+  ClassPrompts class_prompts;
+};
+
+/// The settings eval_all chooses among for `set`: the template ensemble (`templates`, or
+/// default_templates() when empty) and the bare class words ("{}"), each with the set's class-name
+/// table and, when the set has one, with the class names as they are (default_prompt_name).
+std::vector<PromptSetting> prompt_settings(const StandardSet& set, const std::vector<std::string>& templates);
+
+/// Runs every selected set. Zero-shot: when DATA/<set>/<prompt_selection_split> has shards, every
+/// PromptSetting of the set is scored on that split (images encoded once) and the one with the
+/// highest top-1 (the first on a tie) is used on the evaluation split; the result carries
+/// "prompt_selection": {"split", "num_images", "candidates": [{"name", "templates",
+/// "prompt_names", "top1", "mean_per_class"}], "chosen"}. This is hyper-parameter choice on held-out
+/// training-time data, never on the split that is reported; a set without that split uses the first
+/// setting (logged). Throws florence::Error when prompt_selection_split equals split. Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
 /// images in OUT/<set>_retrieval_examples/) and OUT/summary.json when out_dir is set. Returns
 /// {"results": [result JSON...], "missing": [set names], "data_root", "split"}.
 /// Throws florence::Error for an unknown set name or when no selected set exists.

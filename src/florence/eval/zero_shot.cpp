@@ -67,15 +67,44 @@ torch::Tensor ensemble_embeddings(const torch::Tensor& per_template) {
   return F::normalize(unit.mean(1), F::NormalizeFuncOptions().dim(-1));
 }
 
+std::string default_prompt_name(const std::string& class_name) {
+  std::string name = class_name;
+  std::replace(name.begin(), name.end(), '_', ' ');
+  return name;
+}
+
+std::string prompt_name(const std::string& class_name, const ClassPrompts& prompts) {
+  auto it = prompts.find(class_name);
+  return it != prompts.end() ? it->second : default_prompt_name(class_name);
+}
+
+ClassPrompts read_class_prompts(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read class names file '" + path + "'");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("class names file '" + path + "' is not JSON: " + e.what());
+  }
+  if (!j.is_object()) throw Error("class names file '" + path + "': expected one object {\"class\": \"prompt words\"}");
+  ClassPrompts out;
+  for (const auto& [cls, words] : j.items()) {
+    if (!words.is_string() || words.get<std::string>().find_first_not_of(" \t\r\n") == std::string::npos)
+      throw Error("class names file '" + path + "': the value of '" + cls + "' is not a non-empty string");
+    out[cls] = words.get<std::string>();
+  }
+  return out;
+}
+
 torch::Tensor class_embeddings(EvalModel& m, const std::vector<std::string>& classes,
-                               const std::vector<std::string>& templates) {
+                               const std::vector<std::string>& templates, const ClassPrompts& prompts) {
   if (classes.empty()) throw Error("class_embeddings: no classes");
   if (templates.empty()) throw Error("class_embeddings: no templates");
   std::vector<std::string> texts;
   texts.reserve(classes.size() * templates.size());
   for (const auto& c : classes) {
-    std::string name = c;  // folder-style names ("signs_and_symbols") read as words in prompts
-    std::replace(name.begin(), name.end(), '_', ' ');
+    const std::string name = prompt_name(c, prompts);
     for (const auto& t : templates) texts.push_back(fill_template(t, name));
   }
   torch::Tensor e = encode_texts(m, texts);  // [C*T, D], row c*T + t
@@ -96,25 +125,37 @@ std::string class_of(const nlohmann::json& meta, int64_t label, const std::vecto
 
 nlohmann::json zero_shot(EvalModel& m, std::shared_ptr<const data::SampleSource> source, const ZeroShotOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
+  require_tokenizer(m, "zero-shot evaluation");
+  const EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+  nlohmann::json j = zero_shot_encoded(m, enc, *source, o);
+  j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return j;
+}
+
+nlohmann::json zero_shot_encoded(EvalModel& m, const EncodedImages& enc, const data::SampleSource& source,
+                                 const ZeroShotOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
   const std::vector<std::string> templates = o.templates.empty() ? default_templates() : o.templates;
   require_tokenizer(m, "zero-shot evaluation");
-  EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+  if (enc.metas.size() != enc.keys.size())
+    throw Error("zero-shot: the encoded images carry no metadata (encode_source with with_meta = true)");
+  data::SkipCounts skipped = enc.skipped;
 
   std::vector<std::string> names(enc.keys.size());
   std::map<std::string, int64_t> class_ids;
   std::vector<int64_t> keep;
   for (size_t i = 0; i < enc.keys.size(); ++i) {
-    names[i] = class_of(enc.metas[i], enc.labels[i], source->classes(), o.class_field);
+    names[i] = class_of(enc.metas[i], enc.labels[i], source.classes(), o.class_field);
     if (names[i].empty()) {
-      if (enc.skipped["no_class"]++ < 5) spdlog::warn("zero-shot: sample '{}' has no class, skipped", enc.keys[i]);
+      if (skipped["no_class"]++ < 5) spdlog::warn("zero-shot: sample '{}' has no class, skipped", enc.keys[i]);
       continue;
     }
     class_ids.emplace(names[i], 0);
     keep.push_back(int64_t(i));
   }
-  if (keep.empty()) throw Error("zero-shot on " + source->describe() + ": no image with a class");
+  if (keep.empty()) throw Error("zero-shot on " + source.describe() + ": no image with a class");
   if (class_ids.size() < 2)
-    throw Error("zero-shot on " + source->describe() + ": needs at least 2 classes, found " + std::to_string(class_ids.size()));
+    throw Error("zero-shot on " + source.describe() + ": needs at least 2 classes, found " + std::to_string(class_ids.size()));
   std::vector<std::string> classes;
   for (auto& [name, id] : class_ids) {  // std::map: sorted byte order
     id = int64_t(classes.size());
@@ -124,18 +165,21 @@ nlohmann::json zero_shot(EvalModel& m, std::shared_ptr<const data::SampleSource>
   torch::Tensor labels = torch::empty({int64_t(keep.size())}, torch::kLong);
   for (size_t r = 0; r < keep.size(); ++r) labels[int64_t(r)] = class_ids.at(names[size_t(keep[r])]);
   torch::Tensor img = enc.embeds.index_select(0, idx);        // [N, D]
-  torch::Tensor cls = class_embeddings(m, classes, templates);  // [C, D]
+  torch::Tensor cls = class_embeddings(m, classes, templates, o.class_prompts);  // [C, D]
   torch::Tensor scores = torch::matmul(img, cls.t());           // [N, C] cosines
   ClassificationMetrics cm = classification_metrics(scores, labels, {1, 5});
+  nlohmann::json prompt_names = nlohmann::json::object();
+  for (const auto& c : classes) prompt_names[c] = prompt_name(c, o.class_prompts);
 
   nlohmann::json j{{"task", "zero-shot"},
                    {"set", o.name},
-                   {"source", source->describe()},
+                   {"source", source.describe()},
                    {"model", m.describe()},
                    {"templates", templates},
+                   {"prompt_names", prompt_names},
                    {"num_images", int64_t(keep.size())},
                    {"read", enc.read},
-                   {"skipped", enc.skipped},
+                   {"skipped", skipped},
                    {"metrics", cm.to_json(classes)}};
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("zero-shot {}: {} images, {} classes, top1 {:.4f} (chance {:.4f}), top5 {:.4f}", o.name, keep.size(),

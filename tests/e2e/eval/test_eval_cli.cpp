@@ -205,6 +205,29 @@ TEST(EvalCli, ZeroShotAndRetrievalOnSyntheticShards) {
   EXPECT_EQ(total, 12);
   EXPECT_NEAR(m["top1"].get<double>(), double(diag) / 12.0, 1e-12);
   EXPECT_NE(out.find("top-1 %"), std::string::npos);
+  EXPECT_EQ(z["prompt_names"], nlohmann::json({{"animals", "animals"}, {"food", "food"}, {"zeta", "zeta"}}));
+
+  // --class-names: the table's words go into the prompts (recorded per class), an entry naming no
+  // class of the set is warned about, and a malformed table is a clear error before any work.
+  {
+    std::ofstream(root() / "out" / "names.json") << R"({"animals": "animal", "Zeta": "z"})";
+    std::ofstream(root() / "out" / "bad_names.json") << R"({"animals": ["animal"]})";
+    const fs::path zn = root() / "out" / "zs_names.json";
+    ASSERT_EQ(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + d.string() +
+                      " --class-names " + (root() / "out" / "names.json").string() + " --out " + zn.string(),
+                  out),
+              0);
+    auto zz = nlohmann::json::parse(read_file(zn));
+    EXPECT_EQ(zz["prompt_names"], nlohmann::json({{"animals", "animal"}, {"food", "food"}, {"zeta", "zeta"}}));
+    const std::string warned = read_file(root() / "stderr.txt");
+    EXPECT_NE(warned.find("'Zeta' matches no class"), std::string::npos) << warned;
+    EXPECT_NE(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + d.string() +
+                      " --class-names " + (root() / "out" / "bad_names.json").string(),
+                  out),
+              0);
+    const std::string error = read_file(root() / "stderr.txt");
+    EXPECT_NE(error.find("the value of 'animals' is not a non-empty string"), std::string::npos) << error;
+  }
 
   const fs::path rt = root() / "out" / "ret.json";
   ASSERT_EQ(run("eval retrieval --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (d / "test").string() +
@@ -232,4 +255,75 @@ TEST(EvalCli, ZeroShotAndRetrievalOnSyntheticShards) {
   }
   // A missing data folder is a clear error (exit status 2).
   EXPECT_EQ(run("eval retrieval --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (d / "nope").string(), out) >> 8, 2);
+}
+
+// `eval all`: zero-shot prompts are chosen on the val split among the set's prompt settings (the
+// one with the highest val top-1, the first on a tie) and then used on test; without a val split,
+// or with --prompt-selection none, the first setting (ensemble + class-name table) is used;
+// choosing on the reported split is refused.
+TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
+  const fs::path data = root() / "data_root";
+  auto write_split = [&](const std::string& set, const std::string& split, int seed) {
+    data::ShardWriter w((data / set / split).string());
+    const std::vector<std::pair<std::string, std::string>> rows = {
+        {"animals", "cat. animal"}, {"animals", "dog. animal"}, {"animals", "owl. bird, animal"},
+        {"shapes", "square. shape"}, {"shapes", "circle. shape"}, {"shapes", "arrow. shape"},
+        {"food", "apple. fruit, food"}, {"food", "bread. food"}};
+    for (size_t i = 0; i < rows.size(); ++i) {
+      data::Sample s;
+      s.key = split + std::to_string(i);
+      s.image = png(seed + int(i));
+      s.image_ext = "png";
+      s.text = rows[i].second;
+      s.meta = {{"category", rows[i].first}};
+      w.write(s);
+    }
+    w.close();
+  };
+  write_split("openclipart", "test", 100);
+  write_split("openclipart", "val", 200);
+  write_split("emoji", "test", 300);  // no val split: no selection
+
+  std::string out;
+  const fs::path res = root() / "all_out";
+  ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --sets openclipart,emoji --out-dir " + res.string(),
+                out),
+            0);
+  auto z = nlohmann::json::parse(read_file(res / "openclipart_zero_shot.json"));
+  const auto& sel = z["prompt_selection"];
+  EXPECT_EQ(sel["split"], "val");
+  EXPECT_EQ(sel["num_images"], 8);
+  ASSERT_EQ(sel["candidates"].size(), 4u);
+  const std::vector<std::string> names{"ensemble+table", "bare+table", "ensemble+names", "bare+names"};
+  size_t best = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(sel["candidates"][i]["name"], names[i]);
+    if (sel["candidates"][i]["top1"].get<double>() > sel["candidates"][best]["top1"].get<double>()) best = i;
+  }
+  EXPECT_EQ(sel["candidates"][0]["prompt_names"]["shapes"], "shape");  // the openclipart table
+  EXPECT_EQ(sel["candidates"][2]["prompt_names"]["shapes"], "shapes");
+  EXPECT_EQ(sel["candidates"][1]["templates"], nlohmann::json({"{}"}));
+  EXPECT_EQ(sel["chosen"], names[best]);
+  EXPECT_EQ(z["prompt_setting"], names[best]);
+  EXPECT_EQ(z["templates"], sel["candidates"][best]["templates"]);
+  EXPECT_EQ(z["prompt_names"], sel["candidates"][best]["prompt_names"]);
+
+  auto e = nlohmann::json::parse(read_file(res / "emoji_zero_shot.json"));
+  EXPECT_EQ(e["prompt_selection"]["missing"], true);
+  EXPECT_EQ(e["prompt_setting"], "ensemble+table");
+
+  ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --sets openclipart --prompt-selection none --out-dir " + (root() / "all_none").string(),
+                out),
+            0);
+  auto n = nlohmann::json::parse(read_file(root() / "all_none" / "openclipart_zero_shot.json"));
+  EXPECT_FALSE(n.contains("prompt_selection"));
+  EXPECT_EQ(n["prompt_setting"], "ensemble+table");
+
+  EXPECT_NE(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --prompt-selection test",
+                out),
+            0);
+  EXPECT_NE(read_file(root() / "stderr.txt").find("is the reported --split"), std::string::npos);
 }

@@ -104,3 +104,17 @@ TEST(Classify, TemperatureChangesSharpnessAndIsClamped) {
   EXPECT_THROW(eval::classify(f.m, eval::image_inputs({f.files[0]}), {"only"}), florence::Error);
   EXPECT_THROW(eval::classify(f.m, eval::image_inputs({f.files[0]}), {"a", "a"}), florence::Error);
 }
+
+// A class-names entry replaces the class's words in every template: the embedding of class
+// "Flags" with {"Flags": "flag"} is the embedding of the class "flag" without a table, and a class
+// without an entry keeps its own name with '_' read as a space.
+TEST(Classify, ClassNamesTableChangesThePromptWords) {
+  Fixture& f = fixture();
+  const std::vector<std::string> templates{"{}", "a photo of a {}."};
+  torch::Tensor mapped = eval::class_embeddings(f.m, {"Flags", "hair_dryer"}, templates, {{"Flags", "flag"}});
+  torch::Tensor direct = eval::class_embeddings(f.m, {"flag", "hair dryer"}, templates);
+  torch::Tensor plain = eval::class_embeddings(f.m, {"Flags"}, templates);
+  ASSERT_EQ(mapped.sizes(), (std::vector<int64_t>{2, f.m.embed_dim()}));
+  EXPECT_TRUE(mapped.allclose(direct, 0, 1e-6));
+  EXPECT_FALSE(mapped[0].allclose(plain[0], 0, 1e-3));  // "Flags" and "flag" are different tokens
+}

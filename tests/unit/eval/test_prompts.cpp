@@ -82,3 +82,23 @@ TEST(Retrieval, CaptionsGroupedByCleanedText) {
   EXPECT_EQ(g.texts, (std::vector<std::string>{"Grinning Face", "cat", "dog"}));
   EXPECT_EQ(g.group, (std::vector<int64_t>{0, 1, 0, 2, 1}));
 }
+
+TEST(PromptEnsemble, ClassNamesTable) {
+  EXPECT_EQ(default_prompt_name("signs_and_symbols"), "signs and symbols");
+  const ClassPrompts table{{"Flags", "flag"}, {"People & Body", "person"}};
+  EXPECT_EQ(prompt_name("Flags", table), "flag");
+  EXPECT_EQ(prompt_name("People & Body", table), "person");
+  EXPECT_EQ(prompt_name("hair_dryer", table), "hair dryer");  // no entry: the default rule
+  EXPECT_EQ(prompt_name("flags", table), "flags");            // entries match exactly
+
+  fs::path d = tmp_dir("class_names");
+  std::ofstream(d / "ok.json") << R"({"Animals & Nature": "animal or plant", "shapes": "shape"})";
+  EXPECT_EQ(read_class_prompts((d / "ok.json").string()),
+            (ClassPrompts{{"Animals & Nature", "animal or plant"}, {"shapes", "shape"}}));
+  std::ofstream(d / "array.json") << R"(["animal", "plant"])";
+  std::ofstream(d / "number.json") << R"({"animals": 3})";
+  std::ofstream(d / "empty.json") << R"({"animals": ""})";
+  std::ofstream(d / "broken.json") << R"({"animals": "animal")";
+  for (const char* bad : {"array.json", "number.json", "empty.json", "broken.json", "missing.json"})
+    EXPECT_THROW(read_class_prompts((d / bad).string()), florence::Error) << bad;
+}
