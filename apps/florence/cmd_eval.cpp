@@ -78,7 +78,8 @@ void setup_eval(CLI::App& root) {
         if (r.at("prompt_names").contains(c)) continue;
         std::string known;
         for (const auto& [k, v] : r.at("prompt_names").items()) known += (known.empty() ? "" : ", ") + k;
-        spdlog::warn("zero-shot: --class-names entry '{}' matches no class of {} (classes: {})", c, zo.name, known);
+        spdlog::warn("zero-shot: --class-names entry '{}' matches no class among the {} evaluated image(s) of {} "
+                     "(classes: {})", c, r.at("num_images").get<int64_t>(), zo.name, known);
       }
       finish(r, *out, *as_json);
     });
@@ -131,21 +132,31 @@ void setup_eval(CLI::App& root) {
     cmd->add_option("--split", o->split, "Split folder inside each corpus")->capture_default_str();
     cmd->add_option("--out-dir", o->out_dir, "Result JSONs (default: RUN/eval for a checkpoint in RUN/checkpoints/)");
     cmd->add_option("--sets", *sets, "Comma-separated subset: fashion-mnist,openclipart,emoji");
-    cmd->add_option("--templates", *templates, "Prompt templates file (default: built-in ensemble)");
+    cmd->add_option("--templates", *templates,
+                    "Prompt templates file (default: built-in ensemble); with --prompt-selection it competes "
+                    "with the bare class words");
     auto selection = std::make_shared<std::string>("val");
-    cmd->add_option("--prompt-selection", *selection,
-                    "Split on which each set's zero-shot prompts (templates or bare words, class-name table or "
-                    "names) are chosen by top-1, or none")
-        ->capture_default_str();
+    auto* sel_opt = cmd->add_option("--prompt-selection", *selection,
+                                    "Split folder on which each set's zero-shot prompts (templates or bare words, "
+                                    "class-name table or names) are chosen by top-1, or none (default: val, none "
+                                    "when --split is val)");
     cmd->add_option("--max-samples", o->max_samples, "Only the first N images per set (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--examples", o->num_examples, "Retrieval examples per set")->capture_default_str();
     cmd->add_flag("--json", *as_json, "Print the full results JSON instead of the table");
     cmd->callback([=] {
       eval::EvalAllOptions opt = *o;
       opt.prompt_selection_split = *selection == "none" ? "" : *selection;
-      if (!opt.prompt_selection_split.empty() && opt.prompt_selection_split == opt.split)
-        throw Error("eval all: --prompt-selection " + *selection + " is the reported --split; choose prompts on " +
-                    "another split (val) or pass none");
+      if (sel_opt->count() == 0 && opt.split == opt.prompt_selection_split) {
+        spdlog::info("eval all: --split {} is reported, so prompts are not chosen on it (no selection)", opt.split);
+        opt.prompt_selection_split.clear();
+      }
+      const std::string& ps = opt.prompt_selection_split;
+      if (!ps.empty() && (ps.find('/') != std::string::npos || ps == "." || ps == ".."))
+        throw Error("eval all: --prompt-selection takes a split folder name of each corpus (val) or none, not a "
+                    "path: '" + ps + "'");
+      if (!ps.empty() && ps == opt.split)
+        throw Error("eval all: --prompt-selection " + ps + " is the split being reported (--split " + opt.split +
+                    "): choose prompts on another split or pass --prompt-selection none");
       eval::LoadOptions lo = f->resolve();
       eval::EvalModel m = eval::load_eval_model(lo);
       if (opt.out_dir.empty()) opt.out_dir = eval::default_eval_dir(lo.checkpoint);

@@ -450,14 +450,50 @@ class CorpusSink {
           existing.push_back(e.path());
       }
     }
+    const fs::path kept = previous_dir();
+    if (fs::exists(kept))
+      throw Error("data build: '" + kept.string() + "' holds the corpus an interrupted build was replacing; " +
+                  "move its files back into '" + o.out_dir + "' or remove it, then build again");
     if (!existing.empty()) {
       if (!o.overwrite)
         throw Error("data build: '" + o.out_dir + "' already holds a corpus (" + existing.front().string() +
                     ", ...); pass --overwrite to replace it");
-      spdlog::info("data build: removing {} file(s) of the previous corpus in {}", existing.size(), o.out_dir);
-      for (const auto& p : existing) fs::remove(p);
+      // Set aside, not removed: a build that fails or writes nothing puts them back (restore()).
+      spdlog::info("data build: setting aside {} file(s) of the previous corpus in {}", existing.size(), kept.string());
+      for (const auto& p : existing) {
+        const fs::path to = kept / fs::relative(p, o.out_dir);
+        fs::create_directories(to.parent_path());
+        fs::rename(p, to);
+        moved_.push_back(fs::relative(p, o.out_dir));
+      }
     }
     for (const char* s : kSplits) split_counts_[s] = 0;
+  }
+
+  fs::path previous_dir() const { return fs::path(o_.out_dir) / ".previous-corpus"; }
+
+  /// After a failed build: removes what this build wrote and moves the previous corpus back.
+  void restore() {
+    writers_.clear();  // closes the open shards first
+    std::error_code ec;
+    for (const char* s : kSplits) {
+      const fs::path d = fs::path(o_.out_dir) / s;
+      if (!fs::is_directory(d, ec)) continue;
+      for (const auto& e : fs::directory_iterator(d, ec)) {
+        const std::string name = e.path().filename().string();
+        if (e.path().extension() == ".tar" || (name[0] == '.' && e.path().extension() == ".tmp")) fs::remove(e.path(), ec);
+      }
+    }
+    fs::remove(fs::path(o_.out_dir) / "summary.json", ec);
+    for (const auto& rel : moved_) fs::rename(previous_dir() / rel, fs::path(o_.out_dir) / rel, ec);
+    if (!moved_.empty()) spdlog::warn("data build: failed; the previous corpus in {} is back in place", o_.out_dir);
+    fs::remove_all(previous_dir(), ec);
+  }
+
+  /// After a successful build: drops the previous corpus.
+  void commit() {
+    std::error_code ec;
+    fs::remove_all(previous_dir(), ec);
   }
 
   void add(const Sample& s, const std::string& split) {
@@ -490,6 +526,12 @@ class CorpusSink {
       shards[s] = 0;
       total += split_counts_[s];
     }
+    if (total == 0) {
+      std::string why;
+      for (const auto& [k, v] : failures_) why += fmt::format("{}{} {}", why.empty() ? "" : ", ", v, k);
+      throw Error(fmt::format("data build {}: no sample was written ({} considered{}{})", o_.source, considered,
+                              why.empty() ? "" : "; failed: ", why));
+    }
     for (auto& [split, w] : writers_) {
       w->close();
       shards[split] = w->shards().size();
@@ -512,6 +554,7 @@ class CorpusSink {
 
  private:
   const CorpusOptions& o_;
+  std::vector<fs::path> moved_;  ///< previous corpus files set aside, relative to out_dir
   std::map<std::string, std::unique_ptr<ShardWriter>> writers_;
   std::map<std::string, int64_t> split_counts_, categories_, failures_;
   std::map<std::string, std::map<std::string, int64_t>> categories_by_split_;
@@ -880,11 +923,18 @@ nlohmann::json build_corpus(const CorpusOptions& o) {
   }
   head["options"] = opts;
   int64_t considered = 0;
-  if (o.source == "openclipart") build_openclipart(o, sink, head, considered);
-  else if (o.source == "emoji") build_emoji(o, sink, head, considered);
-  else build_fashion_mnist(o, sink, head, considered);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return sink.finish(std::move(head), considered, secs);
+  try {
+    if (o.source == "openclipart") build_openclipart(o, sink, head, considered);
+    else if (o.source == "emoji") build_emoji(o, sink, head, considered);
+    else build_fashion_mnist(o, sink, head, considered);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    nlohmann::json summary = sink.finish(std::move(head), considered, secs);
+    sink.commit();
+    return summary;
+  } catch (...) {
+    sink.restore();
+    throw;
+  }
 }
 
 std::string format_corpus_summary(const nlohmann::json& s) {

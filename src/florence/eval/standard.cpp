@@ -83,8 +83,17 @@ size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::ve
     record = {{"split", o.prompt_selection_split}, {"missing", true}, {"chosen", settings[0].name}};
     return 0;
   }
-  auto source = open_source(dir.string(), "");
-  const EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+  std::shared_ptr<const data::SampleSource> source;
+  EncodedImages enc;
+  try {
+    source = open_source(dir.string(), "");
+    enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+  } catch (const Error& e) {
+    spdlog::warn("eval all: cannot choose zero-shot prompts for '{}' on {} ({}); using {}", set.name, dir.string(),
+                 e.what(), settings[0].name);
+    record = {{"split", o.prompt_selection_split}, {"error", e.what()}, {"chosen", settings[0].name}};
+    return 0;
+  }
   record = {{"split", o.prompt_selection_split}, {"source", source->describe()}, {"candidates", nlohmann::json::array()}};
   size_t best = 0;
   double best_top1 = -1.0;
@@ -93,7 +102,15 @@ size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::ve
     zo.name = set.name + "/" + o.prompt_selection_split + " " + settings[i].name;
     zo.templates = settings[i].templates;
     zo.class_prompts = settings[i].class_prompts;
-    const nlohmann::json r = zero_shot_encoded(m, enc, *source, zo);
+    nlohmann::json r;
+    try {
+      r = zero_shot_encoded(m, enc, *source, zo);
+    } catch (const Error& e) {  // e.g. a val split with one class or no class field
+      spdlog::warn("eval all: cannot choose zero-shot prompts for '{}' on {} ({}); using {}", set.name,
+                   dir.string(), e.what(), settings[0].name);
+      record = {{"split", o.prompt_selection_split}, {"error", e.what()}, {"chosen", settings[0].name}};
+      return 0;
+    }
     const double top1 = r.at("metrics").at("top1").get<double>();
     record["num_images"] = r.at("num_images");
     record["candidates"].push_back({{"name", settings[i].name},

@@ -67,8 +67,10 @@ std::vector<PromptSetting> prompt_settings(const StandardSet& set, const std::ve
 /// highest top-1 (the first on a tie) is used on the evaluation split; the result carries
 /// "prompt_selection": {"split", "num_images", "candidates": [{"name", "templates",
 /// "prompt_names", "top1", "mean_per_class"}], "chosen"}. This is hyper-parameter choice on held-out
-/// training-time data, never on the split that is reported; a set without that split uses the first
-/// setting (logged). Throws florence::Error when prompt_selection_split equals split. Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
+/// training-time data, never on the split that is reported. A set without that split, or whose split
+/// cannot be scored (one class, no class field, unreadable shards), uses the first setting, logged
+/// and recorded as {"missing": true} or {"error": message}. Throws florence::Error when
+/// prompt_selection_split equals split. Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
 /// images in OUT/<set>_retrieval_examples/) and OUT/summary.json when out_dir is set. Returns
 /// {"results": [result JSON...], "missing": [set names], "data_root", "split"}.
 /// Throws florence::Error for an unknown set name or when no selected set exists.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -79,8 +80,9 @@ std::string prompt_name(const std::string& class_name, const ClassPrompts& promp
 }
 
 ClassPrompts read_class_prompts(const std::string& path) {
+  std::error_code ec;
   std::ifstream in(path);
-  if (!in) throw Error("cannot read class names file '" + path + "'");
+  if (!in || !std::filesystem::is_regular_file(path, ec)) throw Error("cannot read class names file '" + path + "'");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
@@ -169,7 +171,15 @@ nlohmann::json zero_shot_encoded(EvalModel& m, const EncodedImages& enc, const d
   torch::Tensor scores = torch::matmul(img, cls.t());           // [N, C] cosines
   ClassificationMetrics cm = classification_metrics(scores, labels, {1, 5});
   nlohmann::json prompt_names = nlohmann::json::object();
-  for (const auto& c : classes) prompt_names[c] = prompt_name(c, o.class_prompts);
+  std::map<std::string, std::string> first_with;  // words -> the first class using them
+  for (const auto& c : classes) {
+    const std::string words = prompt_name(c, o.class_prompts);
+    prompt_names[c] = words;
+    auto [it, fresh] = first_with.emplace(words, c);
+    if (!fresh)
+      spdlog::warn("zero-shot {}: classes '{}' and '{}' have the same prompt words '{}': their scores tie", o.name,
+                   it->second, c, words);
+  }
 
   nlohmann::json j{{"task", "zero-shot"},
                    {"set", o.name},

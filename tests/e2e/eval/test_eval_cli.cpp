@@ -282,7 +282,20 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
   };
   write_split("openclipart", "test", 100);
   write_split("openclipart", "val", 200);
-  write_split("emoji", "test", 300);  // no val split: no selection
+  write_split("emoji", "test", 300);
+  {  // emoji's val split has one class only: selection is impossible, the first setting is used
+    data::ShardWriter w((data / "emoji" / "val").string());
+    for (int i = 0; i < 3; ++i) {
+      data::Sample s;
+      s.key = "v" + std::to_string(i);
+      s.image = png(400 + i);
+      s.image_ext = "png";
+      s.text = "flag";
+      s.meta = {{"category", "Flags"}};
+      w.write(s);
+    }
+    w.close();
+  }
 
   std::string out;
   const fs::path res = root() / "all_out";
@@ -310,8 +323,25 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
   EXPECT_EQ(z["prompt_names"], sel["candidates"][best]["prompt_names"]);
 
   auto e = nlohmann::json::parse(read_file(res / "emoji_zero_shot.json"));
-  EXPECT_EQ(e["prompt_selection"]["missing"], true);
+  EXPECT_NE(e["prompt_selection"]["error"].get<std::string>().find("needs at least 2 classes"), std::string::npos);
   EXPECT_EQ(e["prompt_setting"], "ensemble+table");
+
+  // A split no corpus has: warned, recorded as missing, the first setting used.
+  ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --sets openclipart --prompt-selection train --out-dir " + (root() / "all_train").string(),
+                out),
+            0);
+  auto t = nlohmann::json::parse(read_file(root() / "all_train" / "openclipart_zero_shot.json"));
+  EXPECT_EQ(t["prompt_selection"]["missing"], true);
+  EXPECT_EQ(t["prompt_setting"], "ensemble+table");
+
+  // Reporting val: the default selection split is the reported one, so nothing is chosen.
+  ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --sets openclipart --split val --out-dir " + (root() / "all_val").string(),
+                out),
+            0);
+  auto v = nlohmann::json::parse(read_file(root() / "all_val" / "openclipart_zero_shot.json"));
+  EXPECT_FALSE(v.contains("prompt_selection"));
 
   ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
                     " --sets openclipart --prompt-selection none --out-dir " + (root() / "all_none").string(),
@@ -325,5 +355,13 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
                     " --prompt-selection test",
                 out),
             0);
-  EXPECT_NE(read_file(root() / "stderr.txt").find("is the reported --split"), std::string::npos);
+  EXPECT_NE(read_file(root() / "stderr.txt").find("is the split being reported"), std::string::npos);
+  for (const std::string bad : {"test/", "../emoji/test", "."}) {  // a path could point at the reported images
+    EXPECT_NE(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                      " --prompt-selection " + bad,
+                  out),
+              0)
+        << bad;
+    EXPECT_NE(read_file(root() / "stderr.txt").find("not a path"), std::string::npos) << bad;
+  }
 }

@@ -448,4 +448,26 @@ TEST(Corpus, MissingInputKeepsTheOldCorpus) {
     EXPECT_TRUE(fs::exists(out / "summary.json")) << src;
     EXPECT_TRUE(fs::exists(out / "train" / "000000.tar")) << src;
   }
+  // Inputs that exist but fail while building (not JSON; an emoji list that yields no image; an
+  // empty SVG folder): the error leaves the old corpus exactly as it was, with nothing set aside.
+  const fs::path bad = fresh_dir("keep_old_inputs");
+  fs::create_directories(bad / "garbage");
+  std::ofstream(bad / "garbage" / "emoji.json") << "garbage";
+  fs::create_directories(bad / "empty_list");
+  std::ofstream(bad / "empty_list" / "emoji.json") << "[]";
+  fs::create_directories(bad / "no_svg");
+  for (const auto& [src, input] : std::vector<std::pair<std::string, fs::path>>{
+           {"emoji", bad / "garbage"}, {"emoji", bad / "empty_list"}, {"openclipart", bad / "no_svg"}}) {
+    CorpusOptions o;
+    o.source = src;
+    o.out_dir = out.string();
+    o.input = input.string();
+    o.overwrite = true;
+    EXPECT_THROW(build_corpus(o), florence::Error) << input;
+    std::ifstream shard(out / "train" / "000000.tar");
+    std::string content((std::istreambuf_iterator<char>(shard)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(content, "old shard") << input;
+    EXPECT_TRUE(fs::exists(out / "summary.json")) << input;
+    EXPECT_FALSE(fs::exists(out / ".previous-corpus")) << input;
+  }
 }
