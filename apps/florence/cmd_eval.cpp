@@ -150,13 +150,7 @@ void setup_eval(CLI::App& root) {
         spdlog::info("eval all: --split {} is reported, so prompts are not chosen on it (no selection)", opt.split);
         opt.prompt_selection_split.clear();
       }
-      const std::string& ps = opt.prompt_selection_split;
-      if (!ps.empty() && (ps.find('/') != std::string::npos || ps == "." || ps == ".."))
-        throw Error("eval all: --prompt-selection takes a split folder name of each corpus (val) or none, not a "
-                    "path: '" + ps + "'");
-      if (!ps.empty() && ps == opt.split)
-        throw Error("eval all: --prompt-selection " + ps + " is the split being reported (--split " + opt.split +
-                    "): choose prompts on another split or pass --prompt-selection none");
+      eval::check_prompt_selection(opt);  // before the model is loaded
       eval::LoadOptions lo = f->resolve();
       eval::EvalModel m = eval::load_eval_model(lo);
       if (opt.out_dir.empty()) opt.out_dir = eval::default_eval_dir(lo.checkpoint);

@@ -439,17 +439,7 @@ class CorpusSink {
  public:
   CorpusSink(const CorpusOptions& o) : o_(o) {
     fs::create_directories(o.out_dir);
-    std::vector<fs::path> existing;
-    if (fs::exists(fs::path(o.out_dir) / "summary.json")) existing.push_back(fs::path(o.out_dir) / "summary.json");
-    for (const char* s : kSplits) {
-      const fs::path d = fs::path(o.out_dir) / s;
-      if (!fs::is_directory(d)) continue;
-      for (const auto& e : fs::directory_iterator(d)) {
-        const std::string name = e.path().filename().string();
-        if (e.is_regular_file() && (e.path().extension() == ".tar" || (name[0] == '.' && e.path().extension() == ".tmp")))
-          existing.push_back(e.path());
-      }
-    }
+    const std::vector<fs::path> existing = corpus_files();
     const fs::path kept = previous_dir();
     if (fs::exists(kept))
       throw Error("data build: '" + kept.string() + "' holds the corpus an interrupted build was replacing; " +
@@ -472,19 +462,32 @@ class CorpusSink {
 
   fs::path previous_dir() const { return fs::path(o_.out_dir) / ".previous-corpus"; }
 
+  /// The files a corpus build owns in out_dir: summary.json, the split shards and their partial
+  /// (hidden .tmp) shards.
+  std::vector<fs::path> corpus_files() const {
+    std::vector<fs::path> out;
+    if (fs::exists(fs::path(o_.out_dir) / "summary.json")) out.push_back(fs::path(o_.out_dir) / "summary.json");
+    for (const char* s : kSplits) {
+      const fs::path d = fs::path(o_.out_dir) / s;
+      if (!fs::is_directory(d)) continue;
+      for (const auto& e : fs::directory_iterator(d)) {
+        const std::string name = e.path().filename().string();
+        if (e.is_regular_file() && (e.path().extension() == ".tar" || (name[0] == '.' && e.path().extension() == ".tmp")))
+          out.push_back(e.path());
+      }
+    }
+    return out;
+  }
+
   /// After a failed build: removes what this build wrote and moves the previous corpus back.
   void restore() {
     writers_.clear();  // closes the open shards first
     std::error_code ec;
-    for (const char* s : kSplits) {
-      const fs::path d = fs::path(o_.out_dir) / s;
-      if (!fs::is_directory(d, ec)) continue;
-      for (const auto& e : fs::directory_iterator(d, ec)) {
-        const std::string name = e.path().filename().string();
-        if (e.path().extension() == ".tar" || (name[0] == '.' && e.path().extension() == ".tmp")) fs::remove(e.path(), ec);
-      }
+    try {  // all written by this build: the old ones are aside
+      for (const auto& p : corpus_files()) fs::remove(p, ec);
+    } catch (const std::exception& e) {  // restore() runs while an error propagates: log, never throw
+      spdlog::error("data build: cannot list {} to remove the failed build's files: {}", o_.out_dir, e.what());
     }
-    fs::remove(fs::path(o_.out_dir) / "summary.json", ec);
     for (const auto& rel : moved_) fs::rename(previous_dir() / rel, fs::path(o_.out_dir) / rel, ec);
     if (!moved_.empty()) spdlog::warn("data build: failed; the previous corpus in {} is back in place", o_.out_dir);
     fs::remove_all(previous_dir(), ec);

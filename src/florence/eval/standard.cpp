@@ -83,45 +83,36 @@ size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::ve
     record = {{"split", o.prompt_selection_split}, {"missing", true}, {"chosen", settings[0].name}};
     return 0;
   }
-  std::shared_ptr<const data::SampleSource> source;
-  EncodedImages enc;
+  // A split that cannot be scored (unreadable, one class, no class field) falls back to settings[0].
+  size_t best = 0;
+  double best_top1 = -1.0;
   try {
-    source = open_source(dir.string(), "");
-    enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+    auto source = open_source(dir.string(), "");
+    const EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
+    record = {{"split", o.prompt_selection_split}, {"source", source->describe()}, {"candidates", nlohmann::json::array()}};
+    for (size_t i = 0; i < settings.size(); ++i) {
+      ZeroShotOptions zo;
+      zo.name = set.name + "/" + o.prompt_selection_split + " " + settings[i].name;
+      zo.templates = settings[i].templates;
+      zo.class_prompts = settings[i].class_prompts;
+      const nlohmann::json r = zero_shot_encoded(m, enc, *source, zo);
+      const double top1 = r.at("metrics").at("top1").get<double>();
+      record["num_images"] = r.at("num_images");
+      record["candidates"].push_back({{"name", settings[i].name},
+                                      {"templates", r.at("templates")},
+                                      {"prompt_names", r.at("prompt_names")},
+                                      {"top1", top1},
+                                      {"mean_per_class", r.at("metrics").at("mean_per_class")}});
+      if (top1 > best_top1) {
+        best = i;
+        best_top1 = top1;
+      }
+    }
   } catch (const Error& e) {
     spdlog::warn("eval all: cannot choose zero-shot prompts for '{}' on {} ({}); using {}", set.name, dir.string(),
                  e.what(), settings[0].name);
     record = {{"split", o.prompt_selection_split}, {"error", e.what()}, {"chosen", settings[0].name}};
     return 0;
-  }
-  record = {{"split", o.prompt_selection_split}, {"source", source->describe()}, {"candidates", nlohmann::json::array()}};
-  size_t best = 0;
-  double best_top1 = -1.0;
-  for (size_t i = 0; i < settings.size(); ++i) {
-    ZeroShotOptions zo;
-    zo.name = set.name + "/" + o.prompt_selection_split + " " + settings[i].name;
-    zo.templates = settings[i].templates;
-    zo.class_prompts = settings[i].class_prompts;
-    nlohmann::json r;
-    try {
-      r = zero_shot_encoded(m, enc, *source, zo);
-    } catch (const Error& e) {  // e.g. a val split with one class or no class field
-      spdlog::warn("eval all: cannot choose zero-shot prompts for '{}' on {} ({}); using {}", set.name,
-                   dir.string(), e.what(), settings[0].name);
-      record = {{"split", o.prompt_selection_split}, {"error", e.what()}, {"chosen", settings[0].name}};
-      return 0;
-    }
-    const double top1 = r.at("metrics").at("top1").get<double>();
-    record["num_images"] = r.at("num_images");
-    record["candidates"].push_back({{"name", settings[i].name},
-                                    {"templates", r.at("templates")},
-                                    {"prompt_names", r.at("prompt_names")},
-                                    {"top1", top1},
-                                    {"mean_per_class", r.at("metrics").at("mean_per_class")}});
-    if (top1 > best_top1) {
-      best = i;
-      best_top1 = top1;
-    }
   }
   record["chosen"] = settings[best].name;
   spdlog::info("eval all: zero-shot prompts for '{}' chosen on {}: {} (top-1 {:.4f} on {} images)", set.name,
@@ -131,10 +122,19 @@ size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::ve
 
 }  // namespace
 
+void check_prompt_selection(const EvalAllOptions& o) {
+  const std::string& ps = o.prompt_selection_split;
+  if (ps.empty()) return;
+  if (ps.find('/') != std::string::npos || ps == "." || ps == "..")
+    throw Error("eval all: --prompt-selection takes a split folder name of each corpus (val) or none, not a path: '" +
+                ps + "'");
+  if (ps == o.split)
+    throw Error("eval all: --prompt-selection " + ps + " is the split being reported (--split " + o.split +
+                "): choose prompts on another split or pass --prompt-selection none");
+}
+
 nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
-  if (!o.prompt_selection_split.empty() && o.prompt_selection_split == o.split)
-    throw Error("eval all: prompts cannot be chosen on the split that is reported ('" + o.split +
-                "'); use another --prompt-selection split or none");
+  check_prompt_selection(o);
   for (const auto& name : o.sets) {
     bool known = false;
     for (const auto& s : standard_sets()) known |= s.name == name;

@@ -62,6 +62,10 @@ struct PromptSetting {
 /// table and, when the set has one, with the class names as they are (default_prompt_name).
 std::vector<PromptSetting> prompt_settings(const StandardSet& set, const std::vector<std::string>& templates);
 
+/// Throws florence::Error when options.prompt_selection_split is a path (holds '/', or is "." or "..")
+/// or equals options.split: prompts are chosen on a split folder of each corpus, never the reported one.
+void check_prompt_selection(const EvalAllOptions& options);
+
 /// Runs every selected set. Zero-shot: when DATA/<set>/<prompt_selection_split> has shards, every
 /// PromptSetting of the set is scored on that split (images encoded once) and the one with the
 /// highest top-1 (the first on a tie) is used on the evaluation split; the result carries
@@ -69,8 +73,8 @@ std::vector<PromptSetting> prompt_settings(const StandardSet& set, const std::ve
 /// "prompt_names", "top1", "mean_per_class"}], "chosen"}. This is hyper-parameter choice on held-out
 /// training-time data, never on the split that is reported. A set without that split, or whose split
 /// cannot be scored (one class, no class field, unreadable shards), uses the first setting, logged
-/// and recorded as {"missing": true} or {"error": message}. Throws florence::Error when
-/// prompt_selection_split equals split. Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
+/// and recorded as {"missing": true} or {"error": message}. Throws as check_prompt_selection().
+/// Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
 /// images in OUT/<set>_retrieval_examples/) and OUT/summary.json when out_dir is set. Returns
 /// {"results": [result JSON...], "missing": [set names], "data_root", "split"}.
 /// Throws florence::Error for an unknown set name or when no selected set exists.
