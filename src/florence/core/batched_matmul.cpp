@@ -2,13 +2,10 @@
 #include "florence/core/batched_matmul.h"
 
 #include <ATen/Parallel.h>
-#include <dlfcn.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/torch.h>
-
-#include <mutex>
 
 #include "florence/core/error.h"
 
@@ -25,21 +22,11 @@ namespace florence::core {
 
 namespace {
 
-// OpenBLAS's thread count, looked up at run time (absent with another BLAS: then nothing to do).
-struct BlasThreads {
-  using Set = void (*)(int);
-  using Get = int (*)();
-  Set set = nullptr;
-  Get get = nullptr;
-  BlasThreads() {
-    set = reinterpret_cast<Set>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    get = reinterpret_cast<Get>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  }
-};
-const BlasThreads& blas_threads() {
-  static const BlasThreads t;
-  return t;
-}
+// OpenBLAS multiplies a product on the calling thread, without its process-wide pool, when
+// m * n * k <= SMP_THRESHOLD_MIN (65536) * GEMM_MULTITHREAD_THRESHOLD (4 unless built otherwise):
+// OpenBLAS interface/gemm.c. Checked here with Debian's 0.3.21: at 49x49x109 (261,709) one and two
+// OpenBLAS threads give bit-equal products, at 49x49x110 (264,110) they differ in the last bits.
+constexpr int64_t kCallingThreadWork = 65536 * 4;
 
 /// One matrix operand as BLAS sees it: the last two strides must have a unit stride on one side.
 struct Operand {
@@ -76,9 +63,25 @@ void run(const Operand& A, const Operand& B, torch::Tensor& out) {
   // Row-major C = A B is column-major C^T = B^T A^T: BLAS gets (B, A) with m and n swapped; a
   // row-major operand is its own transpose in column-major terms ('N'), a transposed one is 'T'.
   const char tb = B.transposed ? 'T' : 'N', ta = A.transposed ? 'T' : 'N';
-  const int im = int(m), in = int(n), ik = int(k), lda = int(A.ld), ldb = int(B.ld), ldc = int(std::max<int64_t>(1, n));
-  at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) gemm<T>(tb, ta, in, im, ik, pb + i * sb, ldb, pa + i * sa, lda, pc + i * sc, ldc);
+  const int in = int(n), ik = int(k), lda = int(A.ld), ldb = int(B.ld), ldc = int(std::max<int64_t>(1, n));
+  // Row r of A starts r * ld elements in when A is row-major, r elements in when it is stored transposed.
+  const int64_t a_row = A.transposed ? 1 : A.ld;
+  // Each task is a block of rows of one product, small enough for OpenBLAS to run it on the calling
+  // thread: the tasks spread over LibTorch's threads and no process-wide BLAS setting is touched, so
+  // a product's bits depend only on the shapes (not on thread counts or on other threads' calls).
+  const int64_t rows = (n * k > 0) ? std::min<int64_t>(m, kCallingThreadWork / (n * k)) : m;
+  if (rows < 1) {
+    // One row alone is above the threshold: products this large use OpenBLAS's own threads, one at a time.
+    for (int64_t i = 0; i < N; ++i)
+      gemm<T>(tb, ta, in, int(m), ik, pb + i * sb, ldb, pa + i * sa, lda, pc + i * sc, ldc);
+    return;
+  }
+  const int64_t blocks = (m + rows - 1) / rows;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t i = t / blocks, r0 = (t % blocks) * rows, r = std::min(rows, m - r0);
+      gemm<T>(tb, ta, in, int(r), ik, pb + i * sb, ldb, pa + i * sa + r0 * a_row, lda, pc + i * sc + r0 * ldc, ldc);
+    }
   });
 }
 
@@ -89,25 +92,8 @@ torch::Tensor forward_impl(const torch::Tensor& a, const torch::Tensor& b) {
   if (k == 0) return out.zero_();
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return torch::bmm(a, b);
   const Operand A = operand(a), B = operand(b);
-  const auto& bt = blas_threads();
-  // OpenBLAS's pool is process-wide: one thread each while the batch is split over LibTorch's.
-  static std::mutex blas_mutex;
-  std::unique_lock<std::mutex> lock(blas_mutex, std::defer_lock);
-  int before = 0;
-  const bool switch_blas = bt.set != nullptr && bt.get != nullptr && at::get_num_threads() > 1;
-  if (switch_blas) {
-    lock.lock();
-    before = bt.get();
-    if (before != 1) bt.set(1);
-  }
-  try {
-    if (a.scalar_type() == torch::kFloat) run<float>(A, B, out);
-    else run<double>(A, B, out);
-  } catch (...) {
-    if (switch_blas && before != 1) bt.set(before);
-    throw;
-  }
-  if (switch_blas && before != 1) bt.set(before);
+  if (a.scalar_type() == torch::kFloat) run<float>(A, B, out);
+  else run<double>(A, B, out);
   return out;
 }
 

@@ -5,8 +5,7 @@
 // building a tensor view per matrix (profiled on Swin-T: a quarter of the forward in bmm plus
 // ~88k select/as_strided calls; OpenBLAS runs a 49x32x49 product single-threaded). Here the batch
 // is split over LibTorch's intra-op threads and each thread calls BLAS sgemm/dgemm on raw
-// pointers, with OpenBLAS's own threading switched off for the duration (its pool would
-// otherwise be shared by the threads calling into it).
+// pointers, on blocks of rows small enough that OpenBLAS runs them on the calling thread.
 #include <torch/types.h>
 
 namespace florence::core {
@@ -16,9 +15,11 @@ namespace florence::core {
 /// transposed in memory (a transposed view such as k.transpose(1, 2) is used without a copy),
 /// anything else is made contiguous first. Other dtypes and devices fall back to torch::bmm.
 /// Differentiable in both arguments (the backward uses the same routine).
-/// Threads: with more than one intra-op thread, a call sets OpenBLAS's (process-wide) thread count
-/// to 1 for its duration and holds a global lock meanwhile, so concurrent multi-threaded calls run
-/// one after another; calls from threads with one intra-op thread each run concurrently.
+/// Threads: each product is cut into blocks of rows with rows * n * k <= 262,144 (below it OpenBLAS
+/// multiplies on the calling thread; interface/gemm.c) and the blocks are spread over LibTorch's
+/// intra-op threads; a product whose single row is above that (n * k > 262,144) is left to OpenBLAS's
+/// own threads, one matrix at a time. No process-wide setting is changed and nothing is locked, so
+/// the result's bits depend only on the shapes and layouts, not on thread counts or concurrent calls.
 /// Throws florence::Error when the shapes do not form a batched product; a dtype or device mismatch
 /// goes to torch::bmm, which throws its own c10::Error.
 torch::Tensor batched_matmul(const torch::Tensor& a, const torch::Tensor& b);

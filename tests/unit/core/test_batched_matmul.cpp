@@ -1,7 +1,13 @@
 // core::batched_matmul against torch::bmm: values (row-major and transposed operands, float32 and
-// float64, 1 and 2 threads), gradients, empty shapes and shape errors.
+// float64, 1 and 2 threads), row blocks and large products, bit-equality across thread counts and
+// concurrent callers, gradients, empty shapes and shape errors.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <thread>
 
 #include "florence/core/batched_matmul.h"
 #include "florence/core/error.h"
@@ -30,6 +36,64 @@ TEST(BatchedMatmul, EqualsBmmForEveryOperandLayout) {
     }
   }
   at::set_num_threads(2);
+}
+
+// Shapes on each side of OpenBLAS's calling-thread threshold (m * n * k <= 262,144): text attention
+// [77 x 64] x [64 x 77] is cut into row blocks of 53 and 24, a 3 x 600 x 600 product is left to
+// OpenBLAS's threads.
+TEST(BatchedMatmul, RowBlocksAndLargeProductsEqualBmm) {
+  torch::manual_seed(2);
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (auto [N, m, k, n] : std::vector<std::array<int64_t, 4>>{{24, 77, 64, 77}, {24, 77, 77, 64}, {3, 3, 600, 600}}) {
+      auto a = torch::randn({N, m, k}), b = torch::randn({N, k, n});
+      auto at_ = torch::randn({N, k, m}).transpose(1, 2);
+      EXPECT_TRUE(torch::allclose(batched_matmul(a, b), torch::bmm(a, b), 1e-4, 1e-4)) << m << "x" << k << "x" << n;
+      EXPECT_TRUE(torch::allclose(batched_matmul(at_, b), torch::bmm(at_, b), 1e-4, 1e-4)) << m << "x" << k << "x" << n;
+    }
+  }
+  at::set_num_threads(2);
+}
+
+// The bits of a product depend on nothing but its operands: the same for one and two intra-op
+// threads, and a batched_matmul on one thread does not change the matrix products another thread is
+// computing at the same time (an earlier version switched OpenBLAS's process-wide thread count, and
+// OpenBLAS's one- and two-thread sgemm differ in the last bits; that made two in-process curate
+// ranks disagree with one rank in the 9th digit now and then).
+TEST(BatchedMatmul, BitsIndependentOfThreadsAndConcurrentCalls) {
+  torch::manual_seed(3);
+  auto a = torch::randn({64, 77, 64}), b = torch::randn({64, 64, 77});
+  at::set_num_threads(1);
+  const torch::Tensor one = batched_matmul(a, b);
+  at::set_num_threads(2);
+  EXPECT_TRUE(torch::equal(batched_matmul(a, b), one));
+
+  using GetThreads = int (*)();
+  auto blas_threads = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  const int blas_before = blas_threads ? blas_threads() : 0;
+
+  // A product large enough for OpenBLAS to use its threads (when it has more than one).
+  auto x = torch::randn({256, 512}), w = torch::randn({512, 512});
+  const torch::Tensor ref = torch::mm(x, w);
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0};
+  std::thread other([&] {
+    at::set_num_threads(2);
+    while (!stop) {
+      (void)batched_matmul(a, b);
+      ++calls;
+    }
+  });
+  int mismatches = 0;
+  for (int i = 0; i < 200 || calls < 20; ++i) {
+    if (!torch::equal(torch::mm(x, w), ref)) ++mismatches;
+    if (i > 20000) break;
+  }
+  stop = true;
+  other.join();
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_GE(calls.load(), 1);
+  if (blas_threads) EXPECT_EQ(blas_threads(), blas_before);
 }
 
 TEST(BatchedMatmul, GradientsEqualBmm) {
