@@ -51,6 +51,7 @@ void overlay(CLI::App* cmd, TrainOptions& dst, const PretrainArgs& a) {
   if (given("--stage3-image-size")) dst.stage3_image_size = s.stage3_image_size;
   if (given("--image-size")) dst.image_size = s.image_size;
   if (given("--augment")) dst.augment = s.augment;
+  if (given("--tag-sampling")) dst.tag_sampling = s.tag_sampling;
   if (given("--seed")) dst.seed = s.seed;
   if (given("--threads")) dst.threads = s.threads;
   if (given("--workers")) dst.workers = s.workers;
@@ -125,6 +126,11 @@ void setup_pretrain(CLI::App& root) {
                   "rrc: RandomResizedCrop + flip; none: resize + full center crop")
       ->capture_default_str()
       ->check(CLI::IsMember({"rrc", "none"}));
+  cmd->add_option("--tag-sampling", o.tag_sampling,
+                  "Stage-1 probability of training on one tag of a list text (pieces split at ', ' and '. '; "
+                  "same tag = positives) instead of the whole text; not in the Florence paper")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o.seed, "Seed of init, data order, augmentation and prompt templates")
       ->capture_default_str();
   cmd->add_option("--threads", o.threads, "Intra-op threads (default: the global --threads / OMP_NUM_THREADS / all)");

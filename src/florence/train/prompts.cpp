@@ -1,5 +1,6 @@
 #include "florence/train/prompts.h"
 
+#include <algorithm>
 #include <random>
 
 #include "florence/core/error.h"
@@ -44,12 +45,35 @@ int count_words(std::string_view cleaned) {
   return n;
 }
 
+std::vector<std::string> text_tags(std::string_view cleaned) {
+  std::vector<std::string> tags;
+  auto add = [&](std::string_view piece) {
+    while (!piece.empty() && piece.front() == ' ') piece.remove_prefix(1);
+    while (!piece.empty() && (piece.back() == ' ' || piece.back() == '.')) piece.remove_suffix(1);
+    if (piece.empty()) return;
+    if (std::find(tags.begin(), tags.end(), piece) == tags.end()) tags.emplace_back(piece);
+  };
+  size_t start = 0;
+  for (size_t i = 0; i + 1 < cleaned.size(); ++i) {
+    if ((cleaned[i] == ',' || cleaned[i] == '.') && cleaned[i + 1] == ' ') {
+      add(cleaned.substr(start, i - start));
+      start = i + 2;
+      ++i;
+    }
+  }
+  add(cleaned.substr(std::min(start, cleaned.size())));
+  return tags;
+}
+
 BatchTexts make_batch_texts(const std::vector<std::string>& raw_texts, const std::vector<int64_t>& class_labels,
-                            int stage, uint64_t seed, int64_t epoch, int64_t batch_index) {
+                            int stage, uint64_t seed, int64_t epoch, int64_t batch_index, double tag_sampling) {
   if (raw_texts.size() != class_labels.size()) {
     throw Error(fmt::format("batch texts: {} texts but {} labels", raw_texts.size(), class_labels.size()));
   }
   if (stage < 1 || stage > 3) throw Error(fmt::format("batch texts: stage must be 1, 2 or 3, got {}", stage));
+  if (!(tag_sampling >= 0.0 && tag_sampling <= 1.0)) {
+    throw Error(fmt::format("batch texts: tag sampling must be a probability in [0, 1], got {}", tag_sampling));
+  }
   const auto& templates = prompt_templates();
   BatchTexts out;
   out.texts.reserve(raw_texts.size());
@@ -57,11 +81,20 @@ BatchTexts make_batch_texts(const std::vector<std::string>& raw_texts, const std
   for (size_t i = 0; i < raw_texts.size(); ++i) {
     const int64_t off = text::find_invalid_utf8(raw_texts[i]);
     if (off >= 0) throw Error(fmt::format("batch texts: row {} has invalid UTF-8 at byte {}", i, off));
-    const std::string cleaned = text::Tokenizer::clean(raw_texts[i]);
+    std::string cleaned = text::Tokenizer::clean(raw_texts[i]);
     const bool is_class = class_labels[i] >= 0;
+    std::mt19937_64 rng(seed_mix({kTagPrompt, seed, uint64_t(epoch), uint64_t(batch_index), uint64_t(i)}));
+    if (!is_class && stage == 1 && tag_sampling > 0.0) {
+      // Draws only when tag sampling is on, so a run without it keeps its template draws.
+      const bool draw = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < tag_sampling;
+      std::vector<std::string> tags = text_tags(cleaned);
+      if (draw && tags.size() > 1) {
+        cleaned = std::move(tags[data::uniform_int(rng, tags.size())]);
+        ++out.tagged;
+      }
+    }
     const bool templated = is_class || (stage == 1 && count_words(cleaned) >= 1 && count_words(cleaned) <= 2);
     if (templated) {
-      std::mt19937_64 rng(seed_mix({kTagPrompt, seed, uint64_t(epoch), uint64_t(batch_index), uint64_t(i)}));
       out.texts.push_back(fill_template(templates[data::uniform_int(rng, templates.size())], cleaned));
       ++out.augmented;
     } else {

@@ -73,6 +73,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"stage3_image_size", stage3_image_size},
           {"image_size", image_size},
           {"augment", augment},
+          {"tag_sampling", tag_sampling},
           {"seed", seed},
           {"threads", threads},
           {"workers", workers},
@@ -122,6 +123,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
       else if (key == "stage3_image_size") o.stage3_image_size = v.get<int>();
       else if (key == "image_size") o.image_size = v.get<int>();
       else if (key == "augment") o.augment = v.get<std::string>();
+      else if (key == "tag_sampling") o.tag_sampling = v.get<double>();
       else if (key == "seed") o.seed = v.get<uint64_t>();
       else if (key == "threads") o.threads = v.get<int>();
       else if (key == "workers") o.workers = v.get<int>();
@@ -346,6 +348,9 @@ void Run::validate() {
   }
   if (o_.stage3_steps > 0 && o_.stage3_image_size <= 0) {
     throw Error("--stage3-steps needs --stage3-image-size");
+  }
+  if (!(o_.tag_sampling >= 0.0 && o_.tag_sampling <= 1.0)) {
+    throw Error(fmt::format("--tag-sampling must be a probability in [0, 1], got {}", o_.tag_sampling));
   }
   if (o_.log_every < 1) o_.log_every = 1;
 }
@@ -702,7 +707,7 @@ TrainResult Run::go() {
       for (int64_t i = 0; i < batch.size(); ++i) class_labels[size_t(i)] = acc[i];
     }
     // Texts and labels of the whole global batch (the same on every rank); this rank's rows of it.
-    BatchTexts bt = make_batch_texts(batch.texts, class_labels, stage, o_.seed, pos_.epoch, batch_index);
+    BatchTexts bt = make_batch_texts(batch.texts, class_labels, stage, o_.seed, pos_.epoch, batch_index, o_.tag_sampling);
     if (batch.size() != local_batch_ * W) {
       throw Error(fmt::format("internal: batch of {} rows, expected {}", batch.size(), local_batch_ * W));
     }
@@ -788,6 +793,7 @@ TrainResult Run::go() {
                         {"world_size", W},
                         {"comm_s", comm_s},
                         {"augmented_texts", bt.augmented},
+                        {"tagged_texts", bt.tagged},
                         {"time", elapsed},
                         {"unix_time", double(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                  std::chrono::system_clock::now().time_since_epoch())

@@ -122,6 +122,9 @@ struct TrainOptions {
   /// "rrc": RandomResizedCrop(0.08-1) + flip (data::Loader train mode); "none": resize + full
   /// center crop (crop_pct 1.0), no flip - better for small centred clip-art corpora.
   std::string augment = "rrc";
+  /// Stage-1 probability of training on one tag of a list text instead of the whole text
+  /// (train::make_batch_texts; not in the Florence paper). 0: off.
+  double tag_sampling = 0.0;
 
   uint64_t seed = 0;
   int threads = 0;  ///< intra-op threads (0: OMP_NUM_THREADS, else all cores)

@@ -285,6 +285,64 @@ TEST(BatchTexts, LabelsAndStageOneAugmentation) {
   EXPECT_THROW(train::make_batch_texts({"a"}, {}, 1, 0, 0, 0), Error);
 }
 
+TEST(BatchTexts, TagSamplingDrawsOnePieceOfAListText) {
+  // Pieces: split at ", " and ". ", trimmed, a final '.' dropped, duplicates once, order kept.
+  EXPECT_EQ(train::text_tags("2 dead frogs. frog, swamp, frog, green."),
+            (std::vector<std::string>{"2 dead frogs", "frog", "swamp", "green"}));
+  EXPECT_EQ(train::text_tags("grinning face, grinning"), (std::vector<std::string>{"grinning face", "grinning"}));
+  EXPECT_EQ(train::text_tags("a dog on a sofa"), (std::vector<std::string>{"a dog on a sofa"}));
+  EXPECT_EQ(train::text_tags("v1.2 release, 3,5 mm"), (std::vector<std::string>{"v1.2 release", "3,5 mm"}));
+  EXPECT_EQ(train::text_tags(", . ,"), (std::vector<std::string>{","}));
+  EXPECT_TRUE(train::text_tags("").empty());
+
+  const std::vector<std::string> raw = {"Red Apple. fruit, food, apple", "a dog on a sofa", "cat", "shirt"};
+  const std::vector<int64_t> cl = {-1, -1, -1, train::class_label("shirt")};
+  const std::vector<std::string> pieces = {"red apple", "fruit", "food", "apple"};
+  std::map<std::string, int> drawn;
+  int64_t tagged = 0;
+  for (int64_t b = 0; b < 400; ++b) {
+    const auto t = train::make_batch_texts(raw, cl, 1, 42, 0, b, 1.0);
+    tagged += t.tagged;
+    // p = 1: the list always becomes one piece, labelled by that piece; templated (1-2 words).
+    bool found = false;
+    for (const auto& p : pieces) {
+      for (const auto& tmpl : train::prompt_templates()) {
+        if (t.texts[0] == train::fill_template(tmpl, p)) {
+          found = true;
+          EXPECT_EQ(t.labels[0], loss::text_label(p));
+          ++drawn[p];
+        }
+      }
+    }
+    EXPECT_TRUE(found) << t.texts[0];
+    // Texts of one piece and class rows are never tagged.
+    EXPECT_EQ(t.texts[1], "a dog on a sofa");
+    EXPECT_EQ(t.labels[1], loss::text_label("a dog on a sofa"));
+    EXPECT_EQ(t.labels[2], loss::text_label("cat"));
+    EXPECT_EQ(t.labels[3], cl[3]);
+  }
+  EXPECT_EQ(tagged, 400);
+  // Uniform over the 4 pieces: each expected 100 times (binomial sd ~8.7).
+  ASSERT_EQ(drawn.size(), 4u);
+  for (const auto& [p, n] : drawn) {
+    EXPECT_GT(n, 60) << p;
+    EXPECT_LT(n, 140) << p;
+  }
+  // p = 0.25: about a quarter of the draws; stage 2 never tags; p = 0 keeps the draws of a run without it.
+  int64_t quarter = 0;
+  for (int64_t b = 0; b < 400; ++b) quarter += train::make_batch_texts(raw, cl, 1, 42, 0, b, 0.25).tagged;
+  EXPECT_GT(quarter, 70);
+  EXPECT_LT(quarter, 130);
+  const auto s2 = train::make_batch_texts(raw, cl, 2, 42, 0, 3, 1.0);
+  EXPECT_EQ(s2.tagged, 0);
+  EXPECT_EQ(s2.texts[0], "red apple. fruit, food, apple");
+  EXPECT_EQ(train::make_batch_texts(raw, cl, 1, 42, 0, 3, 0.0).texts, train::make_batch_texts(raw, cl, 1, 42, 0, 3).texts);
+  EXPECT_EQ(train::make_batch_texts(raw, cl, 1, 42, 0, 3, 1.0).texts, train::make_batch_texts(raw, cl, 1, 42, 0, 3, 1.0).texts);
+  EXPECT_THROW(train::make_batch_texts(raw, cl, 1, 42, 0, 3, 1.5), Error);
+  EXPECT_THROW(train::make_batch_texts(raw, cl, 1, 42, 0, 3, -0.1), Error);
+  EXPECT_THROW(train::make_batch_texts(raw, cl, 1, 42, 0, 3, std::nan("")), Error);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Mixture
 // ------------------------------------------------------------------------------------------------
