@@ -345,6 +345,12 @@ bool dir_has_tar(const fs::path& d) {
   return false;
 }
 
+fs::path absolute_lexical(const fs::path& p) {
+  fs::path a = fs::absolute(p).lexically_normal();
+  if (a.has_parent_path() && !a.has_filename()) a = a.parent_path();  // "dir/" -> "dir"
+  return a;
+}
+
 fs::path common_parent(const std::vector<std::string>& paths) {
   fs::path common = fs::path(paths.front()).parent_path();
   for (const auto& p : paths) {
@@ -1066,7 +1072,9 @@ std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
       shards = data::list_shards(spec);
       root = common_parent(shards);
     }
-    roots.push_back(fs::weakly_canonical(root.empty() ? fs::path(".") : root));
+    // Named as given (absolute, "." and ".." folded), not resolved through symlinks: an input reached
+    // through a linked folder keeps the name the user sees.
+    roots.push_back(absolute_lexical(root.empty() ? fs::path(".") : root));
     listed.emplace_back(input, std::move(shards));
   }
   // With several inputs, each keeps its root's path below the roots' common folder as a prefix
@@ -1090,10 +1098,19 @@ std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
       if (prefix.empty()) prefix = "input";
     }
     for (const auto& p : listed[i].second) {
-      fs::path rel = fs::weakly_canonical(p).lexically_relative(root);
+      fs::path rel = absolute_lexical(p).lexically_relative(root);
       if (rel.empty() || rel.begin()->string() == "..") rel = fs::path(p).filename();
       out.push_back({p, (prefix / rel).lexically_normal().string(), listed[i].first});
     }
+  }
+  // The same file reached twice (a folder and a link to it, or a shard in two inputs) would be read twice.
+  std::unordered_map<std::string, std::string> physical;
+  for (const auto& s : out) {
+    std::error_code ec;
+    const fs::path c = fs::weakly_canonical(s.path, ec);
+    auto [it, fresh] = physical.emplace(ec ? s.path : c.string(), s.path);
+    if (!fresh)
+      throw Error("curate: input shards '" + it->second + "' and '" + s.path + "' are the same file; list each shard once");
   }
   std::unordered_map<std::string, std::string> seen;
   for (const auto& s : out) {

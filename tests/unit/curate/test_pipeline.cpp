@@ -681,6 +681,33 @@ TEST(CuratePipeline, DuplicateKeysAreScopedByInput) {
   EXPECT_EQ(in[1].input, 1u);
 }
 
+TEST(CuratePipeline, InputsKeepTheirNamesThroughSymlinks) {
+  // data/emoji -> elsewhere/emoji (a symlink) beside a real data/openclipart: the outputs are named
+  // from the paths as given (emoji/..., openclipart/...), not from where the link points.
+  const fs::path real = fresh("sym_real"), data = fresh("sym_data");
+  fs::create_directories(real / "emoji" / "train");
+  fs::create_directories(data / "openclipart" / "train");
+  write_shard(real / "emoji" / "train", 0, 3);
+  write_shard(data / "openclipart" / "train", 3, 3);
+  fs::create_directory_symlink(real / "emoji", data / "emoji");
+  const auto in = curate::resolve_inputs({(data / "openclipart" / "train").string(), (data / "emoji" / "train").string()});
+  ASSERT_EQ(in.size(), 2u);
+  EXPECT_EQ(in[0].out_rel, "openclipart/train/000000.tar");
+  EXPECT_EQ(in[1].out_rel, "emoji/train/000000.tar");
+  // A "." and a trailing separator in a spelling change nothing.
+  const auto dotted = curate::resolve_inputs({(data / "." / "openclipart" / "train").string() + "/", (data / "emoji" / "train").string()});
+  ASSERT_EQ(dotted.size(), 2u);
+  EXPECT_EQ(dotted[0].out_rel, "openclipart/train/000000.tar");
+  EXPECT_EQ(dotted[1].out_rel, "emoji/train/000000.tar");
+  // The linked folder and the folder it points to are the same shards: an error, not a double read.
+  try {
+    curate::resolve_inputs({(data / "emoji" / "train").string(), (real / "emoji" / "train").string()});
+    ADD_FAILURE() << "no error for the same shards twice";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("are the same file"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CuratePipeline, UnreadableAndTruncatedShards) {
   const fs::path in = fresh("problem_shards");
   fs::create_directories(in);
