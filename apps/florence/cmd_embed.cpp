@@ -25,7 +25,10 @@ void setup_embed(CLI::App& root) {
       ->required();
   cmd->callback([=] {
     std::vector<std::string> all_texts;
-    if (!texts_file->empty()) all_texts = eval::read_texts(*texts_file);
+    if (!texts_file->empty()) {
+      all_texts = eval::read_texts(*texts_file);
+      if (all_texts.empty()) throw Error("embed: texts file '" + *texts_file + "' holds no text (only blank lines or nothing)");
+    }
     all_texts.insert(all_texts.end(), texts->begin(), texts->end());
     if (images->empty() && all_texts.empty()) throw Error("embed: give --images and/or --texts/--text");
     eval::EvalModel m = eval::load_eval_model(f->resolve());

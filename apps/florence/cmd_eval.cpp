@@ -151,10 +151,13 @@ void setup_eval(CLI::App& root) {
         opt.prompt_selection_split.clear();
       }
       eval::check_prompt_selection(opt);  // before the model is loaded
+      if (cmd->count("--sets") > 0) {
+        for (const auto& s : eval::split_labels(*sets)) opt.sets.push_back(s);
+        if (opt.sets.empty()) throw Error("eval all: --sets is empty (give fashion-mnist,openclipart,emoji or leave it out)");
+      }
       eval::LoadOptions lo = f->resolve();
       eval::EvalModel m = eval::load_eval_model(lo);
       if (opt.out_dir.empty()) opt.out_dir = eval::default_eval_dir(lo.checkpoint);
-      for (const auto& s : eval::split_labels(*sets)) opt.sets.push_back(s);
       if (!templates->empty()) opt.templates = eval::read_templates(*templates);
       nlohmann::json r = eval::eval_all(m, opt);
       if (*as_json) {

@@ -130,6 +130,7 @@ void setup_pretrain(CLI::App& root) {
                   "Stage-1 probability of training on one tag of a list text (pieces split at ', ' and '. '; "
                   "same tag = positives) instead of the whole text; not in the Florence paper")
       ->capture_default_str()
+      ->check(CLI::Number)
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o.seed, "Seed of init, data order, augmentation and prompt templates")
       ->capture_default_str();

@@ -6,6 +6,7 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <xxhash.h>
 
 #include <opencv2/imgcodecs.hpp>
@@ -345,9 +346,21 @@ bool dir_has_tar(const fs::path& d) {
   return false;
 }
 
-fs::path absolute_lexical(const fs::path& p) {
-  fs::path a = fs::absolute(p).lexically_normal();
-  if (a.has_parent_path() && !a.has_filename()) a = a.parent_path();  // "dir/" -> "dir"
+// An absolute path named as the user typed it: "." dropped, symlinks kept, but ".." resolved as the
+// system does (the parent of where the path so far really leads, so "link/.." is not folded by name
+// into a folder that was not read).
+fs::path absolute_named(const fs::path& p) {
+  fs::path a;
+  for (const auto& part : fs::absolute(p)) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      std::error_code ec;
+      const fs::path real = fs::weakly_canonical(a, ec);
+      a = (ec ? a : real).parent_path();
+    } else {
+      a /= part;
+    }
+  }
   return a;
 }
 
@@ -364,7 +377,9 @@ fs::path common_parent(const std::vector<std::string>& paths) {
 }
 
 bool path_within(const fs::path& inner, const fs::path& outer) {
-  const fs::path a = fs::weakly_canonical(inner), b = fs::weakly_canonical(outer);
+  // Absolute first: libstdc++'s weakly_canonical leaves a relative path with no existing prefix
+  // ("out") relative, which would then never lie within anything.
+  const fs::path a = fs::weakly_canonical(fs::absolute(inner)), b = fs::weakly_canonical(fs::absolute(outer));
   auto ia = a.begin(), ib = b.begin();
   for (; ib != b.end(); ++ia, ++ib) {
     if (ib->empty()) continue;  // trailing separator
@@ -939,7 +954,9 @@ PreviousOutput check_out_dir(const CurateOptions& opt, const std::vector<InputSh
   for (const auto& in : inputs) {
     if (path_within(in.path, out))
       throw Error("curate: input shard '" + in.path + "' lies inside the output directory '" + opt.out_dir + "'");
-    if (path_within(out, fs::path(in.path).parent_path()))
+    fs::path folder = fs::path(in.path).parent_path();
+    if (folder.empty()) folder = ".";  // a bare shard name: the current folder
+    if (path_within(out, folder))
       throw Error("curate: the output directory '" + opt.out_dir + "' lies inside the input folder of '" + in.path +
                   "'; choose a directory outside the input");
   }
@@ -1057,13 +1074,19 @@ std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
     std::error_code ec;
     if (fs::is_directory(spec, ec)) {
       root = fs::path(spec);
+      std::vector<fs::path> subs;
+      for (const auto& e : fs::directory_iterator(root, ec))
+        if (e.is_directory() && dir_has_tar(e.path())) subs.push_back(e.path());
+      std::sort(subs.begin(), subs.end());
       if (dir_has_tar(root)) {
+        if (!subs.empty()) {
+          // Reading only the top-level shards would drop the split folders' samples unnoticed.
+          throw Error("curate: input '" + spec + "' holds .tar shards and also split folders with shards ('" +
+                      subs.front().filename().string() + "'" + (subs.size() > 1 ? ", ..." : "") +
+                      "); give the shards and each split folder as separate inputs");
+        }
         shards = data::list_shards(spec);
       } else {
-        std::vector<fs::path> subs;
-        for (const auto& e : fs::directory_iterator(root, ec))
-          if (e.is_directory() && dir_has_tar(e.path())) subs.push_back(e.path());
-        std::sort(subs.begin(), subs.end());
         for (const auto& s : subs)
           for (auto& p : data::list_shards(s.string())) shards.push_back(p);
         if (shards.empty()) throw Error("curate: input '" + spec + "' has no .tar shard (nor split folders holding shards)");
@@ -1074,7 +1097,7 @@ std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
     }
     // Named as given (absolute, "." and ".." folded), not resolved through symlinks: an input reached
     // through a linked folder keeps the name the user sees.
-    roots.push_back(absolute_lexical(root.empty() ? fs::path(".") : root));
+    roots.push_back(absolute_named(root.empty() ? fs::path(".") : root));
     listed.emplace_back(input, std::move(shards));
   }
   // With several inputs, each keeps its root's path below the roots' common folder as a prefix
@@ -1098,17 +1121,18 @@ std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs) {
       if (prefix.empty()) prefix = "input";
     }
     for (const auto& p : listed[i].second) {
-      fs::path rel = absolute_lexical(p).lexically_relative(root);
+      fs::path rel = absolute_named(p).lexically_relative(root);
       if (rel.empty() || rel.begin()->string() == "..") rel = fs::path(p).filename();
       out.push_back({p, (prefix / rel).lexically_normal().string(), listed[i].first});
     }
   }
-  // The same file reached twice (a folder and a link to it, or a shard in two inputs) would be read twice.
+  // The same file reached twice (a folder and a link to it, a hard link, or a shard in two inputs) would be read twice.
   std::unordered_map<std::string, std::string> physical;
   for (const auto& s : out) {
-    std::error_code ec;
-    const fs::path c = fs::weakly_canonical(s.path, ec);
-    auto [it, fresh] = physical.emplace(ec ? s.path : c.string(), s.path);
+    struct stat st {};
+    // (device, inode) names the file however it is reached (symlinks, hard links, other spellings).
+    const std::string id = ::stat(s.path.c_str(), &st) == 0 ? fmt::format("{}:{}", st.st_dev, st.st_ino) : s.path;
+    auto [it, fresh] = physical.emplace(id, s.path);
     if (!fresh)
       throw Error("curate: input shards '" + it->second + "' and '" + s.path + "' are the same file; list each shard once");
   }

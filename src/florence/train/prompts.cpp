@@ -1,6 +1,7 @@
 #include "florence/train/prompts.h"
 
 #include <algorithm>
+#include <cctype>
 #include <random>
 
 #include "florence/core/error.h"
@@ -50,7 +51,12 @@ std::vector<std::string> text_tags(std::string_view cleaned) {
   auto add = [&](std::string_view piece) {
     while (!piece.empty() && piece.front() == ' ') piece.remove_prefix(1);
     while (!piece.empty() && (piece.back() == ' ' || piece.back() == '.')) piece.remove_suffix(1);
-    if (piece.empty()) return;
+    // A piece without a letter or digit (",", "...") is not a caption; bytes >= 0x80 count as letters.
+    const bool wordy = std::any_of(piece.begin(), piece.end(), [](char c) {
+      const auto u = static_cast<unsigned char>(c);
+      return u >= 0x80 || std::isalnum(u);
+    });
+    if (!wordy) return;
     if (std::find(tags.begin(), tags.end(), piece) == tags.end()) tags.emplace_back(piece);
   };
   size_t start = 0;

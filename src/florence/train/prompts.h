@@ -42,7 +42,8 @@ struct BatchTexts {
 };
 
 /// The distinct pieces of a cleaned text split at ", " and ". " (first occurrence order; each
-/// trimmed of spaces and a final '.'; empty pieces dropped). A text without separators is one piece.
+/// trimmed of spaces and a final '.'; pieces without a letter or digit dropped, bytes >= 0x80
+/// counting as letters). A text without separators is one piece.
 std::vector<std::string> text_tags(std::string_view cleaned);
 
 /// Texts and labels of one batch. `raw_texts[i]` / `class_labels[i]` are Batch::texts / labels.

@@ -614,6 +614,7 @@ TrainResult Run::go() {
                "warm-up {} then cosine to {}",
                plan_.total, plan_.stage_steps[0], plan_.stage_steps[1], plan_.stage_steps[2], o_.batch_size,
                o_.accum_steps, sched_.peak_lr, sched_.warmup_steps, sched_.min_lr);
+  if (o_.tag_sampling > 0) spdlog::info("plan: stage-1 tag sampling p = {}", o_.tag_sampling);
 
   // Fresh run vs resume.
   std::error_code ec;

@@ -699,6 +699,50 @@ TEST(CuratePipeline, InputsKeepTheirNamesThroughSymlinks) {
   ASSERT_EQ(dotted.size(), 2u);
   EXPECT_EQ(dotted[0].out_rel, "openclipart/train/000000.tar");
   EXPECT_EQ(dotted[1].out_rel, "emoji/train/000000.tar");
+  // ".." after a link goes where the system goes (the link target's parent), and is named so.
+  fs::create_directories(real / "openclipart" / "train");
+  write_shard(real / "openclipart" / "train", 6, 2);
+  const auto up = curate::resolve_inputs({(data / "emoji" / ".." / "openclipart" / "train").string(), (data / "emoji" / "train").string()});
+  ASSERT_EQ(up.size(), 2u);
+  EXPECT_EQ(up[0].out_rel, "sym_real/openclipart/train/000000.tar");
+  EXPECT_EQ(up[1].out_rel, "sym_data/emoji/train/000000.tar");
+  // A hard link to a shard is the same file too.
+  const fs::path hard = fresh("sym_hard");
+  fs::create_directories(hard);
+  fs::create_hard_link(real / "emoji" / "train" / "000000.tar", hard / "000000.tar");
+  EXPECT_THROW(curate::resolve_inputs({(real / "emoji" / "train").string(), hard.string()}), Error);
+  // A folder with shards of its own and split folders with shards: an error rather than reading one kind.
+  const fs::path mixed = fresh("sym_mixed");
+  fs::create_directories(mixed / "val");
+  write_shard(mixed, 8, 2);
+  write_shard(mixed / "val", 10, 2);
+  try {
+    curate::resolve_inputs({mixed.string()});
+    ADD_FAILURE() << "no error for shards beside split folders";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("split folders"), std::string::npos) << e.what();
+  }
+  // A bare shard name in the current folder, output elsewhere: curated (the input's folder is ".").
+  {
+    const fs::path here = fs::current_path();
+    fs::current_path(real / "emoji" / "train");
+    curate::CurateOptions o;
+    o.inputs = {"000000.tar"};
+    o.out_dir = fresh("sym_bare_out").string();
+    o.small = o.exact = o.near = false;
+    o.threads = 1;
+    o.progress = false;
+    json r;
+    EXPECT_NO_THROW(r = curate::curate(o));
+    fs::current_path(here);
+    EXPECT_EQ(r["counts"]["input"], 3);
+    // And an output inside the current folder is still refused.
+    fs::current_path(real / "emoji" / "train");
+    o.out_dir = "inside";
+    EXPECT_THROW(curate::curate(o), Error);
+    fs::current_path(here);
+  }
+
   // The linked folder and the folder it points to are the same shards: an error, not a double read.
   try {
     curate::resolve_inputs({(data / "emoji" / "train").string(), (real / "emoji" / "train").string()});
