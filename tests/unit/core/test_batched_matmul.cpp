@@ -93,7 +93,9 @@ TEST(BatchedMatmul, BitsIndependentOfThreadsAndConcurrentCalls) {
   other.join();
   EXPECT_EQ(mismatches, 0);
   EXPECT_GE(calls.load(), 1);
-  if (blas_threads) EXPECT_EQ(blas_threads(), blas_before);
+  if (blas_threads) {
+    EXPECT_EQ(blas_threads(), blas_before);
+  }
 }
 
 TEST(BatchedMatmul, GradientsEqualBmm) {
