@@ -92,11 +92,12 @@ BatchTexts make_batch_texts(const std::vector<std::string>& raw_texts, const std
     std::mt19937_64 rng(seed_mix({kTagPrompt, seed, uint64_t(epoch), uint64_t(batch_index), uint64_t(i)}));
     if (!is_class && stage == 1 && tag_sampling > 0.0) {
       // Draws only when tag sampling is on, so a run without it keeps its template draws.
-      const bool draw = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < tag_sampling;
-      std::vector<std::string> tags = text_tags(cleaned);
-      if (draw && tags.size() > 1) {
-        cleaned = std::move(tags[data::uniform_int(rng, tags.size())]);
-        ++out.tagged;
+      if (std::uniform_real_distribution<double>(0.0, 1.0)(rng) < tag_sampling) {
+        std::vector<std::string> tags = text_tags(cleaned);  // split only for the rows that draw
+        if (tags.size() > 1) {
+          cleaned = std::move(tags[data::uniform_int(rng, tags.size())]);
+          ++out.tagged;
+        }
       }
     }
     const bool templated = is_class || (stage == 1 && count_words(cleaned) >= 1 && count_words(cleaned) <= 2);
