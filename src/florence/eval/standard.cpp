@@ -2,10 +2,12 @@
 #include "florence/eval/standard.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
@@ -139,6 +141,25 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
     bool known = false;
     for (const auto& s : standard_sets()) known |= s.name == name;
     if (!known) throw Error("eval all: unknown set '" + name + "' (fashion-mnist | openclipart | emoji)");
+  }
+  if (!o.prompt_selection_split.empty()) {
+    // A selection split that no built corpus has is a typo (vall, Val), not a corpus without that
+    // split: refuse it rather than warn once per set and silently use the first prompt setting.
+    bool any_corpus = false, any_split = false;
+    std::set<std::string> splits;
+    for (const auto& set : standard_sets()) {
+      if (!o.sets.empty() && std::find(o.sets.begin(), o.sets.end(), set.name) == o.sets.end()) continue;
+      if (!set.zero_shot || !has_shards(fs::path(o.data_root) / set.name / o.split)) continue;
+      any_corpus = true;
+      any_split |= fs::is_directory(fs::path(o.data_root) / set.name / o.prompt_selection_split);
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(fs::path(o.data_root) / set.name, ec))
+        if (e.is_directory()) splits.insert(e.path().filename().string());
+    }
+    if (any_corpus && !any_split)
+      throw Error("eval all: --prompt-selection " + o.prompt_selection_split + ": no corpus under '" + o.data_root +
+                  "' has that split folder (split folders there: " + fmt::format("{}", fmt::join(splits, ", ")) +
+                  "); pass one of them or none");
   }
   nlohmann::json out{{"data_root", o.data_root}, {"split", o.split}, {"results", nlohmann::json::array()},
                      {"missing", nlohmann::json::array()}};

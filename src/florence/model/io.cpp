@@ -48,6 +48,13 @@ void save_checkpoint(const torch::nn::Module& module, const ModelSpec& spec, con
 core::TensorMap read_weights(const std::string& path, const ModelSpec& spec) {
   if (!fs::is_regular_file(path)) throw Error("checkpoint '" + path + "' does not exist");
   if (ends_with(path, ".safetensors")) return core::load_safetensors(path).tensors;
+  if (ends_with(path, ".json")) {
+    // The sidecar of a checkpoint (or a run's model.json) holds the config, not the weights.
+    fs::path weights(path);
+    weights.replace_extension(".safetensors");
+    throw Error("'" + path + "' is a JSON file, not model weights; pass the weights file" +
+                (fs::is_regular_file(weights) ? " '" + weights.string() + "'" : std::string(" (.safetensors or .pt)")));
+  }
   core::TensorMap raw = core::load_torch_state_dict(path);
   const bool torchvision_swin = raw.count("features.0.0.weight") > 0;
   if (torchvision_swin) {

@@ -255,12 +255,20 @@ TEST(EvalCli, ZeroShotAndRetrievalOnSyntheticShards) {
   }
   // A missing data folder is a clear error (exit status 2).
   EXPECT_EQ(run("eval retrieval --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (d / "nope").string(), out) >> 8, 2);
+  // The checkpoint's JSON sidecar given as the checkpoint: an error that names the weights file.
+  const std::string sidecar = (fs::path(checkpoint()).parent_path() / "model.json").string();
+  ASSERT_TRUE(fs::exists(sidecar));
+  EXPECT_EQ(run("eval retrieval --checkpoint " + sidecar + " --vocab " + kVocab + " --data " + d.string(), out) >> 8, 2);
+  const std::string err = read_file(root() / "stderr.txt");
+  EXPECT_NE(err.find("is a JSON file, not model weights; pass the weights file '" + checkpoint() + "'"),
+            std::string::npos)
+      << err;
 }
 
 // `eval all`: zero-shot prompts are chosen on the val split among the set's prompt settings (the
 // one with the highest val top-1, the first on a tie) and then used on test; without a val split,
 // or with --prompt-selection none, the first setting (ensemble + class-name table) is used;
-// choosing on the reported split is refused.
+// choosing on the reported split, or on a split no selected corpus has, is refused.
 TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
   const fs::path data = root() / "data_root";
   auto write_split = [&](const std::string& set, const std::string& split, int seed) {
@@ -326,14 +334,27 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
   EXPECT_NE(e["prompt_selection"]["error"].get<std::string>().find("needs at least 2 classes"), std::string::npos);
   EXPECT_EQ(e["prompt_setting"], "ensemble+table");
 
-  // A split no corpus has: warned, recorded as missing, the first setting used.
+  // A split one corpus lacks (emoji has a dev split, openclipart none): warned, recorded as missing
+  // for that corpus, the first setting used there; chosen on the split where it exists.
+  write_split("emoji", "dev", 500);
   ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
-                    " --sets openclipart --prompt-selection train --out-dir " + (root() / "all_train").string(),
+                    " --sets openclipart,emoji --prompt-selection dev --out-dir " + (root() / "all_dev").string(),
                 out),
             0);
-  auto t = nlohmann::json::parse(read_file(root() / "all_train" / "openclipart_zero_shot.json"));
+  auto t = nlohmann::json::parse(read_file(root() / "all_dev" / "openclipart_zero_shot.json"));
   EXPECT_EQ(t["prompt_selection"]["missing"], true);
   EXPECT_EQ(t["prompt_setting"], "ensemble+table");
+  auto td = nlohmann::json::parse(read_file(root() / "all_dev" / "emoji_zero_shot.json"));
+  EXPECT_EQ(td["prompt_selection"]["split"], "dev");
+  EXPECT_EQ(td["prompt_selection"]["num_images"], 8);
+  // A split no selected corpus has is a typo: refused, naming the split folders that exist.
+  EXPECT_NE(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --sets openclipart --prompt-selection vall",
+                out),
+            0);
+  const std::string typo = read_file(root() / "stderr.txt");
+  EXPECT_NE(typo.find("no corpus under"), std::string::npos) << typo;
+  EXPECT_NE(typo.find("test, val"), std::string::npos) << typo;
 
   // Reporting val: the default selection split is the reported one, so nothing is chosen.
   ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
