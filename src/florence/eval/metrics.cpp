@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
+#include <vector>
 
 #include "florence/core/error.h"
 
@@ -147,6 +149,54 @@ nlohmann::json RetrievalMetrics::to_json() const {
   return j;
 }
 
+double binomial_upper_tail(int64_t n, double p, int64_t k) {
+  if (n < 0) throw Error("binomial_upper_tail: n must be >= 0, got " + std::to_string(n));
+  if (!(p >= 0.0 && p <= 1.0)) throw Error("binomial_upper_tail: p must lie in [0, 1]");
+  if (k <= 0) return 1.0;
+  if (k > n) return 0.0;
+  if (p == 0.0) return 0.0;
+  if (p == 1.0) return 1.0;
+  // log C(n, i) + i log p + (n - i) log(1 - p), summed from i = k by log-sum-exp around the largest term.
+  const double lp = std::log(p), lq = std::log1p(-p), lgn = std::lgamma(double(n) + 1);
+  std::vector<double> terms;
+  terms.reserve(size_t(n - k + 1));
+  double top = -std::numeric_limits<double>::infinity();
+  for (int64_t i = k; i <= n; ++i) {
+    const double t = lgn - std::lgamma(double(i) + 1) - std::lgamma(double(n - i) + 1) + double(i) * lp + double(n - i) * lq;
+    terms.push_back(t);
+    top = std::max(top, t);
+  }
+  double sum = 0;
+  for (double t : terms) sum += std::exp(t - top);
+  return std::min(1.0, std::exp(top) * sum);
+}
+
+namespace {
+
+// Mean per-class accuracy of uniform random guessing, simulated: class t's hits ~ Binomial(n_t, 1/C).
+double mean_per_class_p_value(const std::vector<int64_t>& support, int64_t num_classes, double observed) {
+  std::mt19937_64 rng(0);
+  std::vector<std::binomial_distribution<int64_t>> draw;
+  std::vector<double> inv;
+  for (int64_t n : support) {
+    if (n == 0) continue;
+    draw.emplace_back(n, 1.0 / double(num_classes));
+    inv.push_back(1.0 / double(n));
+  }
+  const double need = observed * double(draw.size()) - 1e-9;  // compare sums, with room for rounding
+  // Many classes (ImageNet's 1,000) would cost 10^8 binomial draws: keep the work near 2*10^7.
+  const int64_t draws = std::clamp<int64_t>(int64_t(2e7) / int64_t(std::max<size_t>(draw.size(), 1)), 10000, kPValueDraws);
+  int64_t at_least = 0;
+  for (int64_t b = 0; b < draws; ++b) {
+    double sum = 0;
+    for (size_t t = 0; t < draw.size(); ++t) sum += double(draw[t](rng)) * inv[t];
+    at_least += sum >= need;
+  }
+  return double(1 + at_least) / double(1 + draws);
+}
+
+}  // namespace
+
 ClassificationMetrics classification_metrics(const torch::Tensor& scores_in, const torch::Tensor& labels_in,
                                               std::vector<int64_t> ks) {
   check_scores(scores_in, "classification");
@@ -188,6 +238,7 @@ ClassificationMetrics classification_metrics(const torch::Tensor& scores_in, con
     for (int64_t i = 0; i < n; ++i) hits += rk[i] <= k;
     m.topk[k] = double(hits) / double(n);
     m.chance_topk[k] = double(std::min(k, c)) / double(c);
+    m.p_topk[k] = binomial_upper_tail(n, m.chance_topk[k], hits);
   }
   m.per_class_accuracy.assign(c, std::numeric_limits<double>::quiet_NaN());
   double sum = 0;
@@ -199,6 +250,7 @@ ClassificationMetrics classification_metrics(const torch::Tensor& scores_in, con
     ++present;
   }
   m.mean_per_class_accuracy = sum / double(present);
+  m.p_mean_per_class = mean_per_class_p_value(m.support, c, m.mean_per_class_accuracy);
   return m;
 }
 
@@ -210,14 +262,17 @@ nlohmann::json ClassificationMetrics::to_json(const std::vector<std::string>& na
     throw Error("classification metrics: " + std::to_string(names.size()) + " class names for " +
                 std::to_string(num_classes) + " classes");
   nlohmann::json j{{"num_samples", num_samples}, {"num_classes", num_classes}, {"classes", names}};
-  nlohmann::json chance = nlohmann::json::object();
+  nlohmann::json chance = nlohmann::json::object(), p_value = nlohmann::json::object();
   for (int64_t k : ks) {
     j["top" + std::to_string(k)] = topk.at(k);
     chance["top" + std::to_string(k)] = chance_topk.at(k);
+    p_value["top" + std::to_string(k)] = p_topk.at(k);
   }
   j["mean_per_class"] = mean_per_class_accuracy;
   chance["mean_per_class"] = 1.0 / double(num_classes);
+  p_value["mean_per_class"] = p_mean_per_class;
   j["chance"] = chance;
+  j["p_value"] = p_value;
   nlohmann::json pc = nlohmann::json::object(), sup = nlohmann::json::object();
   for (int64_t t = 0; t < num_classes; ++t) {
     pc[names[t]] = std::isnan(per_class_accuracy[t]) ? nlohmann::json(nullptr) : nlohmann::json(per_class_accuracy[t]);

@@ -77,9 +77,18 @@ struct ClassificationMetrics {
   std::vector<int64_t> ks;              ///< top-k values reported
   std::map<int64_t, double> topk;       ///< k -> accuracy in [0, 1]
   std::map<int64_t, double> chance_topk;  ///< k -> min(k, C) / C
+  /// k -> one-sided p-value of top-k against chance: the probability that a classifier guessing
+  /// k distinct classes uniformly at random gets at least the observed number of hits,
+  /// P(Binomial(N, min(k, C) / C) >= hits), exact. Below ~0.01 the accuracy is clearly above chance.
+  std::map<int64_t, double> p_topk;
   std::vector<int64_t> support;         ///< samples per true class
   std::vector<double> per_class_accuracy;  ///< top-1 per true class; NaN where support is 0
   double mean_per_class_accuracy = 0;   ///< over classes with support > 0 (balanced accuracy)
+  /// One-sided p-value of the mean per-class accuracy against uniform random guessing (each class's
+  /// hits ~ Binomial(support, 1/C), independent): Monte Carlo from a fixed seed with kPValueDraws
+  /// draws (fewer, down to 10,000, above 200 classes, keeping the work near 2*10^7 binomial draws),
+  /// estimated as (1 + #{draws >= observed}) / (1 + draws), so never below ~1e-5.
+  double p_mean_per_class = 1;
   /// confusion[t][p]: samples of true class t predicted as p. The prediction is the true class
   /// when its rank is 1 (see tie policy), else the lowest-index class among the best-scoring
   /// other classes, so the diagonal sums to top-1 * N exactly.
@@ -87,10 +96,18 @@ struct ClassificationMetrics {
 
   /// {"num_samples", "num_classes", "top1", "top5", "mean_per_class", "per_class": {name: acc|null},
   ///  "support": {...}, "confusion": [[...]], "classes": [...], "chance": {"top1", "top5",
-  ///  "mean_per_class"}}; `top<k>` for every k. `class_names` must have num_classes entries
+  ///  "mean_per_class"}, "p_value": {"top1", "top5", "mean_per_class"}}; `top<k>` for every k. `class_names` must have num_classes entries
   /// (empty: "0", "1", ...).
   nlohmann::json to_json(const std::vector<std::string>& class_names = {}) const;
 };
+
+/// Monte Carlo draws behind ClassificationMetrics::p_mean_per_class.
+inline constexpr int64_t kPValueDraws = 100000;
+
+/// P(X >= k) for X ~ Binomial(n, p), exact (log-space sum of the terms; 0 where it is below the
+/// smallest double, ~1e-308). 1 for k <= 0, 0 for k > n.
+/// Throws florence::Error for n < 0 or p outside [0, 1].
+double binomial_upper_tail(int64_t n, double p, int64_t k);
 
 /// scores: [N, C] float; labels: [N] int64 in [0, C). Top-k for each k in `ks` (k > C counts as C).
 /// Throws florence::Error on shape mismatch, labels out of range or non-finite scores.

@@ -170,9 +170,16 @@ std::vector<std::pair<Plot, std::string>> make_plots(const Series& s, const fs::
 std::string pct(double v) { return fmt::format("{:.2f}", 100.0 * v); }
 
 std::string metric_row(const std::string& set, const std::string& task, const std::string& metric, const std::string& value,
-                       const std::string& chance) {
+                       const std::string& chance, const std::string& p = "") {
   return "<tr><td>" + html_escape(set) + "</td><td>" + html_escape(task) + "</td><td>" + html_escape(metric) +
-         "</td><td class=num>" + value + "</td><td class=num>" + chance + "</td></tr>\n";
+         "</td><td class=num>" + value + "</td><td class=num>" + chance + "</td><td class=num>" + p + "</td></tr>\n";
+}
+
+// The one-sided p-value against chance of a zero-shot metric (metrics.h), or "" when the result has none.
+std::string p_value(const nlohmann::json& metrics, const char* key) {
+  if (!metrics.contains("p_value") || !metrics["p_value"].contains(key) || !metrics["p_value"][key].is_number()) return "";
+  const double p = metrics["p_value"][key].get<double>();
+  return p < 1e-300 ? "&lt;1e-300" : fmt::format("{:.2g}", p);
 }
 
 std::string confusion_table(const nlohmann::json& m) {
@@ -256,10 +263,12 @@ ReportResult write_report(const ReportOptions& o) {
         const auto& m = j.at("metrics");
         const auto& ch = m.at("chance");
         const std::string n = fmt::format(" ({} images, {} classes)", m.at("num_samples").get<int64_t>(), m.at("num_classes").get<int64_t>());
-        table += metric_row(set, "zero-shot" + n, "top-1 %", pct(m.at("top1").get<double>()), pct(ch.at("top1").get<double>()));
-        table += metric_row(set, "zero-shot" + n, "top-5 %", pct(m.at("top5").get<double>()), pct(ch.at("top5").get<double>()));
+        table += metric_row(set, "zero-shot" + n, "top-1 %", pct(m.at("top1").get<double>()), pct(ch.at("top1").get<double>()),
+                            p_value(m, "top1"));
+        table += metric_row(set, "zero-shot" + n, "top-5 %", pct(m.at("top5").get<double>()), pct(ch.at("top5").get<double>()),
+                            p_value(m, "top5"));
         table += metric_row(set, "zero-shot" + n, "mean per-class %", pct(m.at("mean_per_class").get<double>()),
-                            pct(ch.at("mean_per_class").get<double>()));
+                            pct(ch.at("mean_per_class").get<double>()), p_value(m, "mean_per_class"));
         details += "<h3>Confusion matrix: " + html_escape(set) + " (zero-shot, rows = true class)</h3>\n" + confusion_table(m);
       } else if (task == "retrieval") {
         const std::string n = fmt::format(" ({} images, {} texts)", j.at("num_images").get<int64_t>(), j.at("num_texts").get<int64_t>());
@@ -318,9 +327,10 @@ ReportResult write_report(const ReportOptions& o) {
     res.warnings.push_back("no eval results in " + (run / "eval").string() + " (run `florence eval all ... --out-dir RUN_DIR/eval`)");
     body += "<p>No evaluation results.</p>\n";
   } else {
-    body += "<table class=metrics><tr><th>set</th><th>task</th><th>metric</th><th>value</th><th>chance</th></tr>\n" + table +
+    body += "<table class=metrics><tr><th>set</th><th>task</th><th>metric</th><th>value</th><th>chance</th><th>p vs chance</th></tr>\n" + table +
             "</table>\n<p><small>Chance: what a uniformly random ranking scores on the same queries (exact, see "
-            "src/florence/eval/metrics.h). Ties count against the model.</small></p>\n" + details;
+            "src/florence/eval/metrics.h). Ties count against the model. p vs chance (zero-shot): the probability that "
+            "uniform random guessing scores at least as high (binomial, exact; mean per class simulated).</small></p>\n" + details;
   }
 
   // ---- config

@@ -215,10 +215,18 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
 }
 
 std::string format_summary(const std::vector<nlohmann::json>& results) {
-  std::string s = fmt::format("{:<14} {:<24} {:<18} {:>8} {:>8}\n", "set", "task", "metric", "value", "chance");
-  auto row = [&](const std::string& set, const std::string& task, const std::string& metric, double v, double c, bool percent) {
-    s += percent ? fmt::format("{:<14} {:<24} {:<18} {:>8.2f} {:>8.2f}\n", set, task, metric, 100 * v, 100 * c)
-                 : fmt::format("{:<14} {:<24} {:<18} {:>8g} {:>8g}\n", set, task, metric, v, c);
+  std::string s = fmt::format("{:<14} {:<24} {:<18} {:>8} {:>8} {:>8}\n", "set", "task", "metric", "value", "chance",
+                              "p");
+  // p: the one-sided p-value against chance where the result has one (zero-shot), else blank.
+  auto row = [&](const std::string& set, const std::string& task, const std::string& metric, double v, double c,
+                 bool percent, const nlohmann::json& p = nullptr) {
+    const std::string pv = !p.is_number()              ? std::string(8, ' ')
+                           : p.get<double>() < 1e-300 ? fmt::format("{:>8}", "<1e-300")  // underflows double
+                                                      : fmt::format("{:>8.2g}", p.get<double>());
+    s += percent ? fmt::format("{:<14} {:<24} {:<18} {:>8.2f} {:>8.2f} {}", set, task, metric, 100 * v, 100 * c, pv)
+                 : fmt::format("{:<14} {:<24} {:<18} {:>8g} {:>8g} {}", set, task, metric, v, c, pv);
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    s += "\n";
   };
   for (const auto& r : results) {
     const std::string set = r.value("set", "?");
@@ -227,9 +235,11 @@ std::string format_summary(const std::vector<nlohmann::json>& results) {
       const auto& ch = m.at("chance");
       const std::string task = fmt::format("zero-shot{} ({})", r.value("labels_seen_in_pretraining", false) ? " [seen]" : "",
                                            m.at("num_classes").get<int64_t>());
-      row(set, task, "top-1 %", m.at("top1").get<double>(), ch.at("top1").get<double>(), true);
-      row(set, task, "top-5 %", m.at("top5").get<double>(), ch.at("top5").get<double>(), true);
-      row(set, task, "mean per-class %", m.at("mean_per_class").get<double>(), ch.at("mean_per_class").get<double>(), true);
+      const nlohmann::json pv = m.value("p_value", nlohmann::json::object());  // absent in results of older versions
+      row(set, task, "top-1 %", m.at("top1").get<double>(), ch.at("top1").get<double>(), true, pv.value("top1", nlohmann::json()));
+      row(set, task, "top-5 %", m.at("top5").get<double>(), ch.at("top5").get<double>(), true, pv.value("top5", nlohmann::json()));
+      row(set, task, "mean per-class %", m.at("mean_per_class").get<double>(), ch.at("mean_per_class").get<double>(), true,
+          pv.value("mean_per_class", nlohmann::json()));
     } else if (r.value("task", "") == "retrieval") {
       for (const auto& [key, label] : {std::pair<std::string, std::string>{"image_to_text", "retrieval i->t"},
                                        {"text_to_image", "retrieval t->i"}}) {

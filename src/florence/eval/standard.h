@@ -81,7 +81,8 @@ void check_prompt_selection(const EvalAllOptions& options);
 nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& options);
 
 /// A plain-text table of results (zero-shot top-1/top-5/mean per-class, retrieval R@1/5/10 and
-/// median rank both ways), each with its chance level, in percent.
+/// median rank both ways), each with its chance level, in percent, and for zero-shot rows the
+/// one-sided p-value against chance (metrics.h, ClassificationMetrics::p_topk / p_mean_per_class).
 std::string format_summary(const std::vector<nlohmann::json>& results);
 
 /// RUN/eval when `checkpoint` lies in RUN/checkpoints/ or is RUN/model.safetensors of a pretraining run

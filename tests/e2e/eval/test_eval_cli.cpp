@@ -5,6 +5,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -204,7 +205,19 @@ TEST(EvalCli, ZeroShotAndRetrievalOnSyntheticShards) {
     }
   EXPECT_EQ(total, 12);
   EXPECT_NEAR(m["top1"].get<double>(), double(diag) / 12.0, 1e-12);
+  // p-value of top-1: P(Binomial(12, 1/3) >= diag), summed here term by term; top-5 of 3 classes is certain.
+  double tail = 0;
+  for (int64_t i = diag; i <= 12; ++i) {
+    double c = 1;
+    for (int64_t j = 0; j < i; ++j) c = c * double(12 - j) / double(j + 1);
+    tail += c * std::pow(1.0 / 3.0, double(i)) * std::pow(2.0 / 3.0, double(12 - i));
+  }
+  EXPECT_NEAR(m["p_value"]["top1"].get<double>(), tail, 1e-12);
+  EXPECT_DOUBLE_EQ(m["p_value"]["top5"].get<double>(), 1.0);
+  EXPECT_GT(m["p_value"]["mean_per_class"].get<double>(), 0.0);
+  EXPECT_LE(m["p_value"]["mean_per_class"].get<double>(), 1.0);
   EXPECT_NE(out.find("top-1 %"), std::string::npos);
+  EXPECT_NE(out.find("chance        p"), std::string::npos) << out;  // the summary's p column
   EXPECT_EQ(z["prompt_names"], nlohmann::json({{"animals", "animals"}, {"food", "food"}, {"zeta", "zeta"}}));
 
   // --class-names: the table's words go into the prompts (recorded per class), an entry naming no

@@ -75,6 +75,7 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
                         {{"num_samples", 6}, {"num_classes", 3}, {"classes", {"Animals & Nature", "Food & Drink", "Symbols"}},
                          {"top1", 0.5}, {"top5", 1.0}, {"mean_per_class", 0.5},
                          {"chance", {{"top1", 1.0 / 3}, {"top5", 1.0}, {"mean_per_class", 1.0 / 3}}},
+                         {"p_value", {{"top1", 0.31961591220850476}, {"top5", 1.0}, {"mean_per_class", 1e-320}}},
                          {"confusion", {{2, 0, 0}, {1, 1, 0}, {1, 1, 0}}}}}};
   std::ofstream(run / "eval" / "emoji_zero_shot.json") << zs.dump(2);
   nlohmann::json ret = {{"task", "retrieval"}, {"set", "emoji"}, {"num_images", 5}, {"num_texts", 4}};
@@ -113,6 +114,8 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
   EXPECT_NE(d.find("<table class=\"metrics\">"), std::string::npos);
   EXPECT_NE(d.find("40.00"), std::string::npos);  // R@1 of the fake result, in percent
   EXPECT_NE(d.find("33.33"), std::string::npos);  // zero-shot chance top-1
+  EXPECT_NE(d.find("<td class=\"num\">0.32</td>"), std::string::npos);  // its p-value, 2 significant digits
+  EXPECT_NE(d.find("<td class=\"num\">&lt;1e-300</td>"), std::string::npos);  // a p-value below double's range
   std::regex img_re("<img src=\"([^\"]+)\"");
   std::set<std::string> srcs;
   for (auto it = std::sregex_iterator(d.begin(), d.end(), img_re); it != std::sregex_iterator(); ++it) srcs.insert((*it)[1]);

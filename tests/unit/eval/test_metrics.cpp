@@ -66,6 +66,50 @@ TEST(Classification, ThreeClassConfusionTopKPerClass) {
   EXPECT_DOUBLE_EQ(j["chance"]["top1"].get<double>(), 1.0 / 3.0);
 }
 
+// Binomial upper tails worked by hand: P(Bin(10, 1/2) >= 8) = (45 + 10 + 1) / 1024;
+// P(Bin(3, 1/3) >= 2) = 3 * (1/3)^2 * (2/3) + (1/3)^3 = 7/27.
+TEST(Classification, BinomialUpperTail) {
+  EXPECT_NEAR(binomial_upper_tail(10, 0.5, 8), 56.0 / 1024.0, 1e-14);
+  EXPECT_NEAR(binomial_upper_tail(3, 1.0 / 3.0, 2), 7.0 / 27.0, 1e-14);
+  EXPECT_DOUBLE_EQ(binomial_upper_tail(10, 0.3, 0), 1.0);
+  EXPECT_DOUBLE_EQ(binomial_upper_tail(10, 0.3, 11), 0.0);
+  EXPECT_DOUBLE_EQ(binomial_upper_tail(10, 1.0, 10), 1.0);
+  EXPECT_DOUBLE_EQ(binomial_upper_tail(10, 0.0, 1), 0.0);
+  // Large n stays finite and monotone: 10,000 draws at 1/10, the mean 1,000 and 4 sd (120) above it.
+  const double at_mean = binomial_upper_tail(10000, 0.1, 1000), far = binomial_upper_tail(10000, 0.1, 1120);
+  EXPECT_NEAR(at_mean, 0.5, 0.02);
+  EXPECT_GT(far, 1e-6);
+  EXPECT_LT(far, 1e-4);
+  EXPECT_THROW(binomial_upper_tail(-1, 0.5, 0), florence::Error);
+  EXPECT_THROW(binomial_upper_tail(5, 1.5, 1), florence::Error);
+}
+
+// p-values of the hand case above: top-1 hits 2 of 6 at 1/3 -> P(Bin(6, 1/3) >= 2) = 1 - (2/3)^6 - 6 (1/3)(2/3)^5
+// = 1 - 64/729 - 192/729 = 473/729; top-5 (k > C) is certain at chance -> 1. Mean per class: perfect
+// accuracy on 2 classes of 2 samples each at chance 1/2 -> P = (1/4)^2 = 1/16, simulated to ~3 sd.
+TEST(Classification, PValuesAgainstChance) {
+  torch::Tensor s = mat({{0.9, 0.1, 0.0}, {0.2, 0.7, 0.1}, {0.1, 0.8, 0.1}, {0.3, 0.3, 0.4}, {0.5, 0.2, 0.3}, {0.5, 0.5, 0.1}});
+  torch::Tensor y = torch::tensor({0, 0, 1, 1, 2, 0}, torch::kLong);
+  ClassificationMetrics m = classification_metrics(s, y, {1, 5});
+  EXPECT_NEAR(m.p_topk.at(1), 473.0 / 729.0, 1e-12);
+  EXPECT_DOUBLE_EQ(m.p_topk.at(5), 1.0);
+  nlohmann::json j = m.to_json();
+  EXPECT_NEAR(j["p_value"]["top1"].get<double>(), 473.0 / 729.0, 1e-12);
+  ASSERT_TRUE(j["p_value"]["mean_per_class"].is_number());
+
+  ClassificationMetrics perfect =
+      classification_metrics(mat({{1, 0}, {1, 0}, {0, 1}, {0, 1}}), torch::tensor({0, 0, 1, 1}, torch::kLong), {1});
+  const double sd = std::sqrt((1.0 / 16) * (15.0 / 16) / double(kPValueDraws));
+  EXPECT_NEAR(perfect.p_mean_per_class, 1.0 / 16.0, 4 * sd);
+  EXPECT_NEAR(perfect.p_topk.at(1), 1.0 / 16.0, 1e-12);  // 4 of 4 at 1/2
+  // Chance-level predictions are not significant: all predicted as class 0 -> mean per class exactly 1/2.
+  ClassificationMetrics flat =
+      classification_metrics(mat({{1, 0}, {1, 0}, {1, 0}, {1, 0}}), torch::tensor({0, 0, 1, 1}, torch::kLong), {1});
+  EXPECT_DOUBLE_EQ(flat.mean_per_class_accuracy, 0.5);
+  EXPECT_GT(flat.p_mean_per_class, 0.5);  // P(mean >= 1/2) = 11/16 for two Bin(2, 1/2) halves
+  EXPECT_NEAR(flat.p_mean_per_class, 11.0 / 16.0, 4 * std::sqrt((11.0 / 16) * (5.0 / 16) / double(kPValueDraws)));
+}
+
 TEST(Classification, Top5OfSevenClassesAndAbsentClass) {
   // 7 classes; true class 6 has 4 classes strictly above it -> rank 5 (in top-5, not top-4);
   // true class 0 has 5 above -> rank 6.
