@@ -1,5 +1,7 @@
 #include "florence/model/io.h"
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 
@@ -19,6 +21,25 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 using core::write_text_atomic;
 
 }  // namespace
+
+// Files that sit beside a checkpoint but are not its weights: refused by name, before anything reads them.
+static void check_weights_file(const std::string& path) {
+  const fs::path p(path);
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  if (ext == ".json") {
+    // The sidecar of a checkpoint (or a run's model.json) holds the config, not the weights.
+    fs::path weights(path);
+    weights.replace_extension(".safetensors");
+    throw Error("'" + path + "' is a JSON file, not model weights; pass the weights file" +
+                (fs::is_regular_file(weights) ? " '" + weights.string() + "'" : std::string(" (.safetensors or .pt)")));
+  }
+  const std::string name = p.filename().string();
+  const std::string optim = ".optim.safetensors";
+  if (name.size() > optim.size() && name.compare(name.size() - optim.size(), optim.size(), optim) == 0)
+    throw Error("'" + path + "' is a checkpoint's optimizer state, not model weights; pass '" +
+                (p.parent_path() / (name.substr(0, name.size() - optim.size()) + ".safetensors")).string() + "'");
+}
 
 std::string sidecar_path(const std::string& weights_path) {
   fs::path p(weights_path);
@@ -47,14 +68,8 @@ void save_checkpoint(const torch::nn::Module& module, const ModelSpec& spec, con
 
 core::TensorMap read_weights(const std::string& path, const ModelSpec& spec) {
   if (!fs::is_regular_file(path)) throw Error("checkpoint '" + path + "' does not exist");
+  check_weights_file(path);
   if (ends_with(path, ".safetensors")) return core::load_safetensors(path).tensors;
-  if (ends_with(path, ".json")) {
-    // The sidecar of a checkpoint (or a run's model.json) holds the config, not the weights.
-    fs::path weights(path);
-    weights.replace_extension(".safetensors");
-    throw Error("'" + path + "' is a JSON file, not model weights; pass the weights file" +
-                (fs::is_regular_file(weights) ? " '" + weights.string() + "'" : std::string(" (.safetensors or .pt)")));
-  }
   core::TensorMap raw = core::load_torch_state_dict(path);
   const bool torchvision_swin = raw.count("features.0.0.weight") > 0;
   if (torchvision_swin) {
@@ -68,6 +83,7 @@ core::TensorMap read_weights(const std::string& path, const ModelSpec& spec) {
 }
 
 std::optional<ModelSpec> read_checkpoint_spec(const std::string& path) {
+  check_weights_file(path);
   const std::string side = sidecar_path(path);
   if (fs::is_regular_file(side)) {
     std::ifstream in(side);

@@ -28,10 +28,12 @@ void save_checkpoint(const torch::nn::Module& module, const ModelSpec& spec, con
 /// Reads a checkpoint's weights as our names: .safetensors as stored; .pt/.pth through
 /// load_torch_state_dict, then torchvision-Swin or UniCL/CLIP key mapping (chosen from the keys,
 /// and from `spec`: a vision-only spec receives a bare Swin state dict, a two-tower spec a
-/// UniCL/CLIP one). Throws florence::Error for unreadable files.
+/// UniCL/CLIP one). Throws florence::Error for unreadable files, and, naming the file to pass
+/// instead, for a .json (a checkpoint's sidecar) or a *.optim.safetensors (its optimizer state).
 core::TensorMap read_weights(const std::string& path, const ModelSpec& spec);
 
 /// The model spec a checkpoint describes (sidecar first, then safetensors metadata), if any.
+/// Throws florence::Error as read_weights() for a path that is a sidecar or optimizer state.
 std::optional<ModelSpec> read_checkpoint_spec(const std::string& path);
 
 /// Resolves the spec for a command: `model_arg` (name or JSON path) if non-empty, else the
