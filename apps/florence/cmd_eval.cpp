@@ -145,6 +145,8 @@ void setup_eval(CLI::App& root) {
     cmd->add_flag("--json", *as_json, "Print the full results JSON instead of the table");
     cmd->callback([=] {
       eval::EvalAllOptions opt = *o;
+      if (sel_opt->count() > 0 && selection->empty())  // an unset shell variable, not a wish to skip selection
+        throw Error("eval all: --prompt-selection is empty: give a split folder name (val) or none");
       opt.prompt_selection_split = *selection == "none" ? "" : *selection;
       if (sel_opt->count() == 0 && opt.split == opt.prompt_selection_split) {
         spdlog::info("eval all: --split {} is reported, so prompts are not chosen on it (no selection)", opt.split);
@@ -162,11 +164,17 @@ void setup_eval(CLI::App& root) {
       nlohmann::json r = eval::eval_all(m, opt);
       if (*as_json) {
         std::cout << r.dump(2) << "\n";
-        return;
+      } else {
+        std::cout << eval::format_summary(r["results"].get<std::vector<nlohmann::json>>());
+        for (const auto& s : r["missing"]) std::cout << "missing set: " << s.get<std::string>() << "\n";
+        if (!opt.out_dir.empty()) std::cout << "results in " << opt.out_dir << "\n";
       }
-      std::cout << eval::format_summary(r["results"].get<std::vector<nlohmann::json>>());
-      for (const auto& s : r["missing"]) std::cout << "missing set: " << s.get<std::string>() << "\n";
-      if (!opt.out_dir.empty()) std::cout << "results in " << opt.out_dir << "\n";
+      if (!r["failed"].empty()) {  // the other sets' results are written; the exit status says some failed
+        for (const auto& f : r["failed"])
+          std::cerr << "failed: " << f["set"].get<std::string>() << " " << f["task"].get<std::string>() << ": "
+                    << f["error"].get<std::string>() << "\n";
+        throw Error("eval all: " + std::to_string(r["failed"].size()) + " evaluation(s) failed (listed above)");
+      }
     });
   }
 }

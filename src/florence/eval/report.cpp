@@ -3,6 +3,7 @@
 #include "florence/eval/report.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -245,6 +246,7 @@ ReportResult write_report(const ReportOptions& o) {
     for (const auto& e : fs::directory_iterator(run / "eval"))
       if (e.is_regular_file() && e.path().extension() == ".json") results.push_back(e.path());
   std::sort(results.begin(), results.end());
+  std::map<std::string, std::vector<std::string>> checkpoints;  // checkpoint -> result files that name it
   std::string table, details;
   int64_t ex_id = 0;
   for (const auto& path : results) {
@@ -258,6 +260,8 @@ ReportResult write_report(const ReportOptions& o) {
     if (!j.is_object() || !j.contains("task")) continue;  // e.g. summary.json of `eval all`
     const std::string task = j["task"].is_string() ? j["task"].get<std::string>() : "";
     const std::string set = j.value("set", path.stem().string());
+    if (j.contains("model") && j["model"].is_object() && j["model"].contains("checkpoint") && j["model"]["checkpoint"].is_string())
+      checkpoints[j["model"]["checkpoint"].get<std::string>()].push_back(path.filename().string());
     try {
       if (task == "zero-shot") {
         const auto& m = j.at("metrics");
@@ -323,6 +327,15 @@ ReportResult write_report(const ReportOptions& o) {
     }
   }
   body += "<h2>Evaluation (held-out)</h2>\n";
+  if (checkpoints.size() > 1) {  // e.g. results of an older checkpoint left beside new ones
+    std::string which;
+    for (const auto& [ckpt, files] : checkpoints)
+      which += (which.empty() ? "" : "; ") + ckpt + ": " + fmt::format("{}", fmt::join(files, ", "));
+    res.warnings.push_back("the eval results come from " + std::to_string(checkpoints.size()) + " checkpoints (" + which +
+                           "); run `florence eval all` again for one checkpoint");
+    body += "<p><b>Warning:</b> these results come from " + std::to_string(checkpoints.size()) + " checkpoints: " +
+            html_escape(which) + ".</p>\n";
+  }
   if (table.empty()) {
     res.warnings.push_back("no eval results in " + (run / "eval").string() + " (run `florence eval all ... --out-dir RUN_DIR/eval`)");
     body += "<p>No evaluation results.</p>\n";

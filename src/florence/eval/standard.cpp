@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "florence/core/error.h"
@@ -157,12 +158,26 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
         if (e.is_directory()) splits.insert(e.path().filename().string());
     }
     if (any_corpus && !any_split)
-      throw Error("eval all: --prompt-selection " + o.prompt_selection_split + ": no corpus under '" + o.data_root +
+      throw Error("eval all: --prompt-selection " + o.prompt_selection_split + ": none of the selected corpora under '" + o.data_root +
                   "' has that split folder (split folders there: " + fmt::format("{}", fmt::join(splits, ", ")) +
                   "); pass one of them or none");
   }
   nlohmann::json out{{"data_root", o.data_root}, {"split", o.split}, {"results", nlohmann::json::array()},
-                     {"missing", nlohmann::json::array()}};
+                     {"missing", nlohmann::json::array()}, {"failed", nlohmann::json::array()}};
+  // One set's evaluation failing (a test split with one class, unreadable shards) is recorded and the
+  // other sets still run; the caller decides what a failure means (the CLI exits non-zero).
+  auto attempt = [&](const std::string& set, const std::string& task, const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      spdlog::error("eval all: {} on '{}' failed: {}", task, set, e.what());
+      out["failed"].push_back({{"set", set}, {"task", task}, {"error", e.what()}});
+    }
+  };
+  if (!o.out_dir.empty()) {  // rewritten at the end; an earlier one must not outlive a failed run
+    std::error_code ec;
+    fs::remove(fs::path(o.out_dir) / "summary.json", ec);
+  }
   for (const auto& set : standard_sets()) {
     if (!o.sets.empty() && std::find(o.sets.begin(), o.sets.end(), set.name) == o.sets.end()) continue;
     const fs::path dir = fs::path(o.data_root) / set.name / o.split;
@@ -172,8 +187,16 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
       out["missing"].push_back(set.name);
       continue;
     }
-    auto source = open_source(dir.string(), "");
-    if (set.zero_shot) {
+    if (!o.out_dir.empty()) {
+      // This set's earlier results are replaced, also when this run fails on it: never left beside new ones.
+      std::error_code ec;
+      for (const char* suffix : {"_zero_shot.json", "_retrieval.json", "_retrieval_examples"})
+        fs::remove_all(fs::path(o.out_dir) / (set.name + suffix), ec);
+    }
+    std::shared_ptr<data::SampleSource> source;
+    attempt(set.name, "open", [&] { source = open_source(dir.string(), ""); });
+    if (!source) continue;
+    if (set.zero_shot) attempt(set.name, "zero-shot", [&] {
       const std::vector<PromptSetting> settings = prompt_settings(set, o.templates);
       nlohmann::json selection;
       const PromptSetting& chosen = settings[choose_prompt_setting(m, set, settings, o, selection)];
@@ -188,8 +211,8 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
       if (!selection.is_null()) r["prompt_selection"] = selection;
       if (!o.out_dir.empty()) write_json_file((fs::path(o.out_dir) / (set.name + "_zero_shot.json")).string(), r);
       out["results"].push_back(r);
-    }
-    if (set.retrieval) {
+    });
+    if (set.retrieval) attempt(set.name, "retrieval", [&] {
       RetrievalOptions ro;
       ro.name = set.name;
       ro.max_samples = o.max_samples;
@@ -201,8 +224,11 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
       nlohmann::json r = retrieval(m, source, ro);
       if (!o.out_dir.empty()) write_json_file((fs::path(o.out_dir) / (set.name + "_retrieval.json")).string(), r);
       out["results"].push_back(r);
-    }
+    });
   }
+  if (out["results"].empty() && !out["failed"].empty())
+    throw Error("eval all: every evaluation failed; the first: " + out["failed"][0]["task"].get<std::string>() + " on '" +
+                out["failed"][0]["set"].get<std::string>() + "': " + out["failed"][0]["error"].get<std::string>());
   if (out["results"].empty())
     throw Error("eval all: none of the standard sets exists under '" + o.data_root + "/<set>/" + o.split +
                 "' (build them with `florence data build`, see scripts/demo)");

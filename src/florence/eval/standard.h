@@ -76,8 +76,12 @@ void check_prompt_selection(const EvalAllOptions& options);
 /// and recorded as {"missing": true} or {"error": message}. Throws as check_prompt_selection().
 /// Writes OUT/<set>_zero_shot.json, OUT/<set>_retrieval.json (+ example
 /// images in OUT/<set>_retrieval_examples/) and OUT/summary.json when out_dir is set. Returns
-/// {"results": [result JSON...], "missing": [set names], "data_root", "split"}.
-/// Throws florence::Error for an unknown set name or when no selected set exists.
+/// {"results": [result JSON...], "missing": [set names], "failed": [{"set", "task", "error"}],
+/// "data_root", "split"}. A set's earlier result files in out_dir are removed before it is evaluated,
+/// so a failed evaluation leaves none behind; one that throws florence::Error is logged, recorded in
+/// "failed" and the other sets go on.
+/// Throws florence::Error for an unknown set name, when no selected set exists or when every
+/// evaluation failed.
 nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& options);
 
 /// A plain-text table of results (zero-shot top-1/top-5/mean per-class, retrieval R@1/5/10 and

@@ -130,6 +130,13 @@ nlohmann::json zero_shot(EvalModel& m, std::shared_ptr<const data::SampleSource>
   require_tokenizer(m, "zero-shot evaluation");
   const EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
   nlohmann::json j = zero_shot_encoded(m, enc, *source, o);
+  if (o.max_samples > 0 && int64_t(enc.keys.size()) >= o.max_samples) {
+    // Classes come from the images scored: a prefix of a class-ordered corpus is a smaller task.
+    spdlog::warn("zero-shot {}: only the first {} images (max samples); the {} classes among them are the ones "
+                 "scored, and chance and p refer to those, not to the whole set",
+                 o.name, o.max_samples, j["metrics"]["num_classes"].get<int64_t>());
+    j["max_samples"] = o.max_samples;
+  }
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return j;
 }

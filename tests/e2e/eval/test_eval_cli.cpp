@@ -276,6 +276,22 @@ TEST(EvalCli, ZeroShotAndRetrievalOnSyntheticShards) {
   EXPECT_NE(err.find("is a JSON file, not model weights; pass the weights file '" + checkpoint() + "'"),
             std::string::npos)
       << err;
+  // Any JSON (whatever it holds, any case of the extension) and a checkpoint's optimizer state are
+  // refused by name before anything parses them.
+  std::ofstream(root() / "OBJ.JSON") << "{}";
+  std::ofstream(root() / "broken.json") << "not json";
+  for (const std::string name : {"OBJ.JSON", "broken.json"}) {
+    EXPECT_EQ(run("embed --checkpoint " + (root() / name).string() + " --text hi --out " + (root() / "x.safetensors").string(), out) >> 8, 2);
+    EXPECT_NE(read_file(root() / "stderr.txt").find("is a JSON file, not model weights"), std::string::npos) << name;
+  }
+  const fs::path optim = root() / "ckpt" / "step_0000002.optim.safetensors";
+  fs::copy_file(checkpoint(), optim, fs::copy_options::overwrite_existing);
+  EXPECT_EQ(run("embed --checkpoint " + optim.string() + " --text hi --out " + (root() / "x.safetensors").string(), out) >> 8, 2);
+  EXPECT_NE(read_file(root() / "stderr.txt")
+                .find("is a checkpoint's optimizer state, not model weights; pass '" +
+                      (root() / "ckpt" / "step_0000002.safetensors").string() + "'"),
+            std::string::npos)
+      << read_file(root() / "stderr.txt");
 }
 
 // `eval all`: zero-shot prompts are chosen on the val split among the set's prompt settings (the
@@ -366,7 +382,7 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
                 out),
             0);
   const std::string typo = read_file(root() / "stderr.txt");
-  EXPECT_NE(typo.find("no corpus under"), std::string::npos) << typo;
+  EXPECT_NE(typo.find("none of the selected corpora under"), std::string::npos) << typo;
   EXPECT_NE(typo.find("test, val"), std::string::npos) << typo;
 
   // Reporting val: the default selection split is the reported one, so nothing is chosen.
@@ -384,6 +400,43 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
   auto n = nlohmann::json::parse(read_file(root() / "all_none" / "openclipart_zero_shot.json"));
   EXPECT_FALSE(n.contains("prompt_selection"));
   EXPECT_EQ(n["prompt_setting"], "ensemble+table");
+
+  EXPECT_NE(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --prompt-selection ''",
+                out),
+            0);
+  EXPECT_NE(read_file(root() / "stderr.txt").find("--prompt-selection is empty"), std::string::npos);
+
+  // One set failing (emoji's test split: one class, one caption) does not stop the others: openclipart is
+  // written, emoji's earlier result files are removed rather than left beside the new ones, the
+  // failure is in summary.json, and the exit status is 2.
+  {
+    const fs::path one = root() / "data_one";
+    fs::create_directories(one / "emoji");
+    fs::copy(data / "openclipart", one / "openclipart", fs::copy_options::recursive);
+    fs::copy(data / "emoji" / "val", one / "emoji" / "test", fs::copy_options::recursive);  // Flags only
+    const fs::path o1 = root() / "all_out";  // holds the emoji results of the first run above
+    ASSERT_TRUE(fs::exists(o1 / "emoji_zero_shot.json"));
+    std::ofstream(o1 / "stale_marker.txt") << "x";
+    EXPECT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + one.string() +
+                      " --sets openclipart,emoji --out-dir " + o1.string(),
+                  out) >> 8,
+              2);
+    EXPECT_TRUE(fs::exists(o1 / "openclipart_zero_shot.json"));
+    EXPECT_FALSE(fs::exists(o1 / "emoji_zero_shot.json"));
+    EXPECT_FALSE(fs::exists(o1 / "emoji_retrieval.json"));  // its captions are all "flag": fails too
+    EXPECT_TRUE(fs::exists(o1 / "stale_marker.txt"));  // not ours: left alone
+    auto sum = nlohmann::json::parse(read_file(o1 / "summary.json"));
+    ASSERT_EQ(sum["failed"].size(), 2u);
+    EXPECT_EQ(sum["failed"][0]["set"], "emoji");
+    EXPECT_EQ(sum["failed"][0]["task"], "zero-shot");
+    EXPECT_NE(sum["failed"][0]["error"].get<std::string>().find("needs at least 2 classes"), std::string::npos);
+    EXPECT_EQ(sum["failed"][1]["task"], "retrieval");
+    EXPECT_NE(sum["failed"][1]["error"].get<std::string>().find("all captions are the same text"), std::string::npos);
+    EXPECT_EQ(sum["results"].size(), 2u);  // openclipart zero-shot + retrieval
+    EXPECT_NE(out.find("openclipart"), std::string::npos);
+    EXPECT_NE(read_file(root() / "stderr.txt").find("failed: emoji zero-shot"), std::string::npos);
+  }
 
   EXPECT_NE(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
                     " --prompt-selection test",

@@ -71,6 +71,7 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
   std::ofstream(run / "config.json") << R"({"model": {"name": "florence-nano"}, "total_steps": 40})";
   nlohmann::json zs = {{"task", "zero-shot"},
                        {"set", "emoji"},
+                       {"model", {{"checkpoint", "runs/x/model.safetensors"}}},
                        {"metrics",
                         {{"num_samples", 6}, {"num_classes", 3}, {"classes", {"Animals & Nature", "Food & Drink", "Symbols"}},
                          {"top1", 0.5}, {"top5", 1.0}, {"mean_per_class", 0.5},
@@ -78,7 +79,9 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
                          {"p_value", {{"top1", 0.31961591220850476}, {"top5", 1.0}, {"mean_per_class", 1e-320}}},
                          {"confusion", {{2, 0, 0}, {1, 1, 0}, {1, 1, 0}}}}}};
   std::ofstream(run / "eval" / "emoji_zero_shot.json") << zs.dump(2);
-  nlohmann::json ret = {{"task", "retrieval"}, {"set", "emoji"}, {"num_images", 5}, {"num_texts", 4}};
+  // From another checkpoint than the zero-shot result: the report warns that they are mixed.
+  nlohmann::json ret = {{"task", "retrieval"}, {"set", "emoji"}, {"num_images", 5}, {"num_texts", 4},
+                        {"model", {{"checkpoint", "runs/x/checkpoints/step_0000020.safetensors"}}}};
   for (const char* dir : {"image_to_text", "text_to_image"})
     ret[dir] = {{"R@1", 0.4}, {"R@5", 1.0}, {"R@10", 1.0}, {"median_rank", 2.0},
                 {"chance", {{"R@1", 0.25}, {"R@5", 1.0}, {"R@10", 1.0}, {"median_rank", 2.0}}}};
@@ -103,6 +106,9 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
   const std::string page = read_file(html);
   EXPECT_NE(page.find("grinning face &lt;b&gt;"), std::string::npos);  // escaped
   EXPECT_NE(page.find("1 line(s) of metrics.jsonl skipped"), std::string::npos);
+  EXPECT_NE(page.find("these results come from 2 checkpoints: runs/x/checkpoints/step_0000020.safetensors: "
+                      "emoji_retrieval.json; runs/x/model.safetensors: emoji_zero_shot.json"),
+            std::string::npos);
 
   // Chromium: the DOM it renders.
   const fs::path dom = run.parent_path() / "dom.html", err = run.parent_path() / "chromium.log";
