@@ -1,6 +1,7 @@
 // Classification and retrieval metrics with exact chance levels (see metrics.h).
 #include "florence/eval/metrics.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -148,6 +149,8 @@ nlohmann::json RetrievalMetrics::to_json() const {
   j["chance"] = chance;
   return j;
 }
+
+std::string format_p_value(double p) { return p < 1e-300 ? std::string("<1e-300") : fmt::format("{:.2g}", p); }
 
 double binomial_upper_tail(int64_t n, double p, int64_t k) {
   if (n < 0) throw Error("binomial_upper_tail: n must be >= 0, got " + std::to_string(n));

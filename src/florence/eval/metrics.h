@@ -104,6 +104,9 @@ struct ClassificationMetrics {
 /// Monte Carlo draws behind ClassificationMetrics::p_mean_per_class.
 inline constexpr int64_t kPValueDraws = 100000;
 
+/// A p-value as tables print it: 2 significant digits, "<1e-300" where it underflowed to 0.
+std::string format_p_value(double p);
+
 /// P(X >= k) for X ~ Binomial(n, p), exact (log-space sum of the terms; 0 where it is below the
 /// smallest double, ~1e-308). 1 for k <= 0, 0 for k > n.
 /// Throws florence::Error for n < 0 or p outside [0, 1].

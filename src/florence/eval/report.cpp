@@ -17,6 +17,7 @@
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/eval/metrics.h"
 #include "florence/eval/report_transfer.h"
 
 namespace fs = std::filesystem;
@@ -179,8 +180,7 @@ std::string metric_row(const std::string& set, const std::string& task, const st
 // The one-sided p-value against chance of a zero-shot metric (metrics.h), or "" when the result has none.
 std::string p_value(const nlohmann::json& metrics, const char* key) {
   if (!metrics.contains("p_value") || !metrics["p_value"].contains(key) || !metrics["p_value"][key].is_number()) return "";
-  const double p = metrics["p_value"][key].get<double>();
-  return p < 1e-300 ? "&lt;1e-300" : fmt::format("{:.2g}", p);
+  return html_escape(format_p_value(metrics["p_value"][key].get<double>()));
 }
 
 std::string confusion_table(const nlohmann::json& m) {

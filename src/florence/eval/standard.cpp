@@ -12,6 +12,7 @@
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/eval/metrics.h"
 #include "florence/eval/retrieval.h"
 #include "florence/eval/zero_shot.h"
 
@@ -143,13 +144,16 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
     for (const auto& s : standard_sets()) known |= s.name == name;
     if (!known) throw Error("eval all: unknown set '" + name + "' (fashion-mnist | openclipart | emoji)");
   }
+  auto selected = [&](const StandardSet& set) {
+    return o.sets.empty() || std::find(o.sets.begin(), o.sets.end(), set.name) != o.sets.end();
+  };
   if (!o.prompt_selection_split.empty()) {
     // A selection split that no built corpus has is a typo (vall, Val), not a corpus without that
     // split: refuse it rather than warn once per set and silently use the first prompt setting.
     bool any_corpus = false, any_split = false;
     std::set<std::string> splits;
     for (const auto& set : standard_sets()) {
-      if (!o.sets.empty() && std::find(o.sets.begin(), o.sets.end(), set.name) == o.sets.end()) continue;
+      if (!selected(set)) continue;
       if (!set.zero_shot || !has_shards(fs::path(o.data_root) / set.name / o.split)) continue;
       any_corpus = true;
       any_split |= fs::is_directory(fs::path(o.data_root) / set.name / o.prompt_selection_split);
@@ -179,7 +183,7 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
     fs::remove(fs::path(o.out_dir) / "summary.json", ec);
   }
   for (const auto& set : standard_sets()) {
-    if (!o.sets.empty() && std::find(o.sets.begin(), o.sets.end(), set.name) == o.sets.end()) continue;
+    if (!selected(set)) continue;
     const fs::path dir = fs::path(o.data_root) / set.name / o.split;
     if (!has_shards(dir)) {
       spdlog::warn("eval all: {} has no shards, set '{}' skipped (build it with `florence data build {} --out {}`)",
@@ -246,9 +250,7 @@ std::string format_summary(const std::vector<nlohmann::json>& results) {
   // p: the one-sided p-value against chance where the result has one (zero-shot), else blank.
   auto row = [&](const std::string& set, const std::string& task, const std::string& metric, double v, double c,
                  bool percent, const nlohmann::json& p = nullptr) {
-    const std::string pv = !p.is_number()              ? std::string(8, ' ')
-                           : p.get<double>() < 1e-300 ? fmt::format("{:>8}", "<1e-300")  // underflows double
-                                                      : fmt::format("{:>8.2g}", p.get<double>());
+    const std::string pv = fmt::format("{:>8}", p.is_number() ? format_p_value(p.get<double>()) : "");
     s += percent ? fmt::format("{:<14} {:<24} {:<18} {:>8.2f} {:>8.2f} {}", set, task, metric, 100 * v, 100 * c, pv)
                  : fmt::format("{:<14} {:<24} {:<18} {:>8g} {:>8g} {}", set, task, metric, v, c, pv);
     while (!s.empty() && s.back() == ' ') s.pop_back();

@@ -36,7 +36,7 @@ static void check_weights_file(const std::string& path) {
   }
   const std::string name = p.filename().string();
   const std::string optim = ".optim.safetensors";
-  if (name.size() > optim.size() && name.compare(name.size() - optim.size(), optim.size(), optim) == 0)
+  if (name.size() > optim.size() && ends_with(name, optim))
     throw Error("'" + path + "' is a checkpoint's optimizer state, not model weights; pass '" +
                 (p.parent_path() / (name.substr(0, name.size() - optim.size()) + ".safetensors")).string() + "'");
 }
