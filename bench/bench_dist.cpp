@@ -24,6 +24,7 @@
 
 #include "florence/data/webdataset.h"
 #include "florence/text/bpe_trainer.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 

@@ -18,6 +18,7 @@
 #include "florence/data/loader.h"
 #include "florence/data/readers.h"
 #include "florence/text/tokenizer.h"
+#include "support/paths.h"
 
 using namespace florence;
 

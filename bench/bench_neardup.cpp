@@ -36,6 +36,7 @@
 #include "florence/data/readers.h"
 #include "florence/data/transforms.h"
 #include "florence/data/webdataset.h"
+#include "support/paths.h"
 
 using namespace florence;
 using Clock = std::chrono::steady_clock;

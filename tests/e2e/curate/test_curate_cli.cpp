@@ -11,6 +11,7 @@
 
 #include "florence/data/webdataset.h"
 #include "unit/curate/real_images.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

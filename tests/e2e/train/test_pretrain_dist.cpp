@@ -33,6 +33,7 @@
 #include "florence/data/corpus.h"
 #include "florence/data/webdataset.h"
 #include "florence/text/bpe_trainer.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;

@@ -33,6 +33,7 @@
 #include "florence/model/io.h"
 #include "florence/text/bpe_trainer.h"
 #include "florence/text/tokenizer.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;

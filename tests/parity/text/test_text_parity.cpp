@@ -12,6 +12,7 @@
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
 #include "florence/text/text_transformer.h"
+#include "support/paths.h"
 
 namespace {
 

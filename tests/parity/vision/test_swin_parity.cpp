@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using namespace florence;

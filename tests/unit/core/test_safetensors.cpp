@@ -16,6 +16,7 @@
 #include <random>
 #include <string>
 #include <vector>
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using florence::core::load_safetensors;

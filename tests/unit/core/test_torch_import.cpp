@@ -20,6 +20,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using florence::core::load_torch_state_dict;

@@ -13,6 +13,7 @@
 #include "florence/curate/balance.h"
 #include "florence/curate/cluster.h"
 #include "florence/curate/relevance.h"
+#include "support/paths.h"
 
 using namespace florence::curate;
 

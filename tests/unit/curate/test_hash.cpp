@@ -8,6 +8,7 @@
 #include "florence/core/error.h"
 #include "florence/curate/phash.h"
 #include "unit/curate/real_images.h"
+#include "support/paths.h"
 
 using namespace florence::curate;
 

@@ -23,6 +23,7 @@
 #include "florence/data/webdataset.h"
 #include "florence/model/io.h"
 #include "unit/curate/real_images.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using namespace florence;

@@ -17,6 +17,7 @@
 #include "florence/data/transforms.h"
 #include "florence/data/sample.h"
 #include "florence/data/webdataset.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using namespace florence::data;

@@ -11,6 +11,7 @@
 #include "florence/data/transforms.h"
 #include "florence/data/webdataset.h"
 #include "florence/text/tokenizer.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using namespace florence::data;

@@ -11,6 +11,7 @@
 #include "florence/core/error.h"
 #include "florence/data/sample.h"
 #include "florence/data/webdataset.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using namespace florence::data;

@@ -25,6 +25,7 @@
 #include "florence/core/error.h"
 #include "florence/dist/dist.h"
 #include "florence/dist/launch.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;

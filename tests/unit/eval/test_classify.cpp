@@ -12,6 +12,7 @@
 #include "florence/eval/embed.h"
 #include "florence/eval/zero_shot.h"
 #include "florence/text/tokenizer.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;

@@ -24,6 +24,7 @@
 #include "florence/eval/features.h"
 #include "florence/eval/linear_probe.h"
 #include "florence/eval/logreg.h"
+#include "support/paths.h"
 
 using namespace florence;
 using namespace florence::eval;

@@ -16,6 +16,7 @@
 
 #include "florence/core/error.h"
 #include "florence/loss/unicl.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 namespace F = torch::nn::functional;

@@ -16,6 +16,7 @@
 
 #include "florence/core/error.h"
 #include "florence/text/tokenizer.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using florence::Error;

@@ -21,6 +21,7 @@
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
 #include "florence/train/finetune.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;
