@@ -48,9 +48,11 @@
 #include "florence/model/info.h"
 #include "florence/model/registry.h"
 #include "florence/train/grad_cache.h"
+#include "florence/train/run.h"
 #include "florence/train/schedule.h"
 #include "florence/vision/swin.h"
 #include "florence/vision/swin_import.h"
+#include "support/paths.h"
 
 using namespace florence;
 using Clock = std::chrono::steady_clock;
@@ -212,17 +214,10 @@ nlohmann::json child_train(const Args& a) {
   const auto in = core::load_safetensors(a.work + "/inputs.safetensors").tensors;
   const torch::Tensor images = in.at("images"), ids = in.at("ids"), labels = in.at("labels");
   const torch::Tensor hp = in.at("hparams");
-  train::ParamGroups g = train::split_param_groups(*m);
-  auto base = torch::optim::AdamWOptions(hp[0].item<double>())
-                  .betas(std::make_tuple(hp[2].item<double>(), hp[3].item<double>()))
-                  .eps(1e-8)
-                  .weight_decay(hp[1].item<double>());
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(g.decay, std::make_unique<torch::optim::AdamWOptions>(base));
-  auto nd = base;
-  nd.weight_decay(0.0);
-  groups.emplace_back(g.no_decay, std::make_unique<torch::optim::AdamWOptions>(nd));
-  torch::optim::AdamW opt(std::move(groups), base);
+  // The trainer's optimizer (train/run.h): AdamW over the decay / no-decay groups.
+  train::GroupedAdamW grouped(train::decay_groups(*m), hp[0].item<double>(), hp[1].item<double>(),
+                              hp[2].item<double>(), hp[3].item<double>(), 1e-8);
+  torch::optim::AdamW& opt = grouped.adamw();
   std::vector<double> times, losses;
   for (int it = 0; it <= a.iters; ++it) {
     auto t0 = Clock::now();

@@ -14,6 +14,7 @@
 #include "florence/data/transforms.h"
 #include "florence/data/webdataset.h"
 #include "florence/model/io.h"
+#include "florence/model/run_artifacts.h"
 #include "florence/text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -87,47 +88,11 @@ EvalModel load_eval_model(const LoadOptions& o) {
   if (!m.spec.florence) throw Error("model '" + m.spec.name + "' is a single tower; evaluation needs a two-tower model");
   m.checkpoint = o.checkpoint;
 
-  // Sidecar hints: preprocessing and vocabulary the model was trained with.
-  nlohmann::json side;
-  std::string side_path;
-  if (!o.checkpoint.empty()) {
-    side_path = model::sidecar_path(o.checkpoint);
-    if (fs::is_regular_file(side_path)) {
-      std::ifstream in(side_path);
-      try {
-        side = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        throw Error("checkpoint sidecar '" + side_path + "' is not valid JSON: " + e.what());
-      }
-    }
-  }
-  // A pretraining run (florence pretrain) keeps RUN/config.json next to RUN/checkpoints/ and
-  // RUN/model.safetensors; runs older than the sidecar's "preprocess" are read from it.
-  nlohmann::json run_cfg;
-  fs::path run_dir;
-  if (!o.checkpoint.empty()) {
-    const fs::path parent = fs::absolute(o.checkpoint).parent_path();
-    // RUN/checkpoints/step_N.safetensors, or RUN/model.safetensors beside RUN/checkpoints/.
-    const fs::path run = parent.filename() == "checkpoints" ? parent.parent_path() : parent;
-    if ((parent.filename() == "checkpoints" || fs::is_directory(parent / "checkpoints")) &&
-        fs::is_regular_file(run / "config.json")) {
-      run_dir = run;
-      std::ifstream in(run_dir / "config.json");
-      try {
-        run_cfg = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        spdlog::warn("eval: ignoring {}: not valid JSON ({})", (run_dir / "config.json").string(), e.what());
-      }
-    }
-  }
+  // What the run wrote: preprocessing and vocabulary the model was trained with.
+  const model::RunArtifacts art = model::find_run_artifacts(o.checkpoint, o.vocab);
+  const std::string& side_path = art.preprocess_origin;
   m.preprocess = o.preprocess;
-  nlohmann::json pre = nlohmann::json::object();
-  if (side.is_object() && side.contains("preprocess") && side["preprocess"].is_object()) {
-    pre = side["preprocess"];
-  } else if (run_cfg.is_object() && run_cfg.contains("preprocess") && run_cfg["preprocess"].is_object()) {
-    pre = run_cfg["preprocess"];
-    if (!pre.contains("image_size") && run_cfg.contains("image_size")) pre["image_size"] = run_cfg["image_size"];
-  }
+  const nlohmann::json& pre = art.preprocess;
   try {
     if (m.preprocess.image_size <= 0)
       m.preprocess.image_size = pre.contains("image_size") ? pre["image_size"].get<int>() : m.spec.florence->vision.image_size;
@@ -150,39 +115,8 @@ EvalModel load_eval_model(const LoadOptions& o) {
   data::ImageTransform check{to};
   (void)check;
 
-  // Vocabulary: --vocab, else the sidecar's "vocab", else the copy a pretraining run keeps
-  // (RUN/vocab.bpe[.gz]), else the path the run was started with (train_state.options.vocab).
-  std::string vocab = o.vocab;
-  if (!vocab.empty() && !fs::is_regular_file(vocab)) throw Error("--vocab '" + vocab + "' does not exist");
-  std::vector<std::string> missing;  // recorded paths that do not exist (relative to another cwd?)
-  const fs::path side_dir = side_path.empty() ? fs::path() : fs::absolute(side_path).parent_path();
-  auto existing = [&](const std::string& p) -> std::string {
-    if (fs::is_regular_file(p)) return p;
-    if (!side_dir.empty() && fs::path(p).is_relative() && fs::is_regular_file(side_dir / p)) return (side_dir / p).string();
-    missing.push_back(p);
-    return "";
-  };
-  if (vocab.empty() && side.is_object() && side.contains("vocab") && side["vocab"].is_string())
-    vocab = existing(side["vocab"].get<std::string>());
-  // The copy a run keeps: RUN/vocab.bpe[.gz] beside RUN/model.safetensors or RUN/checkpoints/.
-  std::vector<fs::path> dirs;
-  if (!side_dir.empty()) dirs.push_back(side_dir);
-  if (!side_dir.empty() && side_dir.filename() == "checkpoints") dirs.push_back(side_dir.parent_path());
-  if (!run_dir.empty()) dirs.push_back(run_dir);
-  for (const fs::path& d : dirs) {
-    for (const char* name : {"vocab.bpe.gz", "vocab.bpe"})
-      if (vocab.empty() && fs::is_regular_file(d / name)) vocab = (d / name).string();
-  }
-  if (vocab.empty() && side.is_object()) {
-    const nlohmann::json::json_pointer ptr("/train_state/options/vocab");
-    if (side.contains(ptr) && side[ptr].is_string()) vocab = existing(side[ptr].get<std::string>());
-  }
-  if (vocab.empty() && !missing.empty()) {
-    std::string list;
-    for (const auto& p : missing) list += (list.empty() ? "'" : ", '") + p + "'";
-    m.vocab_problem = "the checkpoint names " + list +
-                      ", which does not exist here (paths recorded by training are relative to the folder it ran in)";
-  }
+  const std::string& vocab = art.vocab;
+  m.vocab_problem = art.vocab_problem;
   if (!vocab.empty() && o.vocab.empty()) spdlog::info("eval: vocabulary {} (from the checkpoint's run)", vocab);
   if (!vocab.empty()) {
     auto tok = std::make_shared<text::Tokenizer>(text::Tokenizer::from_file(vocab));

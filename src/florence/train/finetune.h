@@ -27,15 +27,11 @@
 //   positives). The R@K evaluation on the test split is done by eval::retrieval on the result
 //   (the `florence finetune` command runs it).
 //
-// Both tasks share the pretraining run layout (trainer.h): RUN/config.json, RUN/metrics.jsonl
-// (step, epoch, loss, lr, grad_norm, img_per_s, data_wait_fraction, time [, val_top1]),
-// RUN/checkpoints/step_NNNNNNN.{safetensors,json,optim.safetensors} + `latest` (optimizer state by
-// parameter name, generator state; written optimizer, weights, sidecar, then `latest`), resume
-// that restores weights, optimizer, generator, step and the position in the epoch (the loader's
-// order is a function of (seed, epoch)), SIGINT/SIGTERM -> checkpoint and stop, a NaN guard, and
-// the final weights in RUN/model.safetensors whose sidecar holds "preprocess" (image_size,
-// crop_pct, mean, std), "classes" (classify) and "vocab" (retrieval) so `florence eval` reads
-// them back.
+// Both tasks are tasks on the shared run layer (run.h): its run folder (RUN/config.json,
+// RUN/metrics.jsonl with val_top1 at epoch ends for classify), checkpoints, resume (the loader's
+// order is a function of (seed, epoch)), SIGINT/SIGTERM, NaN guard and progress. The final
+// weights' sidecar RUN/model.json holds "preprocess" (image_size, crop_pct, mean, std), "classes"
+// (classify) and "vocab" (retrieval) so `florence eval` reads them back.
 #include <torch/types.h>
 
 #include <nlohmann/json.hpp>
@@ -46,10 +42,15 @@
 #include <vector>
 
 #include "florence/data/readers.h"
+#include "florence/train/options.h"
+#include "florence/train/run.h"
 
 namespace florence::train {
 
-struct FinetuneOptions {
+/// Fine-tuning options: the engine's (RunOptions, with the fine-tuning defaults set in the
+/// constructor: lr 1e-3, min lr 1e-6, AdamW betas (0.9, 0.999), eps 1e-8 (PyTorch's), clip 5
+/// (Swin fine-tuning), checkpoints only at the end, 2 kept) plus these.
+struct FinetuneOptions : RunOptions {
   std::string task = "classify";  ///< "classify" | "retrieval"
   std::string checkpoint;         ///< initial weights (two-tower or vision checkpoint); empty = random init
   /// Random weights for the checkpoint's config (its spec, preprocessing and vocabulary are still
@@ -60,38 +61,65 @@ struct FinetuneOptions {
   std::string data;               ///< corpus root (split folders) or a data spec
   std::string train_split = "train", val_split = "val", test_split = "test";  ///< "" = none
   std::string class_field = "category";
-  std::string out_dir;            ///< RUN_DIR (required)
-  std::string device = "cpu";
-
-  int64_t batch_size = 64;
-  int64_t steps = 0;   ///< total optimiser steps (>= 1); 0 = epochs * full batches per epoch
-  int64_t epochs = 0;  ///< (>= 1) used when steps is 0; exactly one of steps / epochs must be set
-  double lr = 1e-3;           ///< peak lr of the head / top layer
-  double min_lr = 1e-6;
-  int64_t warmup_steps = -1;  ///< >= 0, or -1: 5% of the steps (other negatives are errors)
-  double weight_decay = 0.05;
-  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double layer_decay = 1.0;       ///< 1 = off (classify only)
   double label_smoothing = 0.1;   ///< classify only
-  double grad_clip = 5.0;         ///< global L2 norm; <= 0 disables (Swin fine-tuning clips at 5)
   double drop_path = -1;          ///< < 0: the config's drop_path_rate
   std::string augment = "rrc";    ///< "rrc" | "none"
   int image_size = 0;             ///< 0: the init run's image_size, else the config's
   double crop_pct = 0;            ///< eval crop; 0: the init run's, else 0.875
-  uint64_t seed = 0;
-  int threads = 0, workers = 0;
   int64_t max_train_samples = 0;  ///< seeded random subset of train (0 = all; >= 0)
   int64_t max_eval_samples = 0;   ///< seeded random subset of val / test (0 = all; >= 0)
-  int64_t ckpt_every = 0;         ///< >= 0; 0: only at the end / on a signal / at stop_after_steps
-  int keep_checkpoints = 2;       ///< checkpoints kept in RUN/checkpoints (>= 0; 0 = all)
-  int64_t log_every = 10;         ///< >= 1
-  std::string resume;             ///< RUN_DIR or checkpoint to continue
-  int64_t stop_after_steps = 0;   ///< >= 0; 0 = run to the end
-  bool handle_signals = true;
 
-  nlohmann::json to_json() const;
+  FinetuneOptions() {
+    lr = 1e-3;
+    min_lr = 1e-6;
+    beta2 = 0.999;
+    adam_eps = 1e-8;
+    grad_clip = 5.0;
+    ckpt_every = 0;
+    keep_checkpoints = 2;
+  }
+  template <class F>
+  void visit(F&& f) {
+    RunOptions::visit(f);
+    visit_fields(*this, f);
+  }
+  template <class F>
+  void visit(F&& f) const {
+    RunOptions::visit(f);
+    visit_fields(*this, f);
+  }
+  nlohmann::json to_json() const { return options_to_json(*this); }
   /// Unknown keys throw florence::Error naming the key.
   static FinetuneOptions from_json(const nlohmann::json& j);
+
+ private:
+  template <class S, class F>
+  static void visit_fields(S& s, F& f) {
+    f(Field{"task", "--task", "classify | retrieval"}, s.task);
+    f(Field{"checkpoint", "--checkpoint", "Initial weights (a pretraining run's model.safetensors)"}, s.checkpoint);
+    f(Field{"random_init", "--random-init",
+            "Random weights for the --checkpoint's config (its preprocessing / vocabulary kept): the baseline"},
+      s.random_init);
+    f(Field{"model", "--model", "Model config (name / JSON); without --checkpoint: random init (baseline)"}, s.model);
+    f(Field{"vocab", "--vocab", "retrieval: BPE merges file (default: the checkpoint's run)"}, s.vocab);
+    f(Field{"data", "--data", "Corpus root with split folders (train/val/test)"}, s.data);
+    f(Field{"train_split", "--train-split", "Training split folder"}, s.train_split);
+    f(Field{"val_split", "--val-split", "Validation split ('' = none)"}, s.val_split);
+    f(Field{"test_split", "--test-split", "Test split ('' = none)"}, s.test_split);
+    f(Field{"class_field", "--class-field", "Sample meta field holding the class name"}, s.class_field);
+    f(Field{"layer_decay", "--layer-decay", "Layer-wise lr decay factor per block (1 = off; BEiT/SimMIM use 0.65-0.9)"},
+      s.layer_decay);
+    f(Field{"label_smoothing", "--label-smoothing", "Label smoothing epsilon (classify)"}, s.label_smoothing);
+    f(Field{"drop_path", "--drop-path", "Stochastic depth rate (default: the config's)"}, s.drop_path);
+    f(Field{"augment", "--augment", "rrc: RandomResizedCrop + flip; none: resize + full centre crop"}, s.augment);
+    f(Field{"image_size", "--image-size", "Input size (default: the checkpoint run's)"}, s.image_size);
+    f(Field{"crop_pct", "--crop-pct", "Eval resize = size / crop_pct then centre crop (default: the run's, else 0.875)"},
+      s.crop_pct);
+    f(Field{"max_train_samples", "--max-train-samples", "Seeded random subset of train (0 = all)"}, s.max_train_samples);
+    f(Field{"max_eval_samples", "--max-eval-samples", "Seeded random subset of val / test (0 = all)"},
+      s.max_eval_samples);
+  }
 };
 
 /// Data given as sources instead of specs (tests, library users): the train / val / test sources
@@ -100,22 +128,12 @@ struct FinetuneSources {
   std::shared_ptr<const data::SampleSource> train, val, test;
 };
 
-struct FinetuneResult {
-  std::string run_dir;
-  std::string final_weights;  ///< RUN/model.safetensors ("" when interrupted)
-  int64_t start_step = 0, steps_done = 0, total_steps = 0;
-  bool interrupted = false;
-  double first_loss = 0, last_loss = 0;
-  /// Mean loss of the first / last min(10, steps) steps of this call.
-  double first_loss_mean = 0, last_loss_mean = 0;
-  /// classify: {"task": "finetune", "set", "init", "classes", "num_train", "steps", "epochs",
-  ///   "options", "metrics": {"num_samples", "num_classes", "top1", "top5", "mean_per_class",
-  ///   "per_class", "support", "classes", "chance": {...}}, "val_top1", "train_loss", "seconds"};
-  /// retrieval: {"task": "finetune-retrieval-train", "init", "num_train", "steps", ...}.
-  /// Empty when interrupted.
-  nlohmann::json result;
-  double seconds = 0;
-};
+/// RunResult::result of a fine-tuning run:
+///   classify: {"task": "finetune", "set", "init", "classes", "num_train", "steps", "epochs",
+///   "options", "metrics": eval::ClassificationMetrics JSON of the test split, "val_top1",
+///   "train_loss", "data", "seconds"};
+///   retrieval: {"task": "finetune-retrieval-train", "init", "num_train", "steps", ...}.
+using FinetuneResult = RunResult;
 
 /// Runs (or resumes) a fine-tuning run with the data of `options.data`. Throws florence::Error for
 /// bad options (naming the option; also negative steps / epochs / subset sizes / checkpoint

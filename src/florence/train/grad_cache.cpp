@@ -1,38 +1,13 @@
 #include "florence/train/grad_cache.h"
 
-#include <ATen/Context.h>
-
-#include <limits>
-#include <mutex>
-
 #include "florence/core/error.h"
+#include "florence/train/run_state.h"
 
 namespace florence::train {
 
-namespace {
-
-torch::Tensor get_rng_state(const torch::Device& device) {
-  at::Generator gen = at::globalContext().defaultGenerator(device);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_rng_state(const torch::Device& device, const torch::Tensor& state) {
-  at::Generator gen = at::globalContext().defaultGenerator(device);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
-
-torch::Tensor maybe_poison(torch::Tensor loss, bool inject_nan) {
-  if (!inject_nan) return loss;
-  return loss + std::numeric_limits<double>::quiet_NaN();
-}
-
-}  // namespace
-
 ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
                                      const torch::Tensor& ids, const torch::Tensor& labels, int accum_steps,
-                                     const loss::UniCLOptions& loss_options, bool inject_nan) {
+                                     const loss::UniCLOptions& loss_options) {
   if (labels.size(0) != images.size(0)) {
     throw Error(fmt::format("contrastive step: batch sizes differ (images {}, labels {})", images.size(0),
                             labels.size(0)));
@@ -41,13 +16,11 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
       model, images, ids, accum_steps,
       [&](const torch::Tensor& u, const torch::Tensor& v, const torch::Tensor& tau) {
         return loss::unicl_loss(u, v, labels, tau, loss_options);
-      },
-      inject_nan);
+      });
 }
 
 ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
-                                     const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn,
-                                     bool inject_nan) {
+                                     const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn) {
   if (accum_steps < 1) throw Error(fmt::format("accum_steps must be >= 1, got {}", accum_steps));
   const int64_t B = images.size(0);
   if (ids.size(0) != B) {
@@ -59,7 +32,7 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
     torch::Tensor u = model->encode_image(images);
     torch::Tensor v = model->encode_text(ids);
     torch::Tensor tau = model->temperature();
-    torch::Tensor loss = maybe_poison(loss_fn(u, v, tau), inject_nan);
+    torch::Tensor loss = loss_fn(u, v, tau);
     loss.backward();
     return {loss.detach(), tau.detach()};
   }
@@ -72,19 +45,19 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
     torch::NoGradGuard no_grad;
     for (int64_t start = 0; start < B; start += micro) {
       const int64_t len = std::min(micro, B - start);
-      rng_states.push_back(get_rng_state(device));
+      rng_states.push_back(rng_state(device));
       us.push_back(model->encode_image(images.narrow(0, start, len)));
       vs.push_back(model->encode_text(ids.narrow(0, start, len)));
     }
   }
-  const torch::Tensor rng_after = get_rng_state(device);
+  const torch::Tensor rng_after = rng_state(device);
   // Pass 2: the loss of the whole batch, differentiated w.r.t. the cached features.
   torch::Tensor U = torch::cat(us).detach().requires_grad_(true);
   torch::Tensor V = torch::cat(vs).detach().requires_grad_(true);
   us.clear();
   vs.clear();
   torch::Tensor tau = model->temperature();
-  torch::Tensor loss = maybe_poison(loss_fn(U, V, tau), inject_nan);
+  torch::Tensor loss = loss_fn(U, V, tau);
   loss.backward();
   const torch::Tensor gU = U.grad(), gV = V.grad();
   // Pass 3: recompute each micro-batch with autograd and push the cached feature gradients through.

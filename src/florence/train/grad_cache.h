@@ -43,8 +43,7 @@ using FeatureLoss = std::function<torch::Tensor(const torch::Tensor& u, const to
 /// As below with the loss given as a function of the features (distributed training). `images`
 /// and `ids` are this process's rows.
 ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
-                                     const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn,
-                                     bool inject_nan = false);
+                                     const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn);
 
 /// Accumulates d loss / d parameters into the parameters' .grad (call zero_grad before) and
 /// returns the loss of the whole batch.
@@ -53,10 +52,9 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
 ///   labels: [B] int64 UniCL labels, same device.
 ///   accum_steps: number of micro-batches (1 = plain forward/backward of the full batch); the
 ///     micro-batch size is ceil(B / accum_steps), the last one may be smaller.
-///   inject_nan: test hook - adds NaN to the loss before the backward (the NaN guard's test).
 /// Throws florence::Error if accum_steps < 1 or the leading sizes disagree.
 ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
                                      const torch::Tensor& ids, const torch::Tensor& labels, int accum_steps,
-                                     const loss::UniCLOptions& loss_options = {}, bool inject_nan = false);
+                                     const loss::UniCLOptions& loss_options = {});
 
 }  // namespace florence::train

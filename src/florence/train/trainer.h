@@ -12,37 +12,18 @@
 //   * stages (Florence §2.4): stage 1 all data with short texts prompt-augmented, stage 2
 //     original texts only, optional stage 3 like stage 2 at `stage3_image_size`. Stage lengths:
 //     see resolve_stages();
-//   * AdamW with decoupled weight decay on two parameter groups, warm-up + cosine schedule over
-//     the whole run (schedule.h), global-norm gradient clipping, GradCache accumulation
-//     (grad_cache.h);
-//   * checkpoints (checkpoint format below) every `ckpt_every` steps, at each stage end, at the
-//     end, on SIGINT/SIGTERM (finish the step, save, return interrupted = true) and at
-//     `stop_after_steps`;
-//   * a non-finite loss or gradient norm throws florence::Error before the optimiser step: the
-//     bad step changes nothing on disk, the last checkpoint stays the latest;
-//   * RUN_DIR/config.json (options, model, stages, schedule), RUN_DIR/metrics.jsonl (one JSON
-//     object per step: step, stage, epoch, loss, lr, logit_scale (the temperature
-//     tau = exp(logit_scale param), clamped), img_per_s, data_wait_fraction, time), a progress
-//     bar on a terminal (stderr) or a log line every `log_every` steps.
-//
-// Checkpoint format (RUN_DIR/checkpoints/, each file written to a temporary name and renamed):
-//   step_NNNNNNN.safetensors        model weights (float32), model::save_checkpoint
-//   step_NNNNNNN.json               sidecar: {"model": spec, "train_state": {...}} where
-//                                   train_state = {step, stage, epoch, batches_in_epoch,
-//                                   schedule{peak_lr, min_lr, warmup_steps, total_steps},
-//                                   stages[3], steps_per_epoch, seed, options{...}, loss}
-//   step_NNNNNNN.optim.safetensors  AdamW state by parameter name: "<name>.exp_avg",
-//                                   "<name>.exp_avg_sq", "<name>.step" (int64 scalar), plus
-//                                   "rng.torch" (uint8 state of the device's default generator)
-//   latest                          one line: the file name of the newest complete checkpoint
-// The order (optimizer state, weights, sidecar, then `latest`) means `latest` never names a
-// checkpoint that is not fully written. The final weights are also written as
-// RUN_DIR/model.safetensors (+ model.json) for `florence eval` / `embed`.
-//
-// Resume: the weights, optimiser state, generator state, step, epoch and batches consumed are
-// restored; the loader restarts that epoch (its order is a function of (seed, epoch)) and skips
-// the consumed batches, and the prompt templates are seeded by (seed, epoch, batch, row), so the
-// continued run reproduces the uninterrupted one (the e2e test checks <= 1e-6 on the weights).
+//   * the step (a task on the shared run layer, run.h): GradCache accumulation (grad_cache.h) of
+//     the distributed UniCL loss (contrastive.h); AdamW with decoupled weight decay on two
+//     parameter groups and the warm-up + cosine schedule over the whole run, clipping, the NaN
+//     guard, checkpoints (run.h's format; the sidecar's train_state adds stage, stages[3],
+//     steps_per_epoch, global_batch_size, stage_end), resume, signals and the run folder are the
+//     engine's. Stage ends are milestones: their checkpoints are never pruned;
+//   * RUN_DIR/metrics.jsonl adds per step: stage, logit_scale (the temperature tau =
+//     exp(logit_scale param), clamped), augmented_texts, tagged_texts;
+//   * resume: the loader restarts the checkpoint's epoch (its order is a function of (seed,
+//     epoch)) and skips the consumed batches, and the prompt templates are seeded by (seed, epoch,
+//     batch, row), so the continued run reproduces the uninterrupted one (the e2e test checks
+//     <= 1e-6 on the weights).
 //
 // Data parallelism over processes and hosts (c10d, dist/dist.h). pretrain() joins the process
 // group described by the launcher's environment (`florence launch`, torchrun, Slurm's srun; none:
@@ -80,6 +61,9 @@
 #include <string>
 #include <vector>
 
+#include "florence/train/options.h"
+#include "florence/train/run.h"
+
 namespace florence::train {
 
 struct DataSpec {
@@ -87,17 +71,18 @@ struct DataSpec {
   std::string spec;   ///< path / pattern (mixture.h open_source)
   double weight = -1; ///< < 0: not given
 };
+void to_json(nlohmann::json& j, const DataSpec& d);
+void from_json(const nlohmann::json& j, DataSpec& d);  ///< "weight" optional (-1)
 
-struct TrainOptions {
+/// Pretraining options: the engine's (RunOptions, pretraining defaults) plus these.
+struct TrainOptions : RunOptions {
   std::string model = "florence-nano";  ///< registered name or config JSON path
   std::string vocab;                    ///< BPE merges file (required)
-  std::vector<DataSpec> data;           ///< at least one
-  std::string out_dir;                  ///< RUN_DIR (required)
-  std::string device = "cpu";           ///< torch device string ("cpu", "cuda", "cuda:1")
+  std::vector<DataSpec> data;           ///< at least one (CLI: --shards / --manifest / --labelled)
 
-  /// Global contrastive batch (all negatives). Distributed: split evenly over the processes;
-  /// each process's share is further split into accum_steps micro-batches (GradCache).
-  int64_t batch_size = 64;
+  /// Micro-batches per process (GradCache). `batch_size` is the GLOBAL contrastive batch (all
+  /// negatives); distributed, it is split evenly over the processes, and each process's share
+  /// into accum_steps micro-batches.
   int accum_steps = 1;
   /// Distributed: UniCL over this process's rows against all gathered columns (open_clip's
   /// --local-loss) instead of the whole global batch on every process. Same gradient; less
@@ -106,16 +91,8 @@ struct TrainOptions {
   /// Distributed: seconds a collective (or the rendezvous) may wait for the other processes
   /// before the run stops with an error (`--dist-timeout`).
   double dist_timeout_s = 600;
-  double lr = 5e-4;           ///< peak learning rate
-  double min_lr = 0.0;        ///< end of the cosine
-  int64_t warmup_steps = -1;  ///< < 0: 5% of the total steps
-  double weight_decay = 0.05; ///< Swin / UniCL's AdamW weight decay
-  double beta1 = 0.9, beta2 = 0.98, adam_eps = 1e-6;  ///< CLIP §2.5 (large-batch Adam settings)
-  double grad_clip = 1.0;     ///< global L2 norm; <= 0 disables
   bool average_directions = false;  ///< UniCL sum (false) or CLIP mean of the two directions
 
-  int64_t steps = 0;   ///< total optimiser steps (0: from epochs or stage lengths)
-  int64_t epochs = 0;  ///< alternative to steps: epochs * full batches per epoch (counted once)
   int64_t stage1_steps = -1, stage2_steps = -1, stage3_steps = 0;  ///< -1: derived (resolve_stages)
   int stage3_image_size = 0;
   int image_size = 0;  ///< stages 1-2; 0: the model's nominal vision.image_size
@@ -126,27 +103,59 @@ struct TrainOptions {
   /// (train::make_batch_texts; not in the Florence paper). 0: off.
   double tag_sampling = 0.0;
 
-  uint64_t seed = 0;
-  int threads = 0;  ///< intra-op threads (0: OMP_NUM_THREADS, else all cores)
-  int workers = 0;  ///< loader decode threads (0: all cores)
-  int64_t ckpt_every = 1000;  ///< 0: only at stage ends, the end and on interruption
-  int keep_checkpoints = 3;   ///< periodic checkpoints kept (stage-end ones always kept); 0: keep all
-  int64_t log_every = 10;
-  /// Resume from a run directory (its checkpoints/latest) or a checkpoint .safetensors; empty: a
-  /// fresh run (which refuses an out_dir that already holds checkpoints).
-  std::string resume;
-  /// Stop (writing a checkpoint) once this many steps are done, keeping the full run's schedule
-  /// (time-slicing a long run; the resume test). 0: no early stop.
-  int64_t stop_after_steps = 0;
-  /// TEST HOOK: the loss of this 1-based step is made NaN (`--debug-nan-at-step`), to exercise
-  /// the NaN guard. 0: off.
-  int64_t debug_nan_at_step = 0;
-  bool handle_signals = true;  ///< SIGINT/SIGTERM finish the step, checkpoint, return interrupted
-  int progress = -1;           ///< progress bar: 1 on, 0 off, -1 when stderr is a terminal
-
-  nlohmann::json to_json() const;
+  template <class F>
+  void visit(F&& f) {
+    RunOptions::visit(f);
+    visit_fields(*this, f);
+  }
+  template <class F>
+  void visit(F&& f) const {
+    RunOptions::visit(f);
+    visit_fields(*this, f);
+  }
+  nlohmann::json to_json() const { return options_to_json(*this); }
   /// Unknown keys throw florence::Error naming the key.
   static TrainOptions from_json(const nlohmann::json& j);
+
+ private:
+  template <class S, class F>
+  static void visit_fields(S& s, F& f) {
+    f(Field{"model", "--model", "Model: registered name (florence-nano, florence-t, ...) or config JSON"}, s.model);
+    f(Field{"vocab", "--vocab",
+            "BPE merges file (CLIP format, e.g. from `florence tokenizer train`); sets the model's text vocab_size / "
+            "SOT / EOT, recorded in the saved config"},
+      s.vocab);
+    f(Field{"data"}, s.data);
+    f(Field{"accum_steps", "--accum-steps", "Micro-batches per batch (GradCache: the contrastive batch stays whole)",
+            Field::kPositive},
+      s.accum_steps);
+    f(Field{"local_loss", "--local-loss",
+            "Distributed: UniCL of this process's rows against all gathered columns (same gradient, smaller logits) "
+            "instead of the whole global batch on every process"},
+      s.local_loss);
+    f(Field{"dist_timeout_s", "--dist-timeout",
+            "Distributed: seconds to wait for the other processes (rendezvous, each collective) before stopping with "
+            "an error",
+            Field::kPositive},
+      s.dist_timeout_s);
+    f(Field{"average_directions", "--average-directions",
+            "Loss = mean of the two directions (CLIP) instead of their sum (UniCL)"},
+      s.average_directions);
+    f(Field{"stage1_steps", "--stage1-steps", "Stage-1 steps (default: the total minus stages 2 and 3)"},
+      s.stage1_steps);
+    f(Field{"stage2_steps", "--stage2-steps",
+            "Stage-2 steps (default: 180/1180 of the steps before stage 3, Florence's ratio)"},
+      s.stage2_steps);
+    f(Field{"stage3_steps", "--stage3-steps", "Stage-3 (high resolution) steps"}, s.stage3_steps);
+    f(Field{"stage3_image_size", "--stage3-image-size", "Stage-3 image size"}, s.stage3_image_size);
+    f(Field{"image_size", "--image-size", "Image size of stages 1-2 (default: the model's)"}, s.image_size);
+    f(Field{"augment", "--augment", "rrc: RandomResizedCrop + flip; none: resize + full center crop"}, s.augment);
+    f(Field{"tag_sampling", "--tag-sampling",
+            "Stage-1 probability of training on one tag of a list text (pieces split at ', ' and '. '; same tag = "
+            "positives) instead of the whole text; not in the Florence paper",
+            Field::kProbability},
+      s.tag_sampling);
+  }
 };
 
 /// Stage lengths and total steps.
@@ -167,18 +176,7 @@ struct StagePlan {
 /// Throws florence::Error for a negative stage, a sum mismatch or T == 0.
 StagePlan resolve_stages(const TrainOptions& o, int64_t steps_per_epoch);
 
-struct TrainResult {
-  std::string run_dir;
-  int64_t start_step = 0;   ///< steps already done when this call started (resume)
-  int64_t steps_done = 0;   ///< total completed steps at return
-  int64_t total_steps = 0;
-  bool interrupted = false; ///< stopped by a signal or stop_after_steps before total_steps
-  double first_loss = 0, last_loss = 0;  ///< loss of the first / last step of this call
-  std::string last_checkpoint;           ///< path of the newest checkpoint (.safetensors)
-  double seconds = 0;
-  int rank = 0, world_size = 1;          ///< this process in a distributed run
-  double comm_seconds = 0;               ///< time blocked in collectives (distributed)
-};
+using TrainResult = RunResult;
 
 /// Runs (or resumes) a pretraining run. Throws florence::Error for bad options (naming the
 /// option), unreadable data/vocab/checkpoints, a data mixture without a full batch, and a
@@ -188,9 +186,5 @@ TrainResult pretrain(const TrainOptions& options);
 /// The options a run was started with (RUN_DIR/config.json, or the `options` saved in a
 /// checkpoint's sidecar when given a .safetensors path).
 TrainOptions load_run_options(const std::string& run_dir_or_checkpoint);
-
-/// Resolves a resume argument to a checkpoint .safetensors path (RUN_DIR -> checkpoints/latest).
-/// Throws florence::Error when there is none.
-std::string resolve_resume_checkpoint(const std::string& run_dir_or_checkpoint);
 
 }  // namespace florence::train

@@ -1,0 +1,307 @@
+// The shared run layer (train/run.h) with a small task of its own: linear regression on data that
+// is a pure function of (seed, epoch, batch), 5 batches per epoch. Checks the checkpoint cadence and
+// pruning, resume equal to the uninterrupted run, the NaN guards, signals, epoch roll-over, the
+// schedule with per-group lr scales, and the options field table (JSON, resume merge).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <csignal>
+#include <filesystem>
+#include <random>
+
+#include "florence/core/error.h"
+#include "florence/core/files.h"
+#include "florence/model/io.h"
+#include "florence/train/run.h"
+#include "florence/train/seeding.h"
+#include "support/files.h"
+#include "support/paths.h"
+
+namespace fs = std::filesystem;
+using namespace florence;
+
+namespace {
+
+const fs::path kTmp = fs::path(FLORENCE_TEST_TMP) / "train_run";
+
+struct ToyOptions : train::RunOptions {
+  int64_t batches_per_epoch = 5;
+  int64_t milestone = 0;       // steps_done that is a milestone (0: none)
+  int64_t signal_at = 0;       // raise SIGINT during this 1-based step (0: never)
+  int64_t inf_grad_at = 0;     // make the gradient infinite at this 1-based step (0: never)
+  double head_scale = 1.0;     // lr scale of the bias group
+  template <class F>
+  void visit(F&& f) {
+    RunOptions::visit(f);
+    f(train::Field{"batches_per_epoch", "--batches-per-epoch", ""}, batches_per_epoch);
+  }
+  template <class F>
+  void visit(F&& f) const {
+    RunOptions::visit(f);
+    f(train::Field{"batches_per_epoch", "--batches-per-epoch", ""}, batches_per_epoch);
+  }
+};
+
+class ToyTask : public train::TrainTask {
+ public:
+  explicit ToyTask(ToyOptions o) : o_(std::move(o)) {}
+  std::string name() const override { return "toy"; }
+  const train::RunOptions& options() const override { return o_; }
+  nlohmann::json options_json() const override { return train::options_to_json(o_); }
+  void validate() override { o_.validate_run(true); }
+  int64_t setup(const train::RunContext&) override {
+    torch::manual_seed(int64_t(o_.seed));
+    lin_ = torch::nn::Linear(4, 1);
+    spec_.name = "toy";
+    return o_.steps > 0 ? o_.steps : o_.epochs * o_.batches_per_epoch;
+  }
+  torch::nn::Module& module() override { return *lin_; }
+  const model::ModelSpec& spec() const override { return spec_; }
+  std::vector<train::ParamGroup> param_groups() override {
+    return {{{lin_->weight}, true, 1.0}, {{lin_->bias}, false, o_.head_scale}};
+  }
+  void open_epoch(const train::Position& pos) override {
+    epoch_ = pos.epoch;
+    next_ = pos.batches_in_epoch;
+    ++opened;
+  }
+  bool next_batch(const train::Position&) override {
+    if (next_ >= o_.batches_per_epoch) return false;
+    std::mt19937_64 g(train::seed_mix({o_.seed, uint64_t(epoch_), uint64_t(next_)}));
+    std::normal_distribution<float> n(0.f, 1.f);
+    x_ = torch::empty({8, 4});
+    for (int64_t i = 0; i < 32; ++i) x_.view(-1)[i] = n(g);
+    y_ = x_.matmul(torch::tensor({1.f, -2.f, 0.5f, 3.f}).unsqueeze(1)) + 0.25;
+    ++next_;
+    return true;
+  }
+  train::StepOutput step(const train::Position& pos) override {
+    if (o_.signal_at == pos.step + 1) std::raise(SIGINT);
+    torch::Tensor loss = torch::mse_loss(lin_->forward(x_), y_);
+    loss.backward();
+    if (o_.inf_grad_at == pos.step + 1) lin_->weight.mutable_grad().fill_(std::numeric_limits<float>::infinity());
+    train::StepOutput out;
+    out.loss = loss.item<double>();
+    out.samples = 8;
+    out.metrics = {{"toy", pos.batches_in_epoch}};
+    return out;
+  }
+  bool is_milestone(int64_t done) const override { return o_.milestone > 0 && done == o_.milestone; }
+  nlohmann::json train_state(const train::Position& pos) const override { return {{"toy_epoch", pos.epoch}}; }
+  int opened = 0;
+
+ private:
+  ToyOptions o_;
+  torch::nn::Linear lin_{nullptr};
+  model::ModelSpec spec_;
+  int64_t epoch_ = 0, next_ = 0;
+  torch::Tensor x_, y_;
+};
+
+ToyOptions toy(const std::string& name) {
+  ToyOptions o;
+  o.out_dir = (kTmp / name).string();
+  fs::remove_all(o.out_dir);
+  o.steps = 12;
+  o.lr = 0.05;
+  o.warmup_steps = 2;
+  o.ckpt_every = 3;
+  o.keep_checkpoints = 2;
+  o.progress = 0;
+  o.handle_signals = true;
+  o.seed = 7;
+  return o;
+}
+
+std::vector<std::string> checkpoints(const fs::path& run) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(run / "checkpoints"))
+    if (e.path().extension() == ".safetensors" && e.path().string().find(".optim.") == std::string::npos)
+      names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+core::TensorMap weights(const fs::path& p) { return core::load_safetensors(p.string()).tensors; }
+
+}  // namespace
+
+TEST(RunLayer, CheckpointsEpochsAndPruning) {
+  ToyOptions o = toy("cadence");
+  o.milestone = 5;
+  ToyTask t(o);
+  const train::RunResult r = train::run_task(t);
+  EXPECT_FALSE(r.interrupted);
+  EXPECT_EQ(r.steps_done, 12);
+  // 12 steps of 5 batches: epochs 0, 1, 2 (opened three times).
+  EXPECT_EQ(t.opened, 3);
+  // Periodic 3, 6, 9, 12 (the end) keep the newest 2; the milestone 5 is never pruned.
+  EXPECT_EQ(checkpoints(o.out_dir),
+            (std::vector<std::string>{"step_0000005.safetensors", "step_0000009.safetensors",
+                                      "step_0000012.safetensors"}));
+  EXPECT_EQ(core::read_text_file(fs::path(o.out_dir) / "checkpoints" / "latest"), "step_0000012.safetensors\n");
+  const auto side = core::read_json_file(fs::path(o.out_dir) / "checkpoints" / "step_0000009.json");
+  const auto& st = side.at("train_state");
+  EXPECT_EQ(st.at("step"), 9);
+  EXPECT_EQ(st.at("epoch"), 1);
+  EXPECT_EQ(st.at("batches_in_epoch"), 4);
+  EXPECT_EQ(st.at("toy_epoch"), 1);
+  EXPECT_EQ(st.at("options").at("batches_per_epoch"), 5);
+  EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "checkpoints" / "step_0000009.optim.safetensors"));
+  // metrics.jsonl: one line per step with the engine's fields and the task's.
+  const auto lines = test::read_jsonl(fs::path(o.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(lines.size(), 12u);
+  EXPECT_EQ(lines[6].at("step"), 7);
+  EXPECT_EQ(lines[6].at("epoch"), 1);
+  EXPECT_EQ(lines[6].at("toy"), 1);
+  EXPECT_LT(lines[11].at("loss").get<double>(), lines[0].at("loss").get<double>());
+  // The schedule: warm-up 2 steps to 0.05, then cosine to 0 over the remaining 10.
+  EXPECT_NEAR(lines[0].at("lr").get<double>(), 0.025, 1e-12);
+  EXPECT_NEAR(lines[1].at("lr").get<double>(), 0.05, 1e-12);
+  EXPECT_NEAR(lines[7].at("lr").get<double>(), 0.5 * 0.05 * (1 + std::cos(M_PI * 5 / 10)), 1e-12);
+  const auto cfg = core::read_json_file(fs::path(o.out_dir) / "config.json");
+  EXPECT_EQ(cfg.at("total_steps"), 12);
+  EXPECT_EQ(cfg.at("options").at("lr"), 0.05);
+  EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "model.safetensors"));
+  EXPECT_EQ(r.final_weights, (fs::path(o.out_dir) / "model.safetensors").string());
+  // A fresh run into a folder with checkpoints is refused.
+  ToyTask again(o);
+  EXPECT_THROW(train::run_task(again), Error);
+}
+
+TEST(RunLayer, ResumeEqualsTheUninterruptedRun) {
+  ToyOptions full = toy("full");
+  ToyTask a(full);
+  train::run_task(a);
+  ToyOptions part = toy("part");
+  part.stop_after_steps = 7;
+  ToyTask b(part);
+  const auto rb = train::run_task(b);
+  EXPECT_TRUE(rb.interrupted);
+  EXPECT_EQ(rb.steps_done, 7);
+  EXPECT_TRUE(rb.final_weights.empty());
+  part.stop_after_steps = 0;
+  part.resume = part.out_dir;
+  ToyTask c(part);
+  const auto rc = train::run_task(c);
+  EXPECT_EQ(rc.start_step, 7);
+  EXPECT_EQ(rc.steps_done, 12);
+  const auto wa = weights(fs::path(full.out_dir) / "model.safetensors");
+  const auto wc = weights(fs::path(part.out_dir) / "model.safetensors");
+  for (const auto& [k, v] : wa) EXPECT_TRUE(torch::equal(v, wc.at(k))) << k;
+  // metrics.jsonl of the resumed run: the first 7 lines kept, 5 appended, same losses.
+  const auto la = test::read_jsonl(fs::path(full.out_dir) / "metrics.jsonl");
+  const auto lc = test::read_jsonl(fs::path(part.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(lc.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(la[i].at("loss"), lc[i].at("loss")) << i;
+}
+
+TEST(RunLayer, NonFiniteLossAndGradientStopBeforeTheStep) {
+  ToyOptions o = toy("nan");
+  o.debug_nan_at_step = 8;
+  ToyTask t(o);
+  try {
+    train::run_task(t);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("non-finite loss"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("step 8"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("step_0000006.safetensors"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(core::read_text_file(fs::path(o.out_dir) / "checkpoints" / "latest"), "step_0000006.safetensors\n");
+  ToyOptions g = toy("inf_grad");
+  g.inf_grad_at = 2;
+  ToyTask tg(g);
+  try {
+    train::run_task(tg);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite gradient norm at step 2"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(fs::path(g.out_dir) / "checkpoints" / "latest"));
+}
+
+TEST(RunLayer, SignalFinishesTheStepAndCheckpoints) {
+  ToyOptions o = toy("signal");
+  o.signal_at = 4;
+  ToyTask t(o);
+  const auto r = train::run_task(t);
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_EQ(r.steps_done, 4);
+  EXPECT_EQ(core::read_text_file(fs::path(o.out_dir) / "checkpoints" / "latest"), "step_0000004.safetensors\n");
+  EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "model.safetensors"));
+}
+
+TEST(RunLayer, GroupLearningRateScales) {
+  ToyOptions o = toy("scales");
+  o.steps = 1;
+  o.warmup_steps = 0;
+  o.grad_clip = 0;
+  o.weight_decay = 0;
+  o.head_scale = 0.0;  // the bias group does not move
+  ToyTask t(o);
+  torch::manual_seed(7);
+  const torch::Tensor bias0 = torch::nn::Linear(4, 1)->bias.detach().clone();
+  train::run_task(t);
+  const auto w = weights(fs::path(o.out_dir) / "model.safetensors");
+  EXPECT_TRUE(torch::equal(w.at("bias"), bias0));
+  EXPECT_FALSE(torch::equal(w.at("weight"), torch::nn::Linear(4, 1)->weight.detach()));
+}
+
+TEST(RunOptionsTable, JsonRoundTripUnknownKeysAndResumeMerge) {
+  ToyOptions o;
+  o.lr = 0.125;
+  o.batches_per_epoch = 9;
+  o.stop_after_steps = 5;
+  const nlohmann::json j = train::options_to_json(o);
+  EXPECT_EQ(j.at("lr"), 0.125);
+  EXPECT_EQ(j.at("batches_per_epoch"), 9);
+  ToyOptions back;
+  train::options_from_json(back, j, "toy options");
+  EXPECT_EQ(train::options_to_json(back), j);
+  try {
+    train::options_from_json(back, {{"nope", 1}}, "toy options");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "toy options: unknown key 'nope'");
+  }
+  EXPECT_THROW(train::options_from_json(back, {{"lr", "fast"}}, "toy options"), Error);
+  // Resume merge: given flags and per-invocation fields come from this invocation.
+  ToyOptions saved;
+  saved.lr = 0.5;
+  saved.batches_per_epoch = 3;
+  saved.stop_after_steps = 99;
+  saved.seed = 11;
+  ToyOptions parsed;
+  parsed.lr = 0.25;
+  parsed.batches_per_epoch = 4;
+  parsed.seed = 12;
+  const ToyOptions m = train::options_overlay(saved, parsed, [](const char* f) { return std::string(f) == "--lr"; },
+                                              "merge");
+  EXPECT_EQ(m.lr, 0.25);               // given
+  EXPECT_EQ(m.batches_per_epoch, 3);   // not given: saved
+  EXPECT_EQ(m.seed, 11u);              // not given: saved
+  EXPECT_EQ(m.stop_after_steps, 0);    // per invocation: this one's (not given = 0)
+}
+
+TEST(RunOptionsTable, RangeChecksNameTheFlag) {
+  auto msg = [](const std::function<void(train::RunOptions&)>& edit) {
+    train::RunOptions o;
+    o.out_dir = "x";
+    o.steps = 1;
+    edit(o);
+    try {
+      o.validate_run(true);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(msg([](auto&) {}), "");
+  EXPECT_NE(msg([](auto& o) { o.lr = 0; }).find("--lr must be > 0"), std::string::npos);
+  EXPECT_NE(msg([](auto& o) { o.steps = 0; }).find("give --steps N or --epochs N"), std::string::npos);
+  EXPECT_NE(msg([](auto& o) { o.epochs = 2; }).find("not both"), std::string::npos);
+  EXPECT_NE(msg([](auto& o) { o.log_every = 0; }).find("--log-every must be >= 1"), std::string::npos);
+  EXPECT_NE(msg([](auto& o) { o.out_dir.clear(); }).find("--out RUN_DIR is required"), std::string::npos);
+}
