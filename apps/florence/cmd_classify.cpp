@@ -28,7 +28,7 @@ void setup_classify(CLI::App& root) {
   cmd->add_flag("--json", *as_json, "Print JSON");
   cmd->add_option("images", *images, "Image files, folders or shards")->required();
   cmd->callback([=] {
-    const auto names = eval::split_labels(*labels);
+    const auto names = eval::split_labels(*labels, "classify: --labels");
     eval::EvalModel m = eval::load_eval_model(f->resolve());
     eval::ClassifyResult r = eval::classify(m, eval::image_inputs(*images), names, *templates);
     nlohmann::json out = nlohmann::json::array();

@@ -1,4 +1,5 @@
 // florence convert IN.pt|IN.safetensors OUT.safetensors --model NAME|CONFIG.json [--dtype f32|f16|bf16]
+#include <filesystem>
 #include <iostream>
 
 #include "command.h"
@@ -23,6 +24,13 @@ void setup_convert(CLI::App& root) {
   cmd->add_option("--dtype", *dtype, "Stored float dtype")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cmd->callback([=] {
     using namespace florence;
+    // The sidecar written beside OUT would replace a config file of that name: refuse.
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const std::string side = model::sidecar_path(*out);
+    if (fs::exists(*model, ec) && fs::exists(side, ec) && fs::equivalent(*model, side, ec))
+      throw Error("--model '" + *model + "' is where the sidecar of '" + *out +
+                  "' goes; writing it would replace your config. Move the config or choose another output name");
     model::ModelSpec spec = model::resolve_model(*model);
     const torch::Dtype dt = *dtype == "f16" ? torch::kHalf : *dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
     core::TensorMap weights = model::read_weights(*in, spec);

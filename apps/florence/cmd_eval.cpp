@@ -1,6 +1,7 @@
 // florence eval zero-shot|retrieval --checkpoint FILE [--model ...] [--vocab FILE] --data DIR_OR_SHARDS
 //                 [--split test] [--name NAME] [--out result.json] [preprocessing flags]
 //                 zero-shot also: [--templates FILE] [--class-field F] [--class-names FILE.json]
+//                                 [--prompt-selection val|none]
 // florence eval all --checkpoint FILE --data-root DATA [--out-dir DIR] [--sets a,b] [--prompt-selection val|none]
 #include <filesystem>
 #include <iostream>
@@ -20,10 +21,20 @@ namespace fs = std::filesystem;
 using namespace florence;
 
 std::string set_name(const std::string& given, const std::string& data) {
-  if (!given.empty()) return given;
-  fs::path p = fs::path(data).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();
-  return p.filename().string();
+  return given.empty() ? eval::default_set_name(data) : given;
+}
+
+// The selection split of --prompt-selection ("" = none): "none" turns it off; left at its default
+// (val) while val is the reported split, nothing is chosen; given empty, it is an error.
+std::string prompt_selection_flag(const std::string& value, bool given, const std::string& split) {
+  if (given && value.empty())  // an unset shell variable, not a wish to skip selection
+    throw Error("--prompt-selection is empty: give a split folder name (val) or none");
+  if (value == "none") return "";
+  if (!given && value == split) {
+    spdlog::info("--split {} is reported, so prompts are not chosen on it (no selection)", split);
+    return "";
+  }
+  return value;
 }
 
 void finish(const nlohmann::json& r, const std::string& out, bool as_json) {
@@ -51,37 +62,57 @@ void setup_eval(CLI::App& root) {
     auto templates = std::make_shared<std::string>();
     auto field = std::make_shared<std::string>("category");
     auto class_names = std::make_shared<std::string>();
+    auto selection = std::make_shared<std::string>("val");
     auto max_samples = std::make_shared<int64_t>(0);
     auto as_json = std::make_shared<bool>(false);
     cli::add_eval_flags(cmd, f);
     cmd->add_option("--data", *data, "Corpus root (uses its --split folder), shard dir/pattern, manifest or ImageFolder")
         ->required();
     cmd->add_option("--split", *split, "Split folder of a corpus root")->capture_default_str();
-    cmd->add_option("--name", *name, "Set name in the result (default: the data folder's name)");
+    cmd->add_option("--name", *name,
+                    "Set name in the result (default: the data folder's name); fashion-mnist, openclipart and emoji "
+                    "use their built-in class-name table, as eval all does");
     cmd->add_option("--templates", *templates, "Prompt templates file, one per line with {} (default: built-in ensemble)");
     cmd->add_option("--class-field", *field, "Sample meta field holding the class name")->capture_default_str();
     cmd->add_option("--class-names", *class_names,
-                    "JSON object {\"class\": \"words in the prompts\"} (default: the class name, '_' as space)");
+                    "JSON object {\"class\": \"words in the prompts\"} (default: the built-in table of a standard "
+                    "set, else the class name with '_' as space)");
+    auto* sel_opt = cmd->add_option("--prompt-selection", *selection,
+                                    "Split folder of the corpus root on which the prompt setting (templates or bare "
+                                    "words, class-name table or names) is chosen by top-1, as eval all does, or none "
+                                    "(default: val, none when --split is val)");
     cmd->add_option("--max-samples", *max_samples, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
     cmd->add_option("--out", *out, "Write the result JSON here");
     cmd->add_flag("--json", *as_json, "Print the full result JSON instead of the table");
     cmd->callback([=] {
-      eval::ZeroShotOptions zo;
-      zo.name = set_name(*name, *data);
+      eval::ZeroShotRunOptions zo;
+      zo.data = *data;
+      zo.split = *split;
+      zo.name = *name;
       zo.class_field = *field;
       zo.max_samples = *max_samples;
+      zo.prompt_selection = prompt_selection_flag(*selection, sel_opt->count() > 0, *split);
+      eval::check_prompt_selection(zo.prompt_selection, zo.split);  // before the model is loaded
       if (!templates->empty()) zo.templates = eval::read_templates(*templates);
-      if (!class_names->empty()) zo.class_prompts = eval::read_class_prompts(*class_names);
+      if (!class_names->empty()) {
+        zo.class_names = eval::read_class_prompts(*class_names);
+        zo.class_names_file = *class_names;
+      }
       eval::EvalModel m = eval::load_eval_model(f->resolve());
-      nlohmann::json r = eval::zero_shot(m, eval::open_source(*data, *split), zo);
-      for (const auto& [c, words] : zo.class_prompts) {  // a misspelt class would otherwise go unnoticed
+      nlohmann::json r = eval::zero_shot_run(m, zo);
+      for (const auto& [c, words] : zo.class_names) {  // a misspelt class would otherwise go unnoticed
         if (r.at("prompt_names").contains(c)) continue;
         std::string known;
         for (const auto& [k, v] : r.at("prompt_names").items()) known += (known.empty() ? "" : ", ") + k;
         spdlog::warn("zero-shot: --class-names entry '{}' matches no class among the {} evaluated image(s) of {} "
-                     "(classes: {})", c, r.at("num_images").get<int64_t>(), zo.name, known);
+                     "(classes: {})", c, r.at("num_images").get<int64_t>(), r.at("set").get<std::string>(), known);
       }
       finish(r, *out, *as_json);
+      if (!*as_json) {
+        std::cout << "words in the prompts per class:\n";
+        for (const auto& [c, words] : r.at("prompt_names").items())
+          std::cout << "  " << c << (c == words.get<std::string>() ? "" : " -> " + words.get<std::string>()) << "\n";
+      }
     });
   }
 
@@ -145,16 +176,10 @@ void setup_eval(CLI::App& root) {
     cmd->add_flag("--json", *as_json, "Print the full results JSON instead of the table");
     cmd->callback([=] {
       eval::EvalAllOptions opt = *o;
-      if (sel_opt->count() > 0 && selection->empty())  // an unset shell variable, not a wish to skip selection
-        throw Error("eval all: --prompt-selection is empty: give a split folder name (val) or none");
-      opt.prompt_selection_split = *selection == "none" ? "" : *selection;
-      if (sel_opt->count() == 0 && opt.split == opt.prompt_selection_split) {
-        spdlog::info("eval all: --split {} is reported, so prompts are not chosen on it (no selection)", opt.split);
-        opt.prompt_selection_split.clear();
-      }
+      opt.prompt_selection_split = prompt_selection_flag(*selection, sel_opt->count() > 0, opt.split);
       eval::check_prompt_selection(opt);  // before the model is loaded
       if (cmd->count("--sets") > 0) {
-        for (const auto& s : eval::split_labels(*sets)) opt.sets.push_back(s);
+        for (const auto& s : eval::split_labels(*sets, "--sets")) opt.sets.push_back(s);
         if (opt.sets.empty()) throw Error("eval all: --sets is empty (give fashion-mnist,openclipart,emoji or leave it out)");
       }
       eval::LoadOptions lo = f->resolve();

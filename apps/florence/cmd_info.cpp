@@ -1,10 +1,12 @@
-// florence info --model NAME|CONFIG.json [--image-size N] [--json] [--print-config]
+// florence info --model NAME|CONFIG.json|SIDECAR.json | --checkpoint CKPT [--image-size N] [--json] [--print-config]
 #include <fmt/format.h>
 
 #include <iostream>
 
 #include "command.h"
+#include "florence/core/error.h"
 #include "florence/model/info.h"
+#include "florence/model/io.h"
 #include "florence/model/registry.h"
 
 namespace {
@@ -17,14 +19,25 @@ void setup_info(CLI::App& root) {
   auto image_size = std::make_shared<int>(0);
   auto as_json = std::make_shared<bool>(false);
   auto print_config = std::make_shared<bool>(false);
-  cmd->add_option("--model", *model, "Registered name or JSON config file")->required();
+  auto checkpoint = std::make_shared<std::string>();
+  cmd->add_option("--model", *model, "Registered name, JSON config file, or a checkpoint's sidecar JSON");
+  cmd->add_option("--checkpoint", *checkpoint,
+                  "A checkpoint (.safetensors): the model it holds, as trained (e.g. its vocabulary size)");
   cmd->add_option("--image-size", *image_size, "Square input size in pixels (default: the config's)")
       ->check(florence::cli::positive());
   cmd->add_flag("--json", *as_json, "Print the counts as JSON");
   cmd->add_flag("--print-config", *print_config, "Print the full config JSON (a file --model accepts)");
   cmd->callback([=] {
     using namespace florence::model;
-    ModelSpec spec = resolve_model(*model);
+    if (model->empty() == checkpoint->empty()) throw florence::Error("give either --model or --checkpoint");
+    ModelSpec spec;
+    if (!model->empty()) {
+      spec = resolve_model(*model);
+    } else {
+      auto found = read_checkpoint_spec(*checkpoint);
+      if (!found) throw florence::Error("checkpoint '" + *checkpoint + "' describes no model (no sidecar, no metadata)");
+      spec = *found;
+    }
     if (*print_config) {
       std::cout << spec_to_json(spec).dump(2) << "\n";
       return;

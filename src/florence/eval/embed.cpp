@@ -196,12 +196,16 @@ void save_embeddings(const EmbedResult& r, const nlohmann::json& model_info, con
   core::write_text_atomic(side, info.dump(2) + "\n");
 }
 
-std::vector<std::string> split_labels(const std::string& csv) {
+std::vector<std::string> split_labels(const std::string& csv, const std::string& what) {
   std::vector<std::string> out;
+  if (csv.find_first_not_of(" \t") == std::string::npos) return out;
   std::string cur;
   auto push = [&] {
     const size_t b = cur.find_first_not_of(" \t"), e = cur.find_last_not_of(" \t");
-    if (b != std::string::npos) out.push_back(cur.substr(b, e - b + 1));
+    if (b == std::string::npos)
+      throw Error(what + " '" + csv + "': item " + std::to_string(out.size() + 1) +
+                  " is empty (a doubled, leading or trailing comma?)");
+    out.push_back(cur.substr(b, e - b + 1));
     cur.clear();
   };
   for (char c : csv) {

@@ -64,7 +64,9 @@ struct ClassifyResult {
 ClassifyResult classify(EvalModel& m, std::shared_ptr<const data::SampleSource> images,
                         const std::vector<std::string>& labels, const std::vector<std::string>& templates = {});
 
-/// "a, b ,c" -> {"a", "b", "c"} (trimmed; empty items dropped).
-std::vector<std::string> split_labels(const std::string& csv);
+/// "a, b ,c" -> {"a", "b", "c"} (trimmed). A blank `csv` gives {}. Throws florence::Error naming `what`
+/// (the flag) and the item's position when an item is blank ("dog,,cat", "dog,cat,"): a doubled or
+/// trailing comma is a typo, and dropping the item would silently change the label set.
+std::vector<std::string> split_labels(const std::string& csv, const std::string& what = "list");
 
 }  // namespace florence::eval

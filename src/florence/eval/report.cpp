@@ -14,11 +14,13 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/eval/metrics.h"
 #include "florence/eval/report_transfer.h"
+#include "florence/eval/standard.h"
 
 namespace fs = std::filesystem;
 
@@ -102,6 +104,14 @@ Series read_metrics(const fs::path& path, ReportResult& res) {
   return s;
 }
 
+/// "stage 2" for a stage value, reduced to letters, digits, ' ', '-', '.' (it goes into a gnuplot string).
+std::string stage_label(const std::string& stage) {
+  std::string v;
+  for (char c : stage)
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == ' ' || c == '-' || c == '.') v += c;
+  return "stage " + (v.empty() ? std::string("?") : v);
+}
+
 struct Plot {
   std::string column, file, title, ylabel;
   bool logy = false;
@@ -134,8 +144,12 @@ std::vector<std::pair<Plot, std::string>> make_plots(const Series& s, const fs::
       "set datafile separator '\\t'\n"
       "set datafile missing '?'\n"
       "set grid\nset key off\nset xlabel 'step'\n";
-  for (const auto& [step, stage] : s.stage_changes)
+  for (const auto& [step, stage] : s.stage_changes) {
     gp += fmt::format("set arrow from {0}, graph 0 to {0}, graph 1 nohead dashtype 2 lc rgb '#888888'\n", step);
+    gp += fmt::format("set label \"{1} →\" at {0}, graph 0.96 left offset 0.4,0 noenhanced "
+                      "tc rgb '#555555' font ',9'\n",
+                      step, stage_label(stage));
+  }
   std::vector<std::pair<Plot, std::string>> made;
   for (const auto& p : plots) {
     const auto& v = s.cols.at(p.column);
@@ -171,19 +185,13 @@ std::vector<std::pair<Plot, std::string>> make_plots(const Series& s, const fs::
 
 std::string pct(double v) { return fmt::format("{:.2f}", 100.0 * v); }
 
-std::string metric_row(const std::string& set, const std::string& task, const std::string& metric, const std::string& value,
-                       const std::string& chance, const std::string& p = "") {
-  return "<tr><td>" + html_escape(set) + "</td><td>" + html_escape(task) + "</td><td>" + html_escape(metric) +
-         "</td><td class=num>" + value + "</td><td class=num>" + chance + "</td><td class=num>" + p + "</td></tr>\n";
-}
-
 // The one-sided p-value against chance of a zero-shot metric (metrics.h), or "" when the result has none.
 std::string p_value(const nlohmann::json& metrics, const char* key) {
   if (!metrics.contains("p_value") || !metrics["p_value"].contains(key) || !metrics["p_value"][key].is_number()) return "";
-  return html_escape(format_p_value(metrics["p_value"][key].get<double>()));
+  return format_p_value(metrics["p_value"][key].get<double>());
 }
 
-std::string confusion_table(const nlohmann::json& m) {
+std::string confusion_table(const nlohmann::json& m, const nlohmann::json& prompt_names) {
   const auto classes = m.at("classes").get<std::vector<std::string>>();
   const auto conf = m.at("confusion").get<std::vector<std::vector<int64_t>>>();
   std::string h = "<table class=conf><tr><th>true \\ predicted</th>";
@@ -193,7 +201,12 @@ std::string confusion_table(const nlohmann::json& m) {
   for (size_t t = 0; t < conf.size(); ++t) {
     int64_t row = 0;
     for (int64_t v : conf[t]) row += v;
-    h += "<tr><th class=cls>" + std::to_string(t) + " " + html_escape(classes[t]) + "</th>";
+    // The words the class was put into the prompts as, where they differ from its name.
+    std::string words;
+    if (prompt_names.is_object() && prompt_names.contains(classes[t]) && prompt_names[classes[t]].is_string() &&
+        prompt_names[classes[t]].get<std::string>() != classes[t])
+      words = " <small>(“" + html_escape(prompt_names[classes[t]].get<std::string>()) + "”)</small>";
+    h += "<tr><th class=cls>" + std::to_string(t) + " " + html_escape(classes[t]) + words + "</th>";
     for (size_t p = 0; p < conf[t].size(); ++p) {
       const double f = row > 0 ? double(conf[t][p]) / double(row) : 0.0;
       const int shade = int(std::lround(255 - 200 * f));
@@ -204,6 +217,71 @@ std::string confusion_table(const nlohmann::json& m) {
          (row > 0 ? pct(double(conf[t][t]) / double(row)) : std::string("-")) + "</td></tr>\n";
   }
   return h + "</table>\n";
+}
+
+/// Metrics-table rows: `task` is HTML (escaped by whoever builds it), the rest is plain text.
+struct TableRow {
+  std::string set, task_html, metric, value, chance, p;
+};
+
+/// The table, consecutive rows of one set (and of one task within it) merged into one cell (rowspan).
+std::string metrics_table(const std::vector<TableRow>& rows) {
+  std::string h = "<table class=metrics><tr><th>set</th><th>task</th><th>metric</th><th>value</th><th>chance</th>"
+                  "<th>p vs chance</th></tr>\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const TableRow& r = rows[i];
+    h += "<tr>";
+    if (i == 0 || rows[i - 1].set != r.set) {
+      size_t n = 1;
+      while (i + n < rows.size() && rows[i + n].set == r.set) ++n;
+      h += fmt::format("<td rowspan={}>{}</td>", n, html_escape(r.set));
+    }
+    if (i == 0 || rows[i - 1].set != r.set || rows[i - 1].task_html != r.task_html) {
+      size_t n = 1;
+      while (i + n < rows.size() && rows[i + n].set == r.set && rows[i + n].task_html == r.task_html) ++n;
+      h += fmt::format("<td rowspan={} class=task>{}</td>", n, r.task_html);
+    }
+    h += "<td>" + html_escape(r.metric) + "</td><td class=num>" + html_escape(r.value) + "</td><td class=num>" +
+         html_escape(r.chance) + "</td><td class=num>" + html_escape(r.p) + "</td></tr>\n";
+  }
+  return h + "</table>\n";
+}
+
+/// The task cell of a zero-shot result: counts, "[seen]" where its labels are pretraining targets,
+/// and the prompt setting with how it was chosen (standard.h describe_prompt_choice).
+std::string zero_shot_task_html(const nlohmann::json& j) {
+  const auto& m = j.at("metrics");
+  std::string h = "zero-shot";
+  if (j.value("labels_seen_in_pretraining", false)) h += " <b title=\"its class labels are training targets\">[seen]</b>";
+  h += fmt::format(" ({} images, {} classes)", m.at("num_samples").get<int64_t>(), m.at("num_classes").get<int64_t>());
+  if (const std::string p = describe_prompt_choice(j); !p.empty()) h += "<br><small>" + html_escape(p) + "</small>";
+  return h;
+}
+
+/// `s` cut to at most `max` characters (UTF-8 aware) with "…" when cut.
+std::string shorten(const std::string& s, size_t max) {
+  size_t chars = 0, i = 0;
+  for (; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && chars++ == max) break;
+  }
+  return i >= s.size() ? s : s.substr(0, i) + "…";
+}
+
+/// The sentence above a retrieval result's examples: how its rows were chosen.
+std::string example_selection_html(const nlohmann::json& j, size_t shown) {
+  if (!j.contains("example_selection") || !j["example_selection"].is_object())
+    return "<p class=note>Rows: text queries evenly spaced over the test texts (this result does not record a "
+           "seeded sample; run <code>florence eval</code> again for one with hits and misses).</p>\n";
+  const auto& s = j["example_selection"];
+  std::string r1;
+  if (j.contains("text_to_image") && j["text_to_image"].contains("R@1"))
+    r1 = fmt::format("; text→image R@1 is {}%, so hits are shown more often than they occur",
+                     pct(j["text_to_image"]["R@1"].get<double>()));
+  return fmt::format("<p class=note>Rows: {} of the {} text queries, drawn at random (seed {}): {} of the {} hits "
+                     "(first image correct, ✓) and {} of the {} misses (✗){}. Green outline: a correct image; under "
+                     "each image its caption, key and cosine score.</p>\n",
+                     shown, s.value("queries", 0), s.value("seed", 0), s.value("shown_hits", 0), s.value("hits", 0),
+                     s.value("shown_misses", 0), s.value("misses", 0), r1);
 }
 
 }  // namespace
@@ -229,9 +307,12 @@ ReportResult write_report(const ReportOptions& o) {
                           s.step.back(), std::isfinite(last_loss) ? fmt::format("{:.4f}", last_loss) : std::string("-"));
       auto plots = make_plots(s, files, o, res);
       body += "<div class=plots>\n";
+      std::string stages;  // the dashed lines of the plots
+      for (const auto& [step, stage] : s.stage_changes)
+        stages += fmt::format("{}{} starts at step {}", stages.empty() ? "; dashed line: " : ", ", stage_label(stage), step);
       for (const auto& [p, file] : plots) {
         body += "<figure><img src=\"report_files/" + p.file + "\" alt=\"" + html_escape(p.title) + "\" width=640 height=400><figcaption>" +
-                html_escape(p.title) + " vs step</figcaption></figure>\n";
+                html_escape(p.title + " vs step" + stages) + "</figcaption></figure>\n";
         res.images.push_back(fs::absolute(file).string());
       }
       body += "</div>\n";
@@ -240,61 +321,72 @@ ReportResult write_report(const ReportOptions& o) {
     res.warnings.push_back("no metrics.jsonl in the run folder: no training curves");
   }
 
-  // ---- eval results
-  std::vector<fs::path> results;
-  if (fs::is_directory(run / "eval"))
-    for (const auto& e : fs::directory_iterator(run / "eval"))
-      if (e.is_regular_file() && e.path().extension() == ".json") results.push_back(e.path());
-  std::sort(results.begin(), results.end());
-  std::map<std::string, std::vector<std::string>> checkpoints;  // checkpoint -> result files that name it
-  std::string table, details;
-  int64_t ex_id = 0;
-  for (const auto& path : results) {
+  // ---- eval results, in the order of `florence eval all`'s table (standard sets, zero-shot then
+  // retrieval), other sets and tasks after them by name
+  struct Result {
+    fs::path path;
     nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_all(path));
-    } catch (const nlohmann::json::exception& e) {
-      res.warnings.push_back("eval result " + path.filename().string() + " is not valid JSON: skipped");
-      continue;
+    std::tuple<size_t, std::string, int, std::string> order;
+  };
+  std::vector<Result> results;
+  if (fs::is_directory(run / "eval"))
+    for (const auto& e : fs::directory_iterator(run / "eval")) {
+      if (!e.is_regular_file() || e.path().extension() != ".json") continue;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(read_all(e.path()));
+      } catch (const nlohmann::json::exception&) {
+        res.warnings.push_back("eval result " + e.path().filename().string() + " is not valid JSON: skipped");
+        continue;
+      }
+      if (!j.is_object() || !j.contains("task")) continue;  // e.g. summary.json of `eval all`
+      const std::string set = j.value("set", e.path().stem().string());
+      const std::string task = j["task"].is_string() ? j["task"].get<std::string>() : "";
+      const auto& std_sets = standard_sets();
+      const size_t set_rank = size_t(std::find_if(std_sets.begin(), std_sets.end(), [&](const StandardSet& s) { return s.name == set; }) -
+                                     std_sets.begin());
+      const std::vector<std::string> tasks{"zero-shot", "retrieval", "linear-probe", "few-shot", "finetune", "finetune-retrieval"};
+      const int task_rank = int(std::find(tasks.begin(), tasks.end(), task) - tasks.begin());
+      results.push_back({e.path(), std::move(j), {set_rank, set, task_rank, e.path().filename().string()}});
     }
-    if (!j.is_object() || !j.contains("task")) continue;  // e.g. summary.json of `eval all`
+  std::sort(results.begin(), results.end(), [](const Result& a, const Result& b) { return a.order < b.order; });
+  std::map<std::string, std::vector<std::string>> checkpoints;  // checkpoint -> result files that name it
+  std::vector<TableRow> table;
+  std::string details;
+  int64_t ex_id = 0;
+  for (const auto& [path, j, order] : results) {
     const std::string task = j["task"].is_string() ? j["task"].get<std::string>() : "";
-    const std::string set = j.value("set", path.stem().string());
+    const std::string set = std::get<1>(order);
     if (j.contains("model") && j["model"].is_object() && j["model"].contains("checkpoint") && j["model"]["checkpoint"].is_string())
       checkpoints[j["model"]["checkpoint"].get<std::string>()].push_back(path.filename().string());
     try {
       if (task == "zero-shot") {
         const auto& m = j.at("metrics");
         const auto& ch = m.at("chance");
-        const std::string n = fmt::format(" ({} images, {} classes)", m.at("num_samples").get<int64_t>(), m.at("num_classes").get<int64_t>());
-        table += metric_row(set, "zero-shot" + n, "top-1 %", pct(m.at("top1").get<double>()), pct(ch.at("top1").get<double>()),
-                            p_value(m, "top1"));
-        table += metric_row(set, "zero-shot" + n, "top-5 %", pct(m.at("top5").get<double>()), pct(ch.at("top5").get<double>()),
-                            p_value(m, "top5"));
-        table += metric_row(set, "zero-shot" + n, "mean per-class %", pct(m.at("mean_per_class").get<double>()),
-                            pct(ch.at("mean_per_class").get<double>()), p_value(m, "mean_per_class"));
-        details += "<h3>Confusion matrix: " + html_escape(set) + " (zero-shot, rows = true class)</h3>\n" + confusion_table(m);
+        const std::string t = zero_shot_task_html(j);
+        for (const auto& [key, label] : {std::pair<const char*, const char*>{"top1", "top-1 %"}, {"top5", "top-5 %"},
+                                         {"mean_per_class", "mean per-class %"}})
+          table.push_back({set, t, label, pct(m.at(key).get<double>()), pct(ch.at(key).get<double>()), p_value(m, key)});
+        details += "<h3>Confusion matrix: " + html_escape(set) + " (zero-shot, rows = true class; the words in its prompts "
+                   "in quotes where they differ from the class name)</h3>\n" +
+                   confusion_table(m, j.value("prompt_names", nlohmann::json::object()));
       } else if (task == "retrieval") {
-        const std::string n = fmt::format(" ({} images, {} texts)", j.at("num_images").get<int64_t>(), j.at("num_texts").get<int64_t>());
-        for (const auto& [dir, label] : {std::pair<std::string, std::string>{"image_to_text", "image→text"}, {"text_to_image", "text→image"}}) {
-          const auto& m = j.at(dir);
-          const auto& ch = m.at("chance");
-          for (const char* k : {"R@1", "R@5", "R@10"})
-            if (m.contains(k)) table += metric_row(set, "retrieval " + label + n, std::string(k) + " %", pct(m[k].get<double>()), pct(ch.at(k).get<double>()));
-          table += metric_row(set, "retrieval " + label + n, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
-                              fmt::format("{:g}", ch.at("median_rank").get<double>()));
-        }
+        for (const auto& r : retrieval_report_rows(j, "retrieval "))  // report_transfer.h
+          table.push_back({set, html_escape(r.task), r.metric, r.value, r.chance, ""});
         if (j.contains("examples") && !j["examples"].empty()) {
-          details += "<h3>Retrieval examples: " + html_escape(set) + " (text → top-5 images; green = correct)</h3>\n<table class=ex>\n";
-          int64_t shown = 0;
-          for (const auto& ex : j["examples"]) {
-            if (shown++ >= o.max_examples) break;
-            details += "<tr><td class=query>" + html_escape(ex.value("query", "")) + "<br><small>rank of first correct: " +
+          const size_t shown = std::min<size_t>(j["examples"].size(), size_t(std::max<int64_t>(o.max_examples, 0)));
+          details += "<h3>Retrieval examples: " + html_escape(set) + " (text query → its top-5 images)</h3>\n" +
+                     example_selection_html(j, shown) + "<table class=ex>\n";
+          for (size_t e = 0; e < shown; ++e) {
+            const auto& ex = j["examples"][e];
+            const bool hit = ex.contains("hit") ? ex.value("hit", false) : ex.value("rank", 0) == 1;
+            details += std::string("<tr><td class=query><span class=") + (hit ? "\"mark hit\">✓ hit" : "\"mark miss\">✗ miss") +
+                       "</span> " + html_escape(ex.value("query", "")) + "<br><small>rank of its first correct image: " +
                        (ex.contains("rank") ? ex["rank"].dump() : std::string("?")) + "</small></td>";
             int64_t k = 0;
             for (const auto& t : ex.value("top", nlohmann::json::array())) {
               const bool correct = t.value("correct", false);
-              const std::string key = t.value("key", "");
+              const std::string key = t.value("key", ""), caption = t.value("text", "");
               std::string cell = "<td class=\"" + std::string(correct ? "hit" : "miss") + "\">";
               const std::string src = t.value("image", "");
               fs::path img = src.empty() ? fs::path() : (fs::path(src).is_absolute() ? fs::path(src) : path.parent_path() / src);
@@ -302,12 +394,15 @@ ReportResult write_report(const ReportOptions& o) {
                 const std::string name = fmt::format("ex_{}_{}.png", ex_id, k);
                 fs::copy_file(img, files / name, fs::copy_options::overwrite_existing);
                 res.images.push_back(fs::absolute(files / name).string());
-                cell += "<img src=\"report_files/" + name + "\" alt=\"" + html_escape(key) + "\" width=96 height=96>";
+                cell += "<img src=\"report_files/" + name + "\" alt=\"" + html_escape(caption.empty() ? key : caption) +
+                        "\" width=96 height=96>";
               } else {
                 cell += "<div class=noimg>no image</div>";
                 if (!src.empty()) res.warnings.push_back("retrieval example image missing: " + img.string());
               }
-              cell += fmt::format("<br><small>{}<br>{:.3f}</small></td>", html_escape(key), t.value("score", 0.0));
+              if (!caption.empty())
+                cell += "<div class=cap title=\"" + html_escape(caption) + "\">" + html_escape(shorten(caption, 90)) + "</div>";
+              cell += fmt::format("<div class=key>{} · {:.3f}</div></td>", html_escape(key), t.value("score", 0.0));
               details += cell;
               ++k;
             }
@@ -317,7 +412,7 @@ ReportResult write_report(const ReportOptions& o) {
           details += "</table>\n";
         }
       } else if (const auto rows = transfer_report_rows(j); !rows.empty()) {  // report_transfer.h
-        for (const auto& r : rows) table += metric_row(set, r.task, r.metric, r.value, r.chance);
+        for (const auto& r : rows) table.push_back({set, html_escape(r.task), r.metric, r.value, r.chance, ""});
       } else {
         continue;
       }
@@ -340,10 +435,15 @@ ReportResult write_report(const ReportOptions& o) {
     res.warnings.push_back("no eval results in " + (run / "eval").string() + " (run `florence eval all ... --out-dir RUN_DIR/eval`)");
     body += "<p>No evaluation results.</p>\n";
   } else {
-    body += "<table class=metrics><tr><th>set</th><th>task</th><th>metric</th><th>value</th><th>chance</th><th>p vs chance</th></tr>\n" + table +
-            "</table>\n<p><small>Chance: what a uniformly random ranking scores on the same queries (exact, see "
+    body += metrics_table(table) +
+            "<p><small>Chance: what a uniformly random ranking scores on the same queries (exact, see "
             "src/florence/eval/metrics.h). Ties count against the model. p vs chance (zero-shot): the probability that "
-            "uniform random guessing scores at least as high (binomial, exact; mean per class simulated).</small></p>\n" + details;
+            "uniform random guessing scores at least as high (binomial, exact; mean per class simulated). [seen]: the "
+            "set's class labels are pretraining targets (Fashion-MNIST through <code>--labelled</code>), so that row is "
+            "not zero-shot transfer. Prompts: the template set (<code>ensemble</code> or <code>bare</code> words) and "
+            "the class words (<code>table</code>: the built-in or given class-name table; <code>names</code>: the "
+            "class names as they are), chosen by top-1 on the val split, never on the reported one.</small></p>\n" +
+            details;
   }
 
   // ---- config
@@ -355,13 +455,21 @@ ReportResult write_report(const ReportOptions& o) {
 
   std::string html =
       "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>florence report: " + html_escape(run.filename().string()) +
-      "</title>\n<style>\nbody{font-family:sans-serif;margin:2em;max-width:1400px}\n"
+      "</title>\n<style>\n"
+      // Nothing may be wider than the window (1280 px is checked in tests/e2e/eval/test_report.cpp): long
+      // captions, keys and paths break anywhere, images shrink, the example grid has fixed columns.
+      "body{font-family:sans-serif;margin:2em;max-width:1400px;overflow-wrap:anywhere}\n"
+      "img{max-width:100%;height:auto}pre{white-space:pre-wrap}\n"
       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}\n"
-      "td.num{text-align:right}.conf td{text-align:right;min-width:2em}.conf td.diag{font-weight:bold}\n"
-      ".conf th.cls{text-align:left;white-space:nowrap}.plots{display:flex;flex-wrap:wrap;gap:1em}\n"
-      ".ex td{text-align:center;vertical-align:top}.ex td.query{text-align:left;max-width:18em}\n"
+      "td{vertical-align:top}td.num{text-align:right;white-space:nowrap}td.task{max-width:34em}\n"
+      ".conf td{text-align:right;min-width:2em}.conf td.diag{font-weight:bold}\n"
+      ".conf th.cls{text-align:left}.plots{display:flex;flex-wrap:wrap;gap:1em}\n"
+      ".plots figure{margin:0;max-width:100%}.note{font-size:13px;color:#333}\n"
+      "table.ex{table-layout:fixed;width:100%}.ex td{text-align:center}.ex td.query{text-align:left;width:22%}\n"
       ".ex td.hit img{outline:3px solid #2a2}.ex td.miss img{outline:1px solid #ccc}\n"
-      ".noimg{width:96px;height:96px;background:#eee}.warn{color:#a50}\n</style></head><body>\n"
+      ".ex .cap{font-size:12px;margin-top:3px}.ex .key{font-size:11px;color:#777}\n"
+      ".mark{font-weight:bold;white-space:nowrap}.mark.hit{color:#2a2}.mark.miss{color:#b33}\n"
+      ".noimg{width:96px;height:96px;background:#eee;margin:auto}.warn{color:#a50}\n</style></head><body>\n"
       "<h1>florence report: " + html_escape(fs::absolute(run).lexically_normal().string()) + "</h1>\n";
   if (!res.warnings.empty()) {
     html += "<ul class=warn>\n";

@@ -10,11 +10,17 @@
 //                           "finetune-retrieval" add rows through report_transfer.h)
 // Outputs, all next to the page (RUN_DIR/report_files/):
 //   metrics.tsv + plots.gp  the data and the gnuplot script (Debian `gnuplot`, pngcairo terminal)
-//   loss.png lr.png logit_scale.png throughput.png   training curves vs step (stage changes dashed)
-//   ex_<r>_<q>_<k>.png      retrieval example images, copied from the eval result's example files
-// The metrics table lists every eval number next to its chance level; each zero-shot result adds
-// its confusion matrix as an HTML table (cell shade = row-normalised count); each retrieval
-// result adds a grid of query text -> top-5 images (correct ones outlined green).
+//   loss.png lr.png logit_scale.png throughput.png   training curves vs step (a stage change is a
+//                           dashed line labelled "stage N ->", also named in the figure caption)
+//   ex_<e>_<k>.png          retrieval example images, copied from the eval result's example files
+// The metrics table lists every eval number next to its chance level, in the order of `florence eval
+// all`'s table (fashion-mnist, openclipart, emoji; zero-shot before retrieval; then other sets and
+// tasks by name). A zero-shot row shows "[seen]" when its labels are pretraining targets and the
+// prompt setting with how it was chosen (standard.h describe_prompt_choice); its confusion matrix
+// follows as an HTML table (cell shade = row-normalised count; the class's prompt words in quotes).
+// Each retrieval result adds a grid of query text -> top-5 images, each with its caption, key and
+// score (correct ones outlined green), the rows marked hit / miss and the page saying how they were
+// sampled (retrieval.h "example_selection"). The page fits a 1280 px wide window (long texts wrap).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -19,7 +19,10 @@ void classification_rows(const nlohmann::json& m, const std::string& task, std::
                     pct(ch.at("mean_per_class").get<double>())});
 }
 
-void retrieval_rows(const nlohmann::json& j, const std::string& prefix, std::vector<ReportRow>& rows) {
+}  // namespace
+
+std::vector<ReportRow> retrieval_report_rows(const nlohmann::json& j, const std::string& prefix) {
+  std::vector<ReportRow> rows;
   const std::string n = fmt::format(" ({} images, {} texts)", j.at("num_images").get<int64_t>(), j.at("num_texts").get<int64_t>());
   for (const auto& [dir, label] : {std::pair<std::string, std::string>{"image_to_text", "image→text"}, {"text_to_image", "text→image"}}) {
     const auto& m = j.at(dir);
@@ -29,9 +32,8 @@ void retrieval_rows(const nlohmann::json& j, const std::string& prefix, std::vec
     rows.push_back({prefix + label + n, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
                     fmt::format("{:g}", ch.at("median_rank").get<double>())});
   }
+  return rows;
 }
-
-}  // namespace
 
 std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
   std::vector<ReportRow> rows;
@@ -58,8 +60,10 @@ std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
                                       j.at("num_train").get<int64_t>(), j.at("classes").size());
     classification_rows(j.at("metrics"), t, rows);
   } else if (task == "finetune-retrieval") {
-    if (j.contains("zero_shot")) retrieval_rows(j.at("zero_shot"), "before fine-tuning: retrieval ", rows);
-    retrieval_rows(j.at("retrieval"), fmt::format("fine-tuned ({} steps) retrieval ", j.at("train").at("steps").get<int64_t>()), rows);
+    if (j.contains("zero_shot")) rows = retrieval_report_rows(j.at("zero_shot"), "before fine-tuning: retrieval ");
+    for (auto& r : retrieval_report_rows(j.at("retrieval"), fmt::format("fine-tuned ({} steps) retrieval ",
+                                                                       j.at("train").at("steps").get<int64_t>())))
+      rows.push_back(std::move(r));
   }
   return rows;
 }

@@ -17,4 +17,8 @@ struct ReportRow {
 /// turns that into a warning).
 std::vector<ReportRow> transfer_report_rows(const nlohmann::json& result);
 
+/// The rows of a retrieval result object (image→text then text→image: R@1/5/10, median rank), the
+/// task cell starting with `prefix`. Throws nlohmann::json::exception when a field is missing.
+std::vector<ReportRow> retrieval_report_rows(const nlohmann::json& retrieval, const std::string& prefix);
+
 }  // namespace florence::eval

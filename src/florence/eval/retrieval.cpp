@@ -6,8 +6,10 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <random>
 #include <unordered_map>
 
 #include "florence/core/error.h"
@@ -88,15 +90,28 @@ nlohmann::json retrieval(EvalModel& m, std::shared_ptr<const data::SampleSource>
   RetrievalMetrics i2t = retrieval_metrics(sim, rel_i2t, o.ks);
   RetrievalMetrics t2i = retrieval_metrics(sim.t().contiguous(), rel_i2t.t().contiguous(), o.ks);
 
-  // Examples: evenly spaced text queries, top images by score (ties: lower index first).
+  // Examples: a seeded sample of text queries, hits (first image correct) and misses apart (RetrievalOptions).
+  std::vector<int64_t> hits, misses;
+  for (int64_t q = 0; q < mt; ++q) (t2i.ranks[size_t(q)] == 1 ? hits : misses).push_back(q);
+  const int64_t ne = std::min<int64_t>(o.num_examples, mt);
+  // Half hits (rounded up), more when there are too few misses, never more than there are.
+  const int64_t n_hits = std::min<int64_t>(int64_t(hits.size()), std::max<int64_t>((ne + 1) / 2, ne - int64_t(misses.size())));
+  const int64_t n_misses = ne - n_hits;
+  std::mt19937_64 rng(o.example_seed);
+  auto sample = [&rng](std::vector<int64_t> pool, int64_t k) {  // partial Fisher-Yates, first k
+    for (size_t i = 0; i < size_t(k); ++i) std::swap(pool[i], pool[i + size_t(rng() % uint64_t(pool.size() - i))]);
+    pool.resize(size_t(k));
+    return pool;
+  };
+  std::vector<int64_t> queries = sample(hits, n_hits), chosen_misses = sample(misses, n_misses);
+  queries.insert(queries.end(), chosen_misses.begin(), chosen_misses.end());
+  std::sort(queries.begin(), queries.end());
   nlohmann::json examples = nlohmann::json::array();
   std::vector<std::string> example_keys;
-  const int64_t ne = std::min<int64_t>(o.num_examples, mt);
   const int64_t top = std::min<int64_t>(o.example_top, n);
-  for (int64_t e = 0; e < ne; ++e) {
-    const int64_t q = e * mt / std::max<int64_t>(ne, 1);
+  for (const int64_t q : queries) {
     torch::Tensor order = std::get<1>(sim.select(1, q).sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
-    nlohmann::json ex{{"query", g.texts[size_t(q)]}, {"rank", t2i.ranks[size_t(q)]}};
+    nlohmann::json ex{{"query", g.texts[size_t(q)]}, {"rank", t2i.ranks[size_t(q)]}, {"hit", t2i.ranks[size_t(q)] == 1}};
     nlohmann::json relevant = nlohmann::json::array();
     for (int64_t i = 0; i < n; ++i)
       if (g.group[size_t(i)] == q) relevant.push_back(enc.keys[size_t(i)]);
@@ -105,6 +120,7 @@ nlohmann::json retrieval(EvalModel& m, std::shared_ptr<const data::SampleSource>
     for (int64_t r = 0; r < top; ++r) {
       const int64_t i = order[r].item<int64_t>();
       tops.push_back({{"key", enc.keys[size_t(i)]},
+                      {"text", enc.texts[size_t(i)]},
                       {"score", sim[i][q].item<double>()},
                       {"correct", g.group[size_t(i)] == q}});
       example_keys.push_back(enc.keys[size_t(i)]);
@@ -135,7 +151,15 @@ nlohmann::json retrieval(EvalModel& m, std::shared_ptr<const data::SampleSource>
                                   "images with that caption"},
                    {"image_to_text", i2t.to_json()},
                    {"text_to_image", t2i.to_json()},
-                   {"examples", examples}};
+                   {"examples", examples},
+                   {"example_selection",
+                    {{"method", "seeded sample of the text queries: half hits (first image correct), half misses"},
+                     {"seed", o.example_seed},
+                     {"queries", mt},
+                     {"hits", int64_t(hits.size())},
+                     {"misses", int64_t(misses.size())},
+                     {"shown_hits", n_hits},
+                     {"shown_misses", n_misses}}}};
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("retrieval {}: {} images, {} texts; i2t R@5 {:.4f} (chance {:.4f}), t2i R@5 {:.4f} (chance {:.4f})", o.name, n,
                mt, i2t.recall.count(5) ? i2t.recall.at(5) : -1.0, i2t.chance_recall.count(5) ? i2t.chance_recall.at(5) : -1.0,

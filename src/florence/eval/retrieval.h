@@ -24,7 +24,11 @@ struct RetrievalOptions {
   std::string name;                 ///< set name for the result
   std::vector<int64_t> ks{1, 5, 10};
   int64_t max_samples = 0;          ///< 0 = all images
-  int64_t num_examples = 8;         ///< text->image examples kept in the result (evenly spaced queries)
+  /// Text->image examples kept in the result: a seeded sample of the text queries, half of them
+  /// (rounded up) hits (first image correct) and the rest misses, fewer of one kind when the set has
+  /// fewer, then listed in query order.
+  int64_t num_examples = 8;
+  uint64_t example_seed = 0;        ///< seed of that sample (std::mt19937_64, so the same on every platform)
   int64_t example_top = 5;          ///< images per example
   /// Where example images are written as PNG (created); empty = keys only, no files.
   std::string examples_dir;
@@ -45,7 +49,9 @@ TextGroups group_texts(const std::vector<std::string>& captions);
 ///   {"task": "retrieval", "set", "source", "model", "num_images", "num_texts", "read",
 ///    "skipped", "text_dedup", "image_to_text": RetrievalMetrics::to_json(),
 ///    "text_to_image": RetrievalMetrics::to_json(),
-///    "examples": [{"query", "relevant": [keys], "top": [{"key", "score", "correct", "image"}]}],
+///    "examples": [{"query", "rank", "hit", "relevant": [keys],
+///                  "top": [{"key", "text" (its caption), "score", "correct", "image"}]}],
+///    "example_selection": {"method", "seed", "queries", "hits", "misses", "shown_hits", "shown_misses"},
 ///    "seconds"}
 /// Samples with empty captions are counted as skipped. Throws florence::Error when fewer than two
 /// images or two distinct texts remain.

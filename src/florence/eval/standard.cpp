@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -75,28 +76,34 @@ bool has_shards(const fs::path& dir) {
   return false;
 }
 
-// Scores every prompt setting of `set` on DATA/<set>/<selection split>; returns the chosen index
-// and writes the record into `record`.
-size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::vector<PromptSetting>& settings,
-                             const EvalAllOptions& o, nlohmann::json& record) {
-  const fs::path dir = fs::path(o.data_root) / set.name / o.prompt_selection_split;
-  if (o.prompt_selection_split.empty() || settings.size() < 2) return 0;
-  if (!has_shards(dir)) {
-    spdlog::warn("eval all: {} has no shards; zero-shot on '{}' uses the prompt setting {} without selection",
-                 dir.string(), set.name, settings[0].name);
-    record = {{"split", o.prompt_selection_split}, {"missing", true}, {"chosen", settings[0].name}};
+// Scores every setting of `choice` on its selection split; returns the chosen index and writes the
+// record into `record` (see zero_shot_with_prompt_choice).
+size_t choose_prompt_setting(EvalModel& m, const std::string& set_name, const PromptChoice& choice,
+                             const ZeroShotOptions& base, nlohmann::json& record) {
+  const auto& settings = choice.settings;
+  const std::string& split = choice.split;
+  if (!choice.unavailable.empty()) {
+    spdlog::warn("zero-shot {}: prompts are not chosen on '{}' ({}); using {}", set_name, split, choice.unavailable,
+                 settings[0].name);
+    record = {{"split", split}, {"unavailable", choice.unavailable}, {"chosen", settings[0].name}};
+    return 0;
+  }
+  if (!has_shards(choice.dir)) {
+    spdlog::warn("zero-shot {}: {} has no shards; prompt setting {} used without selection", set_name, choice.dir,
+                 settings[0].name);
+    record = {{"split", split}, {"missing", true}, {"chosen", settings[0].name}};
     return 0;
   }
   // A split that cannot be scored (unreadable, one class, no class field) falls back to settings[0].
   size_t best = 0;
   double best_top1 = -1.0;
   try {
-    auto source = open_source(dir.string(), "");
-    const EncodedImages enc = encode_source(m, source, /*require_text=*/false, o.max_samples, /*with_meta=*/true);
-    record = {{"split", o.prompt_selection_split}, {"source", source->describe()}, {"candidates", nlohmann::json::array()}};
+    auto source = open_source(choice.dir, "");
+    const EncodedImages enc = encode_source(m, source, /*require_text=*/false, base.max_samples, /*with_meta=*/true);
+    record = {{"split", split}, {"source", source->describe()}, {"candidates", nlohmann::json::array()}};
     for (size_t i = 0; i < settings.size(); ++i) {
-      ZeroShotOptions zo;
-      zo.name = set.name + "/" + o.prompt_selection_split + " " + settings[i].name;
+      ZeroShotOptions zo = base;
+      zo.name = set_name + "/" + split + " " + settings[i].name;
       zo.templates = settings[i].templates;
       zo.class_prompts = settings[i].class_prompts;
       const nlohmann::json r = zero_shot_encoded(m, enc, *source, zo);
@@ -113,28 +120,86 @@ size_t choose_prompt_setting(EvalModel& m, const StandardSet& set, const std::ve
       }
     }
   } catch (const Error& e) {
-    spdlog::warn("eval all: cannot choose zero-shot prompts for '{}' on {} ({}); using {}", set.name, dir.string(),
-                 e.what(), settings[0].name);
-    record = {{"split", o.prompt_selection_split}, {"error", e.what()}, {"chosen", settings[0].name}};
+    spdlog::warn("zero-shot {}: cannot choose prompts on {} ({}); using {}", set_name, choice.dir, e.what(),
+                 settings[0].name);
+    record = {{"split", split}, {"error", e.what()}, {"chosen", settings[0].name}};
     return 0;
   }
   record["chosen"] = settings[best].name;
-  spdlog::info("eval all: zero-shot prompts for '{}' chosen on {}: {} (top-1 {:.4f} on {} images)", set.name,
-               o.prompt_selection_split, settings[best].name, best_top1, record["num_images"].get<int64_t>());
+  spdlog::info("zero-shot {}: prompts chosen on {}: {} (top-1 {:.4f} on {} images)", set_name, split,
+               settings[best].name, best_top1, record["num_images"].get<int64_t>());
   return best;
+}
+
+// Where a standard set's prompt words come from, for the result record.
+std::string class_names_note(const StandardSet& set) {
+  return set.class_prompts.empty() ? "none: the class names as they are" : "built-in table of " + set.name;
 }
 
 }  // namespace
 
-void check_prompt_selection(const EvalAllOptions& o) {
-  const std::string& ps = o.prompt_selection_split;
+std::string default_set_name(const std::string& data) {
+  fs::path p = fs::path(data).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+const StandardSet* find_standard_set(const std::string& name) {
+  for (const auto& s : standard_sets())
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+nlohmann::json zero_shot_with_prompt_choice(EvalModel& m, std::shared_ptr<const data::SampleSource> source,
+                                            ZeroShotOptions o, const PromptChoice& choice) {
+  if (choice.settings.empty()) throw Error("zero-shot " + o.name + ": no prompt setting to choose from");
+  nlohmann::json selection;
+  size_t chosen = 0;
+  if (!choice.split.empty() && choice.settings.size() > 1) chosen = choose_prompt_setting(m, o.name, choice, o, selection);
+  const PromptSetting& s = choice.settings[chosen];
+  o.templates = s.templates;
+  o.class_prompts = s.class_prompts;
+  nlohmann::json r = zero_shot(m, source, o);
+  r["prompt_setting"] = s.name;
+  if (!selection.is_null()) r["prompt_selection"] = selection;
+  return r;
+}
+
+void check_prompt_selection(const std::string& ps, const std::string& split) {
   if (ps.empty()) return;
   if (ps.find('/') != std::string::npos || ps == "." || ps == "..")
-    throw Error("eval all: --prompt-selection takes a split folder name of each corpus (val) or none, not a path: '" +
-                ps + "'");
-  if (ps == o.split)
-    throw Error("eval all: --prompt-selection " + ps + " is the split being reported (--split " + o.split +
+    throw Error("--prompt-selection takes a split folder name of each corpus (val) or none, not a path: '" + ps + "'");
+  if (ps == split)
+    throw Error("--prompt-selection " + ps + " is the split being reported (--split " + split +
                 "): choose prompts on another split or pass --prompt-selection none");
+}
+
+void check_prompt_selection(const EvalAllOptions& o) { check_prompt_selection(o.prompt_selection_split, o.split); }
+
+nlohmann::json zero_shot_run(EvalModel& m, const ZeroShotRunOptions& o) {
+  check_prompt_selection(o.prompt_selection, o.split);
+  ZeroShotOptions zo;
+  zo.name = o.name.empty() ? default_set_name(o.data) : o.name;
+  zo.class_field = o.class_field;
+  zo.max_samples = o.max_samples;
+  const StandardSet* known = find_standard_set(zo.name);
+  StandardSet set{zo.name, true, false, known ? known->labels_seen : false, {}};
+  set.class_prompts = !o.class_names.empty() ? o.class_names : known ? known->class_prompts : ClassPrompts{};
+  const std::string class_names = !o.class_names.empty() ? "--class-names " + o.class_names_file : class_names_note(set);
+  PromptChoice choice{prompt_settings(set, o.templates), o.prompt_selection, "", ""};
+  if (!choice.split.empty()) {
+    std::error_code ec;
+    if (fs::is_directory(fs::path(o.data) / o.split, ec))
+      choice.dir = (fs::path(o.data) / o.prompt_selection).string();
+    else
+      choice.unavailable = "--data is not a corpus root with split folders (give the folder holding " + o.split +
+                           "/ and " + o.prompt_selection + "/ to choose prompts as eval all does)";
+  }
+  nlohmann::json r = zero_shot_with_prompt_choice(m, open_source(o.data, o.split), zo, choice);
+  r["class_names"] = class_names;
+  if (known) r["labels_seen_in_pretraining"] = known->labels_seen;
+  spdlog::info("zero-shot {}: {}", zo.name, describe_prompt_choice(r));
+  return r;
 }
 
 nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
@@ -201,18 +266,14 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& o) {
     attempt(set.name, "open", [&] { source = open_source(dir.string(), ""); });
     if (!source) continue;
     if (set.zero_shot) attempt(set.name, "zero-shot", [&] {
-      const std::vector<PromptSetting> settings = prompt_settings(set, o.templates);
-      nlohmann::json selection;
-      const PromptSetting& chosen = settings[choose_prompt_setting(m, set, settings, o, selection)];
+      PromptChoice choice{prompt_settings(set, o.templates), o.prompt_selection_split,
+                          (fs::path(o.data_root) / set.name / o.prompt_selection_split).string(), ""};
       ZeroShotOptions zo;
       zo.name = set.name;
-      zo.templates = chosen.templates;
-      zo.class_prompts = chosen.class_prompts;
       zo.max_samples = o.max_samples;
-      nlohmann::json r = zero_shot(m, source, zo);
+      nlohmann::json r = zero_shot_with_prompt_choice(m, source, zo, choice);
       r["labels_seen_in_pretraining"] = set.labels_seen;
-      r["prompt_setting"] = chosen.name;
-      if (!selection.is_null()) r["prompt_selection"] = selection;
+      r["class_names"] = class_names_note(set);
       if (!o.out_dir.empty()) write_json_file((fs::path(o.out_dir) / (set.name + "_zero_shot.json")).string(), r);
       out["results"].push_back(r);
     });
@@ -268,6 +329,7 @@ std::string format_summary(const std::vector<nlohmann::json>& results) {
       row(set, task, "top-5 %", m.at("top5").get<double>(), ch.at("top5").get<double>(), true, pv.value("top5", nlohmann::json()));
       row(set, task, "mean per-class %", m.at("mean_per_class").get<double>(), ch.at("mean_per_class").get<double>(), true,
           pv.value("mean_per_class", nlohmann::json()));
+      if (const std::string p = describe_prompt_choice(r); !p.empty()) s += fmt::format("{:<14} {}\n", "", p);
     } else if (r.value("task", "") == "retrieval") {
       for (const auto& [key, label] : {std::pair<std::string, std::string>{"image_to_text", "retrieval i->t"},
                                        {"text_to_image", "retrieval t->i"}}) {
@@ -280,6 +342,32 @@ std::string format_summary(const std::vector<nlohmann::json>& results) {
       }
     }
   }
+  return s;
+}
+
+std::string describe_prompt_choice(const nlohmann::json& r) {
+  if (!r.is_object() || !r.contains("prompt_setting") || !r["prompt_setting"].is_string()) return "";
+  std::string s = "prompts " + r["prompt_setting"].get<std::string>();
+  const nlohmann::json sel = r.value("prompt_selection", nlohmann::json::object());
+  const std::string split = sel.value("split", "");
+  if (sel.contains("candidates") && sel["candidates"].is_array() && !sel["candidates"].empty()) {
+    double lo = 2, hi = -1, chosen = -1;
+    for (const auto& c : sel["candidates"]) {
+      const double t = c.value("top1", 0.0);
+      lo = std::min(lo, t);
+      hi = std::max(hi, t);
+      if (c.value("name", "") == r["prompt_setting"]) chosen = t;
+    }
+    s += fmt::format(", chosen on {} (top-1 {:.2f}; the {} settings scored {:.2f}-{:.2f})", split, 100 * chosen,
+                     sel["candidates"].size(), 100 * lo, 100 * hi);
+  } else if (sel.contains("missing")) {
+    s += ", not chosen: no " + split + " split";
+  } else if (sel.contains("error") || sel.contains("unavailable")) {
+    s += ", not chosen on " + split + " (" + sel.value("unavailable", std::string("it cannot be scored")) + ")";
+  } else {
+    s += ", not chosen (no selection split)";
+  }
+  if (r.contains("class_names") && r["class_names"].is_string()) s += "; class words: " + r["class_names"].get<std::string>();
   return s;
 }
 

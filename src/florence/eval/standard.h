@@ -65,6 +65,60 @@ std::vector<PromptSetting> prompt_settings(const StandardSet& set, const std::ve
 /// Throws florence::Error when options.prompt_selection_split is a path (holds '/', or is "." or "..")
 /// or equals options.split: prompts are chosen on a split folder of each corpus, never the reported one.
 void check_prompt_selection(const EvalAllOptions& options);
+/// The same check for a selection split `selection` ("" = none) and the reported split `split`.
+void check_prompt_selection(const std::string& selection, const std::string& split);
+
+/// The standard set called `name` (standard_sets()), or nullptr.
+const StandardSet* find_standard_set(const std::string& name);
+
+/// How a zero-shot run picks its prompt setting.
+struct PromptChoice {
+  std::vector<PromptSetting> settings;  ///< candidates (prompt_settings()); settings[0] is used without selection
+  std::string split;                    ///< name of the split the choice is made on ("val"); "" = no selection
+  std::string dir;                      ///< that split's shards (CORPUS/<split>); ignored when split is ""
+  std::string unavailable;              ///< set: no selection possible, for this reason (recorded, logged)
+};
+
+/// zero_shot() on `source` with the prompt setting of `choice`: with a selection split (and more than
+/// one setting), every setting
+/// is scored on choice.dir (its images encoded once; options.max_samples applies) and the one with the
+/// highest top-1 (the first on a tie) is used; otherwise settings[0]. options.templates and
+/// options.class_prompts are replaced by the setting's. Adds to the result "prompt_setting" (the name
+/// used) and, with a selection split, "prompt_selection": {"split", "source", "num_images",
+/// "candidates": [{"name", "templates", "prompt_names", "top1", "mean_per_class"}], "chosen"}; a
+/// split without shards is recorded as {"split", "missing": true, "chosen"}, one that cannot be
+/// scored (one class, no class field, unreadable shards) as {"split", "error", "chosen"}, an
+/// unavailable one as {"split", "unavailable": reason, "chosen"}: those use settings[0], logged.
+/// Throws as zero_shot(), and florence::Error when choice.settings is empty.
+nlohmann::json zero_shot_with_prompt_choice(EvalModel& m, std::shared_ptr<const data::SampleSource> source,
+                                            ZeroShotOptions options, const PromptChoice& choice);
+
+/// `florence eval zero-shot`: one set, the same prompt choice as eval_all() makes for it, so that
+/// both commands give the same numbers on the same data (issue 25).
+struct ZeroShotRunOptions {
+  std::string data;                    ///< corpus root, shard dir/pattern, manifest or ImageFolder (open_source)
+  std::string split = "test";          ///< split folder of a corpus root
+  std::string name;                    ///< set name; "" = default_set_name(data)
+  std::string class_field = "category";
+  std::vector<std::string> templates;  ///< empty = default_templates()
+  ClassPrompts class_names;            ///< --class-names table; empty = the standard set's built-in table
+  std::string class_names_file;        ///< where class_names came from ("" = not given)
+  std::string prompt_selection = "val";  ///< split folder of the corpus root to choose prompts on; "" = none
+  int64_t max_samples = 0;
+};
+
+/// Runs zero-shot as eval_all() does for a set: the candidates are prompt_settings() of a set whose
+/// class-name table is options.class_names when given, else the built-in table of the standard set
+/// called options.name (fashion-mnist | openclipart | emoji; none for other names); the choice is made
+/// on DATA/<prompt_selection> when DATA is a corpus root (has a DATA/<split> folder), else settings[0]
+/// is used and the reason recorded. The result carries "prompt_setting", "prompt_selection",
+/// "class_names" ("--class-names FILE", "built-in table of SET" or "none: the class names as they
+/// are") and, for a standard set, "labels_seen_in_pretraining". Logs the setting and the words used.
+/// Throws as zero_shot() and check_prompt_selection(prompt_selection, split).
+nlohmann::json zero_shot_run(EvalModel& m, const ZeroShotRunOptions& options);
+
+/// The set name of a data specification: its last path component ("data/emoji/" -> "emoji").
+std::string default_set_name(const std::string& data);
 
 /// Runs every selected set. Zero-shot: when DATA/<set>/<prompt_selection_split> has shards, every
 /// PromptSetting of the set is scored on that split (images encoded once) and the one with the
@@ -87,7 +141,12 @@ nlohmann::json eval_all(EvalModel& m, const EvalAllOptions& options);
 /// A plain-text table of results (zero-shot top-1/top-5/mean per-class, retrieval R@1/5/10 and
 /// median rank both ways), each with its chance level, in percent, and for zero-shot rows the
 /// one-sided p-value against chance (metrics.h, ClassificationMetrics::p_topk / p_mean_per_class).
+/// A zero-shot result with a "prompt_setting" gets a line below its rows: describe_prompt_choice().
 std::string format_summary(const std::vector<nlohmann::json>& results);
+
+/// One line on a zero-shot result's prompts, e.g. "prompts ensemble+table, chosen on val (top-1 36.50
+/// of 4 settings scored 7.70-36.50); class words: built-in table of emoji"; "" without "prompt_setting".
+std::string describe_prompt_choice(const nlohmann::json& result);
 
 /// RUN/eval when `checkpoint` lies in RUN/checkpoints/ or is RUN/model.safetensors of a pretraining run
 /// (RUN/metrics.jsonl and RUN/config.json beside it), else "".

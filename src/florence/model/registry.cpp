@@ -1,5 +1,6 @@
 #include "florence/model/registry.h"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -182,12 +183,32 @@ ModelSpec resolve_model(const std::string& name_or_path) {
     throw Error("unknown model '" + name_or_path + "': not a registered name (" + known +
                 ") nor a JSON config file");
   }
+  // A weights file given where a config is expected: say what to pass instead (its bytes are
+  // not JSON, and nlohmann's parse error would quote binary characters).
+  const std::string ext = fs::path(name_or_path).extension().string();
+  if (ext == ".safetensors" || ext == ".pt" || ext == ".pth" || ext == ".bin") {
+    throw Error("model config '" + name_or_path + "' is a weights file, not a config: pass its sidecar (" +
+                fs::path(name_or_path).replace_extension(".json").string() +
+                ") as --model, or the weights as --checkpoint");
+  }
   std::ifstream in(name_or_path);
+  char first = 0;
+  while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
+  }
+  if (first != '{') throw Error("model config '" + name_or_path + "' is not a JSON config (it does not start with '{')");
+  in.unget();
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
     throw Error("model config '" + name_or_path + "' is not valid JSON: " + e.what());
+  }
+  // A checkpoint's sidecar (NAME.json beside NAME.safetensors, model/io.h) holds the config under
+  // "model", next to training state: accept it wherever a config is (the trained vocabulary size
+  // is in it).
+  if (j.is_object() && j.contains("model") && j["model"].is_object() && !j.contains("type") &&
+      !j.contains("vision") && !j.contains("text")) {
+    return spec_from_json(j["model"], name_or_path);
   }
   return spec_from_json(j, name_or_path);
 }

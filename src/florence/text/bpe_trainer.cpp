@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <queue>
@@ -54,6 +55,9 @@ void for_each_line(const std::string& path, Fn&& fn) {
   if (!pending.empty()) emit(pending);
 }
 
+/// Seconds between progress lines while a corpus file is read.
+constexpr double kProgressSeconds = 5.0;
+
 struct Word {
   std::vector<int32_t> syms;
   int64_t freq = 0;
@@ -92,6 +96,13 @@ void BpeTrainer::add_text(std::string_view text) {
 
 void BpeTrainer::add_file(const std::string& path) {
   int64_t line_no = 0;
+  // Progress on stderr (the logger's sink): a line when the file starts and ends, one every ~5 s between.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_note = t0;
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  spdlog::info("tokenizer train: reading {}", path);
   constexpr int64_t kMaxLogged = 10;
   auto skip = [&](const std::string& why) {
     ++stats_.skipped_lines;
@@ -103,6 +114,11 @@ void BpeTrainer::add_file(const std::string& path) {
   };
   for_each_line(path, [&](std::string_view line) {
     ++line_no;
+    if (line_no % 4096 == 0 && seconds_since(last_note) >= kProgressSeconds) {
+      last_note = std::chrono::steady_clock::now();
+      spdlog::info("tokenizer train: {}: {} lines read, {} words counted ({:.0f} s)", path, line_no, stats_.words,
+                   seconds_since(t0));
+    }
     const size_t first = line.find_first_not_of(" \t\r\v\f");
     if (first == std::string_view::npos) {
       ++stats_.empty_lines;
@@ -128,6 +144,8 @@ void BpeTrainer::add_file(const std::string& path) {
     }
     add_text(text);
   });
+  spdlog::info("tokenizer train: {}: {} lines, {} documents and {} words so far ({} unique), {:.1f} s", path, line_no,
+               stats_.documents, stats_.words, word_counts_.size(), seconds_since(t0));
 }
 
 std::vector<std::pair<std::string, std::string>> BpeTrainer::train() {
@@ -199,6 +217,10 @@ std::vector<std::pair<std::string, std::string>> BpeTrainer::train() {
   }
 
   std::vector<std::pair<std::string, std::string>> merges;
+  const auto t0 = std::chrono::steady_clock::now();
+  spdlog::info("tokenizer train: learning up to {} merges from {} unique words ({} distinct symbol pairs)", target,
+               words.size(), counts.size());
+  int64_t next_note = 1;  // progress at every tenth of the target
   std::vector<int64_t> visited(words.size(), -1);
   std::vector<int32_t> merged_syms;
   std::vector<std::pair<uint64_t, int>> deltas;
@@ -221,6 +243,12 @@ std::vector<std::pair<std::string, std::string>> BpeTrainer::train() {
     }
     const int64_t step = static_cast<int64_t>(merges.size());
     merges.emplace_back(sym_str[a], sym_str[b]);
+    if (int64_t(merges.size()) * 10 >= next_note * target) {
+      spdlog::info("tokenizer train: {} of {} merges ({}%), this one's pair occurs {} times, {:.1f} s", merges.size(),
+                   target, 100 * int64_t(merges.size()) / target, top.count,
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      while (next_note * target <= int64_t(merges.size()) * 10) ++next_note;
+    }
 
     std::vector<int32_t> affected = std::move(index[top.key]);
     index.erase(top.key);

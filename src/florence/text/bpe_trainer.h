@@ -54,6 +54,9 @@ struct BpeTrainStats {
   int64_t vocab_size = 0;  ///< 514 + merges
 };
 
+/// Progress goes to the default logger at info level (stderr in the CLI): add_file() logs a line when
+/// a file starts and ends (and one every ~5 s while it is read), train() one when learning starts and
+/// one at every tenth of the requested merges.
 class BpeTrainer {
  public:
   /// Throws florence::Error if options.vocab_size < 514 or options.min_frequency < 1.

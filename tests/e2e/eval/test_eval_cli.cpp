@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "florence/core/checkpoint.h"
@@ -18,6 +19,7 @@
 #include "florence/eval/encode.h"
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;
@@ -451,4 +453,152 @@ TEST(EvalCli, EvalAllChoosesPromptsOnValidation) {
         << bad;
     EXPECT_NE(read_file(root() / "stderr.txt").find("not a path"), std::string::npos) << bad;
   }
+}
+
+// Issue 25: `eval zero-shot` on a standard corpus makes the prompt choice `eval all` makes (the
+// built-in class-name table among the candidates, chosen on val), so both report the same numbers on
+// the same test split; it prints and records the setting and the words used. Also: the retrieval
+// examples are a seeded sample of hits and misses, each retrieved image with its caption.
+TEST(EvalCli, ZeroShotMakesEvalAllsPromptChoice) {
+  const fs::path data = root() / "data_same";
+  auto write_split = [&](const std::string& split, int seed) {
+    data::ShardWriter w((data / "emoji" / split).string());
+    const std::vector<std::pair<std::string, std::string>> rows = {
+        {"Smileys & Emotion", "grinning face"}, {"Smileys & Emotion", "winking face"}, {"Flags", "flag: France"},
+        {"Flags", "flag: Japan"},               {"Flags", "chequered flag"},         {"Food & Drink", "red apple"},
+        {"Food & Drink", "bread"},              {"Food & Drink", "hot pepper"},      {"Animals & Nature", "dog face"}};
+    for (size_t i = 0; i < rows.size(); ++i) {
+      data::Sample s;
+      s.key = split + "-1f6" + std::to_string(i);
+      s.image = png(seed + int(i));
+      s.image_ext = "png";
+      s.text = rows[i].second;
+      s.meta = {{"category", rows[i].first}};
+      w.write(s);
+    }
+    w.close();
+  };
+  write_split("test", 600);
+  write_split("val", 700);
+  std::string out;
+  const fs::path all = root() / "same_all";
+  ASSERT_EQ(run("eval all --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data-root " + data.string() +
+                    " --sets emoji --examples 4 --out-dir " + all.string(),
+                out),
+            0);
+  EXPECT_NE(out.find("prompts "), std::string::npos) << out;  // the table names the setting
+  const fs::path zs = root() / "same_zs.json";
+  ASSERT_EQ(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (data / "emoji").string() +
+                    " --out " + zs.string(),
+                out),
+            0);
+  auto a = nlohmann::json::parse(read_file(all / "emoji_zero_shot.json"));
+  auto z = nlohmann::json::parse(read_file(zs));
+  EXPECT_EQ(z["set"], "emoji");
+  EXPECT_EQ(z["metrics"]["top1"], a["metrics"]["top1"]);
+  EXPECT_EQ(z["metrics"]["confusion"], a["metrics"]["confusion"]);
+  EXPECT_EQ(z["prompt_setting"], a["prompt_setting"]);
+  EXPECT_EQ(z["prompt_names"], a["prompt_names"]);
+  EXPECT_EQ(z["prompt_selection"]["candidates"], a["prompt_selection"]["candidates"]);
+  EXPECT_EQ(z["prompt_selection"]["split"], "val");
+  EXPECT_EQ(z["class_names"], "built-in table of emoji");
+  EXPECT_EQ(a["class_names"], "built-in table of emoji");
+  EXPECT_EQ(z["labels_seen_in_pretraining"], false);
+  // The built-in table is among the candidates (the old `eval zero-shot` used the raw names only).
+  EXPECT_EQ(z["prompt_selection"]["candidates"][0]["name"], "ensemble+table");
+  EXPECT_EQ(z["prompt_selection"]["candidates"][0]["prompt_names"]["Flags"], "flag");
+  // Printed: the setting and how it was chosen, then the words per class.
+  const std::string setting = z["prompt_setting"].get<std::string>();
+  EXPECT_NE(out.find("prompts " + setting + ", chosen on val (top-1 "), std::string::npos) << out;
+  EXPECT_NE(out.find("class words: built-in table of emoji"), std::string::npos) << out;
+  const std::string flag_words = z["prompt_names"]["Flags"].get<std::string>();
+  EXPECT_NE(out.find("  Flags" + (flag_words == "Flags" ? std::string("\n") : " -> " + flag_words + "\n")), std::string::npos)
+      << out;
+
+  // Without selection: the first setting, the ensemble with the built-in table, and the reason recorded
+  // when --data is no corpus root (a split folder given directly).
+  ASSERT_EQ(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (data / "emoji").string() +
+                    " --prompt-selection none --json",
+                out),
+            0);
+  auto n = nlohmann::json::parse(out);
+  EXPECT_EQ(n["prompt_setting"], "ensemble+table");
+  EXPECT_EQ(n["prompt_names"]["Smileys & Emotion"], "smiley face");
+  EXPECT_FALSE(n.contains("prompt_selection"));
+  ASSERT_EQ(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " +
+                    (data / "emoji" / "test").string() + " --name emoji --json",
+                out),
+            0);
+  auto d = nlohmann::json::parse(out);
+  EXPECT_EQ(d["prompt_setting"], "ensemble+table");
+  EXPECT_NE(d["prompt_selection"]["unavailable"].get<std::string>().find("not a corpus root"), std::string::npos);
+  // fashion-mnist's labels are pretraining targets: recorded and marked in the table.
+  ASSERT_EQ(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (data / "emoji").string() +
+                    " --name fashion-mnist --prompt-selection none",
+                out),
+            0);
+  EXPECT_NE(out.find("zero-shot [seen]"), std::string::npos) << out;
+  EXPECT_NE(out.find("class words: none: the class names as they are"), std::string::npos) << out;
+  // --prompt-selection on the reported split is refused as in eval all.
+  EXPECT_NE(run("eval zero-shot --checkpoint " + checkpoint() + " --vocab " + kVocab + " --data " + (data / "emoji").string() +
+                    " --prompt-selection test",
+                out),
+            0);
+  EXPECT_NE(read_file(root() / "stderr.txt").find("is the split being reported"), std::string::npos);
+
+  // Retrieval examples (9 distinct texts, --examples 4): half hits (rank 1), half misses, as far as
+  // each kind exists; each example marked; each retrieved image with its own caption.
+  auto r = nlohmann::json::parse(read_file(all / "emoji_retrieval.json"));
+  const auto& sel = r["example_selection"];
+  const int64_t hits = sel["hits"].get<int64_t>(), misses = sel["misses"].get<int64_t>();
+  EXPECT_EQ(sel["queries"], 9);
+  EXPECT_EQ(hits + misses, 9);
+  const int64_t want_hits = std::min<int64_t>(hits, std::max<int64_t>(2, 4 - misses));
+  EXPECT_EQ(sel["shown_hits"], want_hits);
+  EXPECT_EQ(sel["shown_misses"], 4 - want_hits);
+  ASSERT_EQ(r["examples"].size(), 4u);
+  int64_t shown_hits = 0;
+  std::map<std::string, std::string> caption_of;
+  {
+    auto src = data::ShardSource::from_spec((data / "emoji" / "test").string());
+    data::SkipCounts skips;
+    for (size_t p = 0; p < src->num_parts(); ++p)
+      src->read_part(p, [&](data::Sample& s) { caption_of[s.key] = s.text; return true; }, skips);
+  }
+  for (const auto& ex : r["examples"]) {
+    EXPECT_EQ(ex["hit"].get<bool>(), ex["rank"].get<int64_t>() == 1);
+    shown_hits += ex["hit"].get<bool>();
+    for (const auto& t : ex["top"]) EXPECT_EQ(t["text"], caption_of.at(t["key"].get<std::string>()));
+  }
+  EXPECT_EQ(shown_hits, want_hits);
+}
+
+TEST(EvalCli, ClassifyRefusesAnEmptyLabel) {
+  fs::path d = root() / "classify_empty";
+  fs::create_directories(d);
+  auto b = png(9);
+  std::ofstream(d / "x.png", std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  std::string out;
+  for (const std::string labels : {"dog,,cat", "dog,cat,", " ,dog,cat"}) {
+    EXPECT_EQ(run("classify --checkpoint " + checkpoint() + " --vocab " + kVocab + " --labels '" + labels + "' " +
+                      (d / "x.png").string(),
+                  out) >> 8,
+              2)
+        << labels;
+    EXPECT_NE(read_file(root() / "stderr.txt").find("classify: --labels '" + labels + "': item "), std::string::npos)
+        << read_file(root() / "stderr.txt");
+  }
+  EXPECT_NE(read_file(root() / "stderr.txt").find("item 1 is empty"), std::string::npos);
+}
+
+// scripts/demo prints the pretraining's peak memory from /usr/bin/time's log, whose "kbytes" are KiB.
+TEST(EvalCli, DemoPeakMemoryInKiBAndGiB) {
+  const fs::path log = root() / "time.txt";
+  std::ofstream(log) << "\tCommand being timed: \"florence pretrain\"\n\tMaximum resident set size (kbytes): 1110444\n";
+  const fs::path o = root() / "peak.txt";
+  ASSERT_EQ(std::system(("bash " + std::string(FLORENCE_SOURCE_DIR) + "/scripts/demo --peak-memory " + log.string() + " > " +
+                         o.string())
+                            .c_str()),
+            0);
+  EXPECT_EQ(read_file(o), "peak resident memory: 1,110,444 KiB = 1.06 GiB\n");  // 1110444 / 2^20 = 1.0590
 }

@@ -10,6 +10,7 @@
 #include "florence/eval/embed.h"
 #include "florence/eval/retrieval.h"
 #include "florence/eval/zero_shot.h"
+#include "support/paths.h"
 
 using namespace florence::eval;
 namespace fs = std::filesystem;
@@ -73,7 +74,19 @@ TEST(Inputs, TextsAndLabels) {
   EXPECT_EQ(read_texts((d / "t.jsonl").string()), (std::vector<std::string>{"one", "two"}));
   std::ofstream(d / "bad.jsonl") << "{\"text\": \"one\"}\n{\"txt\": 2}\n";
   EXPECT_THROW(read_texts((d / "bad.jsonl").string()), florence::Error);
-  EXPECT_EQ(split_labels(" cat, dog ,,bird house "), (std::vector<std::string>{"cat", "dog", "bird house"}));
+  EXPECT_EQ(split_labels(" cat, dog ,bird house "), (std::vector<std::string>{"cat", "dog", "bird house"}));
+  EXPECT_EQ(split_labels("  "), std::vector<std::string>{});
+  // A blank item is a typo, never silently dropped: the error names the flag, the list and the item.
+  for (const auto& [csv, item] : std::vector<std::pair<std::string, int>>{
+           {"dog,,cat", 2}, {"dog, ,cat", 2}, {"dog,cat,", 3}, {",dog", 1}}) {
+    try {
+      split_labels(csv, "--labels");
+      ADD_FAILURE() << csv;
+    } catch (const florence::Error& e) {
+      EXPECT_EQ(std::string(e.what()), "--labels '" + csv + "': item " + std::to_string(item) +
+                                           " is empty (a doubled, leading or trailing comma?)");
+    }
+  }
 }
 
 TEST(Retrieval, CaptionsGroupedByCleanedText) {

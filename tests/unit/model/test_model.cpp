@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
@@ -12,6 +14,7 @@
 #include "florence/model/info.h"
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
+#include "support/paths.h"
 
 using namespace florence;
 namespace fs = std::filesystem;
@@ -220,4 +223,70 @@ TEST(Checkpoint, StrictLoadingNamesTheKey) {
     EXPECT_NE(msg.find("text_encoder.bogus"), std::string::npos) << msg;
     EXPECT_NE(msg.find("image_projection"), std::string::npos) << msg;
   }
+}
+
+// Every --model accepts a checkpoint's sidecar; a weights file or a binary file given as a config
+// gets a clear error (no raw parse error quoting binary bytes); `info --checkpoint` reads the model
+// as trained; `convert` refuses to overwrite the --model file with its sidecar.
+TEST(Registry, SidecarsWeightsFilesAndBinaryConfigs) {
+  const fs::path d = tmpdir("sidecar");
+  model::FlorenceConfig cfg = model::resolve_florence_config("florence-nano");
+  cfg.text.vocab_size = 4096;
+  cfg.text.sot_token = 4094;
+  cfg.text.eot_token = 4095;
+  model::ModelSpec spec;
+  spec.name = "florence-nano";
+  spec.florence = cfg;
+  spec.vision = cfg.vision;
+  spec.text = cfg.text;
+  model::FlorenceModel m(cfg);
+  const std::string weights = (d / "model.safetensors").string();
+  model::save_checkpoint(*m, spec, weights, torch::kFloat, {{"train_state", {{"step", 3}}}});
+  const model::ModelSpec back = model::resolve_model((d / "model.json").string());
+  ASSERT_TRUE(back.florence);
+  EXPECT_EQ(back.florence->text.vocab_size, 4096);
+  try {
+    model::resolve_model(weights);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("is a weights file, not a config"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("model.json"), std::string::npos) << msg;
+  }
+  {
+    std::ofstream f(d / "garbage.json", std::ios::binary);
+    f << '\x93' << "NUMPY" << '\0' << '\x01';
+  }
+  try {
+    model::resolve_model((d / "garbage.json").string());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not start with '{'"), std::string::npos) << e.what();
+  }
+  // The CLI: info on the sidecar and on the checkpoint give the trained size (4,096-token vocab).
+  const std::string cli = FLORENCE_CLI;
+  auto run = [&](const std::string& args) {
+    const fs::path out = d / "out.txt";
+    const int rc = std::system((cli + " " + args + " > '" + out.string() + "' 2>&1").c_str());
+    std::ifstream in(out);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return std::make_pair(rc, ss.str());
+  };
+  const auto [rc1, side_out] = run("info --json --model '" + (d / "model.json").string() + "'");
+  const auto [rc2, ckpt_out] = run("info --json --checkpoint '" + weights + "'");
+  ASSERT_EQ(rc1, 0) << side_out;
+  ASSERT_EQ(rc2, 0) << ckpt_out;
+  const auto js = nlohmann::json::parse(side_out), jc = nlohmann::json::parse(ckpt_out);
+  EXPECT_EQ(js.at("total_params"), jc.at("total_params"));
+  EXPECT_EQ(jc.at("total_params").get<int64_t>(), numel_of(*m));
+  // convert refuses to write its sidecar over the --model file.
+  const fs::path cfg_file = d / "conv.json";
+  std::ofstream(cfg_file) << model::spec_to_json(spec).dump();
+  const auto [rc3, conv_out] =
+      run("convert '" + weights + "' '" + (d / "conv.safetensors").string() + "' --model '" + cfg_file.string() + "'");
+  EXPECT_NE(rc3, 0);
+  EXPECT_NE(conv_out.find("would replace your config"), std::string::npos) << conv_out;
+  EXPECT_EQ(model::resolve_model(cfg_file.string()).florence->text.vocab_size, 4096);  // untouched
+  EXPECT_FALSE(fs::exists(d / "conv.safetensors"));
 }

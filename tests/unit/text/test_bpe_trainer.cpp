@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -13,6 +14,7 @@
 #include "florence/core/error.h"
 #include "florence/text/bpe_trainer.h"
 #include "florence/text/tokenizer.h"
+#include "support/paths.h"
 
 namespace fs = std::filesystem;
 using florence::Error;
@@ -221,11 +223,27 @@ TEST(BpeTrainer, CliMatchesLibrary) {
   const fs::path lib_out = tmp_dir() / "lib.txt";
   const fs::path cli_out = tmp_dir() / "cli.txt";
   florence::text::train_bpe({corpus.string()}, {700, 3}, lib_out.string());
+  const fs::path log = tmp_dir() / "cli.log", stdout_file = tmp_dir() / "cli.stdout";
   const std::string cmd = std::string(FLORENCE_CLI) + " tokenizer train --corpus " +
                           corpus.string() + " --vocab-size 700 --min-frequency 3 --out " +
-                          cli_out.string() + " > /dev/null 2>&1";
+                          cli_out.string() + " > " + stdout_file.string() + " 2> " + log.string();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   EXPECT_EQ(read_file(cli_out), read_file(lib_out));
+  // Progress on stderr (a long corpus is no longer silent): the file read, the start of learning and
+  // every tenth of the 700 - 514 = 186 merges; stdout holds only the final summary line.
+  const std::string progress = read_file(log);
+  EXPECT_NE(progress.find("tokenizer train: reading " + corpus.string()), std::string::npos) << progress;
+  EXPECT_NE(progress.find("tokenizer train: " + corpus.string() + ": 2000 lines, 2000 documents"), std::string::npos)
+      << progress;
+  EXPECT_NE(progress.find("learning up to 186 merges from "), std::string::npos) << progress;
+  size_t tenths = 0;
+  for (size_t at = 0; (at = progress.find(" of 186 merges (", at)) != std::string::npos; ++at) ++tenths;
+  EXPECT_EQ(tenths, 10u) << progress;
+  EXPECT_NE(progress.find("19 of 186 merges (10%)"), std::string::npos) << progress;  // ceil(18.6)
+  EXPECT_NE(progress.find("186 of 186 merges (100%)"), std::string::npos) << progress;
+  const std::string summary = read_file(stdout_file);
+  EXPECT_EQ(summary.rfind("wrote ", 0), 0u) << summary;
+  EXPECT_EQ(std::count(summary.begin(), summary.end(), '\n'), 1) << summary;
   const std::string bad = std::string(FLORENCE_CLI) + " tokenizer train --corpus " +
                           corpus.string() + " --vocab-size 500 --out " + cli_out.string() +
                           " > /dev/null 2>&1";
