@@ -221,13 +221,7 @@ SwinTransformerImpl::SwinTransformerImpl(const SwinConfig& cfg) : cfg_(cfg), imp
 
   // Swin reference init (_init_weights): Linear weights truncated normal std 0.02, biases 0;
   // LayerNorm 1/0 (LibTorch default); convs keep LibTorch's default (kaiming-uniform).
-  torch::NoGradGuard no_grad;
-  for (auto& m : modules(/*include_self=*/false)) {
-    if (auto* lin = m->as<torch::nn::Linear>()) {
-      trunc_normal_(lin->weight, 0.02);
-      if (lin->bias.defined()) lin->bias.zero_();
-    }
-  }
+  init_linears_trunc_normal(*this);
 }
 
 torch::Tensor SwinTransformerImpl::forward_features(const torch::Tensor& x, std::vector<torch::Tensor>* stages) {

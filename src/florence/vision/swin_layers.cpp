@@ -306,26 +306,22 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return h;
 }
 
-SwinBlockImpl::SwinBlockImpl(const SwinBlockOptions& o) : options(o) {
-  const int64_t dim = o.attn.dim;
-  auto ln = [&](int64_t d) { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(o.norm_eps)); };
-  norm1 = register_module("norm1", ln(dim));
-  attn = register_module("attn", WindowAttention(o.attn));
-  norm2 = register_module("norm2", ln(dim));
-  mlp = register_module("mlp", Mlp(dim, static_cast<int64_t>(static_cast<double>(dim) * o.mlp_ratio), o.drop));
-  if (o.layer_scale_init > 0.0) {
-    gamma_1 = register_parameter("gamma_1", torch::full({dim}, o.layer_scale_init));
-    gamma_2 = register_parameter("gamma_2", torch::full({dim}, o.layer_scale_init));
+void init_linears_trunc_normal(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/false)) {
+    if (auto* lin = m->as<torch::nn::Linear>()) {
+      trunc_normal_(lin->weight, 0.02);
+      if (lin->bias.defined()) lin->bias.zero_();
+    }
   }
 }
 
+SwinBlockImpl::SwinBlockImpl(const SwinBlockOptions& o) : options(o) {
+  register_on(*this, attn, WindowAttention(o.attn), o.attn.dim, o.mlp_ratio, o.drop, o.layer_scale_init, o.norm_eps);
+}
+
 torch::Tensor SwinBlockImpl::forward(const torch::Tensor& x) {
-  auto h = attn(norm1(x));
-  if (gamma_1.defined()) h = h * gamma_1;
-  auto y = x + drop_path(h, options.drop_path, is_training());
-  h = mlp(norm2(y));
-  if (gamma_2.defined()) h = h * gamma_2;
-  return y + drop_path(h, options.drop_path, is_training());
+  return residual(x, [this](const torch::Tensor& t) { return attn(t); }, options.drop_path, is_training());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -141,6 +141,47 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+/// The parts of a Swin block around its attention, shared by the 2D block and Video CoSwin's 3D
+/// block (video_swin_layers.h): `norm1`, `norm2`, `mlp`, and `gamma_1`/`gamma_2` ([C]) only with
+/// layer scale.
+struct SwinBlockParts {
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Mlp mlp{nullptr};
+  torch::Tensor gamma_1, gamma_2;  ///< undefined without layer scale
+
+  /// Registers on `block`, in this order: norm1 (LayerNorm(dim, eps)), `attn_module` as "attn"
+  /// (stored into `attn`), norm2, mlp (Mlp(dim, int(dim * mlp_ratio), drop)), and gamma_1/gamma_2
+  /// filled with layer_scale_init when it is > 0.
+  template <class Attention>
+  void register_on(torch::nn::Module& block, Attention& attn, Attention attn_module, int64_t dim, double mlp_ratio,
+                   double drop, double layer_scale_init, double eps) {
+    auto ln = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps)); };
+    norm1 = block.register_module("norm1", ln());
+    attn = block.register_module("attn", std::move(attn_module));
+    norm2 = block.register_module("norm2", ln());
+    mlp = block.register_module("mlp", Mlp(dim, static_cast<int64_t>(static_cast<double>(dim) * mlp_ratio), drop));
+    if (layer_scale_init > 0.0) {
+      gamma_1 = block.register_parameter("gamma_1", torch::full({dim}, layer_scale_init));
+      gamma_2 = block.register_parameter("gamma_2", torch::full({dim}, layer_scale_init));
+    }
+  }
+
+  /// Pre-norm residuals: y = x + DropPath(g1 * attn(norm1(x))), then y + DropPath(g2 * mlp(norm2(y))).
+  template <class AttentionFn>
+  torch::Tensor residual(const torch::Tensor& x, AttentionFn&& attn, double drop_path_p, bool training) {
+    auto h = attn(norm1(x));
+    if (gamma_1.defined()) h = h * gamma_1;
+    auto y = x + drop_path(h, drop_path_p, training);
+    h = mlp(norm2(y));
+    if (gamma_2.defined()) h = h * gamma_2;
+    return y + drop_path(h, drop_path_p, training);
+  }
+};
+
+/// Swin's Linear init (_init_weights in the Swin reference): every Linear below `module` gets a
+/// truncated normal weight (std 0.02, cut at 2 std) and a zero bias.
+void init_linears_trunc_normal(torch::nn::Module& module);
+
 /// One Swin block (pre-norm): x + DropPath(g1 * Attn(norm1(x))), then
 /// x + DropPath(g2 * Mlp(norm2(x))); g1/g2 (`gamma_1`, `gamma_2`, [C]) only with layer scale.
 struct SwinBlockOptions {
@@ -152,17 +193,14 @@ struct SwinBlockOptions {
   double norm_eps = 1e-5;
 };
 
-class SwinBlockImpl : public torch::nn::Module {
+class SwinBlockImpl : public torch::nn::Module, public SwinBlockParts {
  public:
   explicit SwinBlockImpl(const SwinBlockOptions& o);
   /// x: [B, H, W, C] -> [B, H, W, C].
   torch::Tensor forward(const torch::Tensor& x);
 
   SwinBlockOptions options;
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   WindowAttention attn{nullptr};
-  Mlp mlp{nullptr};
-  torch::Tensor gamma_1, gamma_2;  ///< undefined without layer scale
 };
 TORCH_MODULE(SwinBlock);
 
