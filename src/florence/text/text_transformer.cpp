@@ -213,12 +213,22 @@ struct TextTransformerImpl::Impl {
     return it->second.slice(0, 0, L).slice(1, 0, L);
   }
 
-  /// The network on already-checked ids [B, L]: returns ln_final output [B, L, W].
-  torch::Tensor encode(const torch::Tensor& ids, const TextConfig& c) {
-    const int64_t L = ids.size(1);
+  /// The network on already-checked ids [B, L] (and key_mask [B, L] bool or undefined):
+  /// returns ln_final output [B, L, W].
+  torch::Tensor encode(const torch::Tensor& ids, const TextConfig& c, const torch::Tensor& key_mask = {}) {
+    const int64_t B = ids.size(0), L = ids.size(1);
     auto x = token_embedding(ids) + positional_embedding.slice(0, 0, L);  // [B, L, W]
     torch::Tensor mask;
     if (c.causal) mask = causal_mask(L, c.context_length, x.options());
+    if (key_mask.defined()) {
+      // Additive [B*heads, 1, L] (-inf at padded keys), broadcast over queries (and the causal mask).
+      auto pad = torch::zeros({B, 1, 1, L}, x.options())
+                     .masked_fill(key_mask.logical_not().view({B, 1, 1, L}),
+                                  -std::numeric_limits<float>::infinity())
+                     .expand({B, c.heads, 1, L})
+                     .reshape({B * c.heads, 1, L});
+      mask = mask.defined() ? pad + mask : pad;
+    }
     for (auto& b : blocks) x = b->forward(x, mask);
     return ln_final(x);
   }
@@ -288,9 +298,23 @@ void check_ids(const torch::Tensor& ids, const TextConfig& c) {
 
 }  // namespace
 
-torch::Tensor TextTransformerImpl::forward_tokens(const torch::Tensor& ids) {
+torch::Tensor TextTransformerImpl::forward_tokens(const torch::Tensor& ids, const torch::Tensor& key_mask) {
   check_ids(ids, cfg_);
-  return impl_->encode(ids, cfg_);
+  if (key_mask.defined()) {
+    if (key_mask.scalar_type() != torch::kBool || key_mask.sizes() != ids.sizes()) {
+      throw Error(fmt::format("text transformer: key_mask must be bool {} like ids, got {} {}",
+                              c10::str(ids.sizes()), c10::toString(key_mask.scalar_type()),
+                              c10::str(key_mask.sizes())));
+    }
+    // Every query must see a real key: some true position per row, and with the causal mask
+    // position 0 itself (it sees nothing else).
+    const auto seen = cfg_.causal ? key_mask.select(1, 0) : key_mask.any(1);
+    if (ids.size(0) > 0 && !seen.all().item<bool>()) {
+      throw Error(cfg_.causal ? "text transformer: key_mask is false at position 0 of a row (causal mask)"
+                              : "text transformer: key_mask has a row without any true position");
+    }
+  }
+  return impl_->encode(ids, cfg_, key_mask.defined() ? key_mask.to(ids.device()) : key_mask);
 }
 
 torch::Tensor TextTransformerImpl::forward(const torch::Tensor& ids) {

@@ -65,7 +65,11 @@ class TextTransformerImpl : public torch::nn::Module {
 
   /// All positions after ln_final: [B, L, width] (for fusion adapters). Same input checks
   /// as forward() except that rows need no eot_token.
-  torch::Tensor forward_tokens(const torch::Tensor& ids);
+  /// key_mask (optional): [B, L] bool, true = a real token; attention never reads a false
+  /// position (needed with causal = false, where padding would otherwise leak into every
+  /// token). Each row needs a true position (with causal: at position 0). Throws
+  /// florence::Error otherwise or when it is not bool shaped like ids.
+  torch::Tensor forward_tokens(const torch::Tensor& ids, const torch::Tensor& key_mask = {});
 
   const TextConfig& config() const { return cfg_; }
 
