@@ -19,6 +19,11 @@ const std::vector<double> kItemBounds{1, 2, 4, 8, 16, 32, 64, 128, 256};
 std::string num(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   char buf[64];
+  // Whole numbers as integers ("40", not the shortest %g form "4e+01").
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
   for (int prec = 1; prec <= 17; ++prec) {  // the shortest text that reads back as v ("0.005", not "0.0050000000000000001")
     std::snprintf(buf, sizeof buf, "%.*g", prec, v);
     if (std::strtod(buf, nullptr) == v) break;
