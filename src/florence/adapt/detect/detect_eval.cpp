@@ -1,0 +1,246 @@
+// Detector loading, COCO evaluation, single-image detection, drawing, box-prior baseline; see
+// detect_eval.h.
+#include "florence/adapt/detect/detect_eval.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "florence/core/error.h"
+#include "florence/core/files.h"
+#include "florence/data/scene.h"
+#include "florence/data/transforms.h"
+#include "florence/model/io.h"
+
+namespace florence::detect {
+
+namespace fs = std::filesystem;
+
+nlohmann::json detector_checkpoint_extra(const DetectorConfig& config, const LabelMap& labels, const BatchOptions& pre) {
+  DetectorConfig c = config;
+  if (!c.class_agnostic && c.class_names.empty()) c.class_names = labels.names;
+  return {{"detector", detector_config_to_json(c)},
+          {"categories", labels.to_json()},
+          {"preprocess", {{"image_size", pre.image_size}, {"mean", pre.mean}, {"std", pre.std}}}};
+}
+
+LoadedDetector load_detector(const std::string& weights, const torch::Device& device) {
+  std::error_code ec;
+  if (!fs::is_regular_file(weights, ec)) throw Error(fmt::format("detector checkpoint '{}' does not exist", weights));
+  const std::string side_path = model::sidecar_path(weights);
+  if (!fs::is_regular_file(side_path, ec))
+    throw Error(fmt::format("'{}' has no sidecar '{}': not a detector checkpoint", weights, side_path));
+  const nlohmann::json side = core::read_json_file(side_path);
+  if (!side.contains("detector") || !side.contains("categories"))
+    throw Error(fmt::format("'{}' is not a detector checkpoint (no 'detector' / 'categories' in its sidecar)", side_path));
+  LoadedDetector d;
+  d.weights = weights;
+  d.config = detector_config_from_json(side["detector"], side_path + ": detector");
+  d.labels = LabelMap::from_json(side["categories"], side_path);
+  if (!d.config.class_agnostic && int64_t(d.labels.category_ids.size()) != d.config.classes())
+    throw Error(fmt::format("{}: {} categories for a {}-class detector", side_path, d.labels.category_ids.size(),
+                            d.config.classes()));
+  if (side.contains("preprocess")) {
+    const auto& p = side["preprocess"];
+    try {
+      d.preprocess.image_size = p.value("image_size", d.config.image_size);
+      if (p.contains("mean")) d.preprocess.mean = p["mean"].get<std::array<float, 3>>();
+      if (p.contains("std")) d.preprocess.std = p["std"].get<std::array<float, 3>>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(fmt::format("{}: bad 'preprocess': {}", side_path, e.what()));
+    }
+  } else {
+    d.preprocess.image_size = d.config.image_size;
+  }
+  d.preprocess.class_agnostic = d.config.class_agnostic;
+  d.model = Detector(d.config);
+  model::ModelSpec spec;
+  spec.name = d.config.name;
+  spec.vision = d.config.backbone;
+  try {
+    core::load_state_dict(*d.model, model::read_weights(weights, spec));
+  } catch (const Error& e) {
+    throw Error(fmt::format("loading detector '{}': {}", weights, e.what()));
+  }
+  d.model->to(device);
+  d.model->eval();
+  return d;
+}
+
+nlohmann::json DetectEvalResult::to_json(const DetectionSplit& split) const {
+  std::string set = fs::path(split.ann_file).parent_path().parent_path().filename().string();
+  return {{"task", "detection"},
+          {"set", set},
+          {"split", split.name},
+          {"annotations", split.ann_file},
+          {"images", split.coco.images.size()},
+          {"ground_truth_boxes", split.coco.annotations.size()},
+          {"detections", results.size()},
+          {"dropped_detections", dropped},
+          {"data", data.to_json()},
+          {"metrics", metrics.to_json(&split.coco)},
+          {"seconds", seconds}};
+}
+
+DetectEvalResult evaluate_detector(Detector& model, const DetectionSplit& split, const LabelMap& labels,
+                                   const BatchOptions& pre, const DetectEvalOptions& o, const torch::Device& device) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.batch_size < 1) throw Error("detection eval: batch size must be >= 1");
+  if (split.coco.categories.empty()) throw Error(fmt::format("detection eval: '{}' has no categories", split.ann_file));
+  const bool agnostic = o.class_agnostic || model->config().class_agnostic;
+  // Label -> the split's category id (-1: the split lacks it). A class-agnostic detector's one
+  // label is reported as the split's first category (categories are pooled then).
+  std::vector<int64_t> to_cat;
+  if (agnostic) {
+    to_cat = {split.coco.categories.front().id};
+  } else {
+    for (int64_t id : labels.category_ids) to_cat.push_back(split.coco.category_index(id) >= 0 ? id : -1);
+  }
+  DetectEvalResult r;
+  const bool was_training = model->is_training();
+  model->eval();
+  const int64_t n = int64_t(split.coco.images.size());
+  for (int64_t start = 0; start < n; start += o.batch_size) {
+    std::vector<int64_t> idx;
+    for (int64_t i = start; i < std::min(n, start + o.batch_size); ++i) idx.push_back(i);
+    const DetectionBatch b = load_detection_batch(split, idx, labels, pre);
+    r.data.add(b.stats);
+    if (b.stats.images == 0) continue;
+    const std::vector<Detections> dets = model->predict(b.images.to(device), b.sizes);
+    for (size_t i = 0; i < dets.size(); ++i) {
+      Detections d = dets[i];
+      if (!agnostic) {
+        // Keep the labels the split has.
+        const torch::Tensor lab = d.labels.to(torch::kCPU);
+        std::vector<int64_t> keep;
+        for (int64_t k = 0; k < lab.size(0); ++k) {
+          const int64_t l = lab[k].item<int64_t>();
+          if (l >= 0 && l < int64_t(to_cat.size()) && to_cat[size_t(l)] >= 0) keep.push_back(k);
+          else ++r.dropped;
+        }
+        if (int64_t(keep.size()) != lab.size(0)) {
+          const torch::Tensor ki = torch::tensor(keep, torch::kLong).to(d.boxes.device());
+          d.boxes = d.boxes.index_select(0, ki), d.scores = d.scores.index_select(0, ki);
+          d.labels = d.labels.index_select(0, ki);
+        }
+      } else {
+        d.labels = torch::zeros_like(d.labels);
+      }
+      const auto [sx, sy] = b.scales[i];
+      const auto res = to_coco_results(d, b.image_ids[i], to_cat, 1.0 / sx, 1.0 / sy);
+      r.results.insert(r.results.end(), res.begin(), res.end());
+    }
+  }
+  if (was_training) model->train();
+  if (r.data.unreadable > 0)
+    spdlog::warn("detection eval: {} of {} images of '{}' could not be read (their boxes count as missed)",
+                 r.data.unreadable, n, split.ann_file);
+  CocoEvalParams params;
+  params.use_cats = !agnostic;
+  if (o.max_dets != 100) params.max_dets = {1, 10, int(o.max_dets)};
+  r.metrics = evaluate_bbox(split.coco, r.results, params);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
+                                           uint64_t seed) {
+  if (per_image < 1) throw Error("box prior: per_image must be >= 1");
+  // Training annotations (not crowd) whose category the split has, with their image's size.
+  struct Prior {
+    int64_t category;
+    double x, y, w, h;  // relative to the image
+    int64_t image_id;
+  };
+  std::vector<Prior> priors;
+  for (const auto& a : train.coco.annotations) {
+    if (a.iscrowd || split.coco.category_index(a.category_id) < 0) continue;
+    const auto& im = train.coco.images[size_t(train.coco.image_index(a.image_id))];
+    priors.push_back(
+        {a.category_id, a.bbox[0] / im.width, a.bbox[1] / im.height, a.bbox[2] / im.width, a.bbox[3] / im.height, im.id});
+  }
+  // Scored on the images it draws from: never an image's own boxes (leave one image out).
+  const bool same = train.ann_file == split.ann_file;
+  std::map<int64_t, int64_t> own;
+  if (same)
+    for (const auto& p : priors) ++own[p.image_id];
+  if (priors.empty())
+    throw Error(fmt::format("box prior: '{}' has no annotation of the categories of '{}'", train.ann_file, split.ann_file));
+  std::mt19937_64 rng(seed);
+  std::vector<CocoResult> out;
+  for (const auto& im : split.coco.images) {
+    if (same && own[im.id] == int64_t(priors.size())) continue;  // no other image's box to draw
+    for (int64_t k = 0; k < per_image; ++k) {
+      const Prior* q = nullptr;
+      do q = &priors[size_t(data::uniform_int(rng, priors.size()))];
+      while (same && q->image_id == im.id);
+      const Prior& p = *q;
+      out.push_back({im.id, p.category, {p.x * im.width, p.y * im.height, p.w * im.width, p.h * im.height},
+                     data::uniform01(rng)});
+    }
+  }
+  return out;
+}
+
+Detections detect_image(LoadedDetector& d, const std::string& image_path, double min_score, const torch::Device& device) {
+  // A one-image split in memory: the image's real size from the decoded file.
+  const std::string bytes = core::read_text_file(image_path);
+  const cv::Mat rgb = data::decode_rgb(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  DetectionSplit s;
+  s.name = "image";
+  s.image_dir = fs::path(image_path).parent_path().string();
+  s.coco.images.push_back({1, fs::path(image_path).filename().string(), rgb.cols, rgb.rows});
+  s.coco.reindex();
+  s.image_annotations.assign(1, {});
+  const DetectionBatch b = load_detection_batch(s, {0}, d.labels, d.preprocess);
+  if (b.stats.images != 1) throw Error(fmt::format("cannot read image '{}'", image_path));
+  d.model->eval();
+  Detections det = d.model->predict(b.images.to(device), b.sizes)[0];
+  const auto [sx, sy] = b.scales[0];
+  torch::Tensor keep = det.scores.ge(min_score).nonzero().reshape({-1});
+  det.boxes = det.boxes.index_select(0, keep).cpu() /
+              torch::tensor({sx, sy, sx, sy}, torch::kDouble).to(torch::kFloat).reshape({1, 4});
+  det.scores = det.scores.index_select(0, keep).cpu();
+  det.labels = det.labels.index_select(0, keep).cpu();
+  return det;
+}
+
+void draw_detections(const std::string& image_path, const Detections& dets, const std::vector<std::string>& names,
+                     const std::string& out_png) {
+  const std::string bytes = core::read_text_file(image_path);
+  cv::Mat rgb = data::decode_rgb(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()).clone();
+  // Small images are drawn at a readable size (labels need ~100 px of width).
+  const double up = rgb.cols < 480 ? std::ceil(480.0 / rgb.cols) : 1.0;
+  if (up > 1) cv::resize(rgb, rgb, cv::Size(), up, up, cv::INTER_NEAREST);
+  const auto boxes = dets.boxes.to(torch::kCPU, torch::kDouble).contiguous();
+  const auto scores = dets.scores.to(torch::kCPU, torch::kDouble).contiguous();
+  const auto labels = dets.labels.to(torch::kCPU, torch::kLong).contiguous();
+  static const cv::Scalar palette[] = {{230, 25, 75}, {60, 180, 75}, {0, 130, 200}, {245, 130, 48}, {145, 30, 180},
+                                       {70, 240, 240}, {240, 50, 230}, {210, 245, 60}, {0, 128, 128}, {170, 110, 40}};
+  for (int64_t i = boxes.size(0) - 1; i >= 0; --i) {  // best drawn last (on top)
+    const double* b = boxes.data_ptr<double>() + 4 * i;
+    const int64_t l = labels[i].item<int64_t>();
+    const cv::Scalar colour = palette[size_t(l) % 10];
+    const cv::Point p1(int(b[0] * up), int(b[1] * up)), p2(int(b[2] * up), int(b[3] * up));
+    cv::rectangle(rgb, p1, p2, colour, 2);
+    const std::string name = l >= 0 && l < int64_t(names.size()) ? names[size_t(l)] : std::to_string(l);
+    const std::string text = fmt::format("{} {:.2f}", name, scores[i].item<double>());
+    int base = 0;
+    const cv::Size ts = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, 0.45, 1, &base);
+    const cv::Point t1(p1.x, std::max(0, p1.y - ts.height - 4));
+    cv::rectangle(rgb, t1, cv::Point(t1.x + ts.width + 4, t1.y + ts.height + 4), colour, cv::FILLED);
+    cv::putText(rgb, text, cv::Point(t1.x + 2, t1.y + ts.height + 1), cv::FONT_HERSHEY_SIMPLEX, 0.45,
+                cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+  }
+  data::write_rgb_png(out_png, rgb);
+}
+
+}  // namespace florence::detect

@@ -1,0 +1,87 @@
+#pragma once
+// Using a trained detector: load it from its checkpoint, evaluate it on a COCO split (COCO mAP,
+// coco_eval.h), detect on one image and draw the boxes, and the box-prior baseline.
+//
+// A detector checkpoint is RUN/model.safetensors (or a checkpoints/step_N.safetensors) whose
+// sidecar holds, beside "model" (name + backbone config):
+//   "detector":   detector_config_to_json (detector_config.h), class_names filled in
+//   "categories": [{"id", "name"}, ...] in label order (detect_data.h LabelMap)
+//   "preprocess": {"image_size", "mean", "std"} (detect_data.h geometry)
+#include <torch/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "florence/adapt/detect/coco_eval.h"
+#include "florence/adapt/detect/detect_data.h"
+#include "florence/adapt/detect/detector.h"
+
+namespace florence::detect {
+
+struct LoadedDetector {
+  Detector model{nullptr};
+  DetectorConfig config;
+  LabelMap labels;
+  BatchOptions preprocess;
+  std::string weights;
+};
+
+/// Loads a detector checkpoint (strict state dict) onto `device`, in eval mode. Throws
+/// florence::Error for a missing file, a sidecar without "detector" / "categories" (not a
+/// detector checkpoint), or mismatched weights (naming the key).
+LoadedDetector load_detector(const std::string& weights, const torch::Device& device = torch::kCPU);
+
+/// The sidecar keys above for a detector trained with these labels and preprocessing.
+nlohmann::json detector_checkpoint_extra(const DetectorConfig& config, const LabelMap& labels,
+                                         const BatchOptions& preprocess);
+
+struct DetectEvalOptions {
+  int64_t batch_size = 16;
+  int64_t max_dets = 100;  ///< COCOeval's largest maxDets
+  /// Pool all categories (COCOeval useCats 0): class-agnostic proposals against any labels.
+  /// Automatically on for a class-agnostic detector.
+  bool class_agnostic = false;
+};
+
+struct DetectEvalResult {
+  CocoEvalResult metrics;
+  std::vector<CocoResult> results;  ///< in the split's category ids and original pixels
+  BatchStats data;
+  /// Detections of labels whose category id the split does not have (left out; e.g. a detector
+  /// trained on all categories evaluated on the seen-only view).
+  int64_t dropped = 0;
+  double seconds = 0;
+  /// {"task": "detection", "set", "split", "images", "metrics": CocoEvalResult::to_json, ...}
+  nlohmann::json to_json(const DetectionSplit& split) const;
+};
+
+/// Runs `model` (eval mode, no gradient) over every image of `split` and evaluates the results
+/// with evaluate_bbox. `labels` maps the model's labels to category ids.
+DetectEvalResult evaluate_detector(Detector& model, const DetectionSplit& split, const LabelMap& labels,
+                                   const BatchOptions& preprocess, const DetectEvalOptions& options = {},
+                                   const torch::Device& device = torch::kCPU);
+
+/// The box-prior baseline: for every image of `split`, `per_image` boxes drawn uniformly from the
+/// annotations of `train` (category and box, the box rescaled from its image's size to this one's)
+/// with uniform random scores; only categories the split has. When `split` is `train` itself (the
+/// same annotation file) an image never receives its own boxes (leave one image out). A
+/// detector that learned nothing about the images but the training box and class distribution
+/// scores about this. Seeded: same seed, same boxes. Throws florence::Error when `train` has no
+/// annotation of a category the split has.
+std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
+                                           uint64_t seed);
+
+/// Detections of one image file in its own pixels: boxes xyxy, scores, labels; only those with
+/// score >= min_score. Throws florence::Error for an unreadable image.
+Detections detect_image(LoadedDetector& d, const std::string& image_path, double min_score = 0.0,
+                        const torch::Device& device = torch::kCPU);
+
+/// Draws `dets` (boxes, "name score" labels) on the image and writes a PNG. Throws florence::Error
+/// when the image cannot be read or the PNG written.
+void draw_detections(const std::string& image_path, const Detections& dets, const std::vector<std::string>& names,
+                     const std::string& out_png);
+
+}  // namespace florence::detect
