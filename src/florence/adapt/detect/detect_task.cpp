@@ -257,7 +257,7 @@ void DetectTask::finish(train::RunResult& run) {
                       {"steps", run.steps_done},
                       {"epochs", double(run.steps_done) / double(steps_per_epoch_)},
                       {"train_loss", {{"first10", run.first_loss_mean}, {"last10", run.last_loss_mean}}},
-                      {"train_seconds", run.seconds},
+                      {"train_seconds", std::chrono::duration<double>(Clock::now() - ctx_.start).count()},
                       {"data", read_.to_json()},
                       {"options", o_.to_json()}};
   if (!last_val_.is_null()) r["val"] = last_val_;
