@@ -27,6 +27,8 @@
 #include <utility>
 #include <vector>
 
+#include "florence/core/parallel.h"
+
 namespace florence::curate {
 
 /// Work counters of queries (summed).
@@ -89,11 +91,8 @@ std::vector<std::pair<uint32_t, uint32_t>> brute_force_pairs(const std::vector<u
 std::vector<std::pair<uint32_t, uint32_t>> index_pairs(const HammingIndex& index, int radius, int threads = 0,
                                                        QueryStats* stats = nullptr);
 
-/// Runs fn(begin, end) over [0, n) split into contiguous ranges on up to `threads` threads
-/// (0 = all cores); rethrows the first exception of a worker.
-void parallel_ranges(size_t n, int threads, const std::function<void(size_t, size_t)>& fn);
-
-/// threads > 0 ? threads : std::thread::hardware_concurrency() (at least 1).
-int resolve_threads(int threads);
+// The thread helpers curate uses everywhere (core/parallel.h).
+using core::parallel_ranges;
+using core::resolve_threads;
 
 }  // namespace florence::curate

@@ -46,6 +46,12 @@
 // Memory therefore grows with the record table and the hash index (bytes per image are printed
 // in the report), not with the images.
 //
+// The code follows the outline, one file each: records.h (the record table and its exchange
+// between processes), scan.h (pass 1), decisions.h (the stages' decisions), score.h (pass 2),
+// output.h (out_dir checks and pass 3), report.h (report.json, removed.jsonl, montage.png),
+// inputs.cpp (resolve_inputs), options.cpp (CurateOptions, resolve_relevance_vocab) and
+// pipeline.cpp (curate(), the sequence).
+//
 // Output (out_dir):
 //   <rel>/<shard>.tar  one curated shard per input shard that keeps any sample, at the input
 //                      shard's path relative to its input root (with several inputs, under the
@@ -79,7 +85,7 @@
 
 #include "florence/curate/cluster.h"
 #include "florence/curate/phash.h"
-#include "florence/eval/encode.h"
+#include "florence/eval/load_options.h"
 
 namespace florence::curate {
 
@@ -168,14 +174,14 @@ struct InputShard {
 };
 std::vector<InputShard> resolve_inputs(const std::vector<std::string>& inputs);
 
-/// The BPE vocabulary the relevance stage loads for `model`: --vocab when given, else the first
-/// existing of: the checkpoint sidecar's "vocab" (as written, then relative to the sidecar's
-/// folder), vocab.bpe.gz / vocab.bpe beside the checkpoint (or in RUN for
-/// RUN/checkpoints/step_N.safetensors), the sidecar's train_state.options.vocab (as written, then
-/// relative to the sidecar's folder). Sidecar paths are often relative to the folder training ran
-/// in, hence the fallbacks. Returns "" only without a checkpoint (random init). Throws
-/// florence::Error when --vocab does not exist, when the sidecar is not valid JSON, or when no
-/// candidate exists (naming the sidecar paths that do not exist, or saying there is none).
+/// The BPE vocabulary the relevance stage loads for `model`: --vocab when given, else the one the
+/// checkpoint's run recorded or keeps, by the rules of model/run_artifacts.h (the sidecar's
+/// "vocab", vocab.bpe.gz / vocab.bpe beside the checkpoint or in its run folder, the sidecar's
+/// train_state.options.vocab; recorded relative paths are also tried relative to the checkpoint's
+/// folder, since they are often relative to the folder training ran in). Returns "" only without
+/// a checkpoint (random init). Throws florence::Error when --vocab does not exist, when the
+/// sidecar is not valid JSON, or when no candidate exists (naming the recorded paths that do not
+/// exist, or saying there is none).
 std::string resolve_relevance_vocab(const eval::LoadOptions& model);
 
 }  // namespace florence::curate

@@ -22,6 +22,7 @@
 
 #include "florence/data/loader.h"
 #include "florence/data/readers.h"
+#include "florence/eval/load_options.h"
 #include "florence/model/florence.h"
 #include "florence/model/registry.h"
 
@@ -31,29 +32,12 @@ class Tokenizer;
 
 namespace florence::eval {
 
-struct PreprocessOptions {
-  int image_size = 0;                     ///< 0 = sidecar "preprocess", else the model config's image_size
-  std::optional<double> crop_pct;         ///< unset = sidecar, else 0.875
-  std::optional<std::array<float, 3>> mean, std;  ///< unset = sidecar, else ImageNet
-  int64_t batch_size = 64;                ///< images / texts per forward pass
-  int num_workers = 0;                    ///< loader decode threads (0 = all cores)
-  nlohmann::json to_json() const;
-};
-
 /// "clip" -> CLIP mean/std, "imagenet" -> ImageNet mean/std (data/transforms.h). Throws
 /// florence::Error on other names.
 std::pair<std::array<float, 3>, std::array<float, 3>> named_normalization(const std::string& name);
 
 /// Parses "a,b,c" into three floats. Throws florence::Error naming `what` otherwise.
 std::array<float, 3> parse_triple(const std::string& text, const std::string& what);
-
-struct LoadOptions {
-  std::string model;       ///< name or JSON path; empty = the checkpoint's sidecar / metadata
-  std::string checkpoint;  ///< weights (.safetensors / .pt); empty = random init (tests only)
-  std::string vocab;       ///< BPE merges file; empty = from the checkpoint's run (see top of file)
-  std::string device = "cpu";
-  PreprocessOptions preprocess;
-};
 
 /// A model ready for evaluation: eval mode, on `device`, with its tokenizer and the resolved
 /// preprocessing (all optionals filled in).

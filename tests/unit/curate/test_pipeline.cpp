@@ -21,6 +21,7 @@
 #include "florence/curate/balance.h"
 #include "florence/curate/pipeline.h"
 #include "florence/data/webdataset.h"
+#include "florence/eval/encode.h"
 #include "florence/model/io.h"
 #include "unit/curate/real_images.h"
 #include "support/paths.h"
