@@ -1,0 +1,182 @@
+// florence detect train --data SET --out RUN [--detector dyhead-nano] [--checkpoint FLORENCE.safetensors]
+//                       [--steps N | --epochs N] [--lr X] [--batch-size B] ... [--resume [RUN]]
+// florence detect eval --checkpoint RUN/model.safetensors --data SET [--split test] [--out FILE]
+// florence detect predict --checkpoint RUN/model.safetensors --image IN [--out OUT.png] [--min-score S]
+// The set is built by `florence data build detection` (or is any COCO-format set in its layout).
+// Front end over detect/detect_task.h and detect/detect_eval.h.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "command.h"
+#include "run_flags.h"
+#include "florence/adapt/detect/detect_eval.h"
+#include "florence/adapt/detect/detect_task.h"
+#include "florence/core/error.h"
+#include "florence/core/files.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using florence::detect::DetectOptions;
+
+void print_eval(const nlohmann::json& e, const florence::detect::CocoEvalResult& m) {
+  std::cout << fmt::format("{} split '{}': {} images, {} detections ({:.1f} s)\n", e.value("set", ""),
+                           e.value("split", ""), e.value("images", 0), e.value("detections", 0),
+                           e.value("seconds", 0.0))
+            << m.summary();
+}
+
+void setup_train(CLI::App* group) {
+  auto* cmd = group->add_subcommand("train", "Train the DyHead/ATSS detector on a COCO-format set (shared run engine)");
+  auto o = std::make_shared<DetectOptions>();
+  auto resume = std::make_shared<std::string>();
+  auto no_progress = std::make_shared<bool>(false);
+  florence::cli::add_run_flags(cmd, *o);
+  cmd->add_flag("--no-progress", *no_progress, "Log lines instead of a progress bar");
+  cmd->add_option("--resume", *resume, "Continue a run: RUN_DIR or checkpoint (without a value: --out)")->expected(0, 1);
+  cmd->callback([cmd, o, resume, no_progress] {
+    if (*no_progress) o->progress = 0;
+    if (cmd->count("--steps") > 0 && o->steps < 1)
+      throw florence::Error(fmt::format("--steps must be >= 1, got {}", o->steps));
+    if (cmd->count("--epochs") > 0 && o->epochs < 1)
+      throw florence::Error(fmt::format("--epochs must be >= 1, got {}", o->epochs));
+    if (o->threads == 0) o->threads = florence::cli::requested_threads();
+    DetectOptions run = *o;
+    if (cmd->count("--resume") > 0) {
+      const std::string target = resume->empty() ? o->out_dir : *resume;
+      if (target.empty()) throw florence::Error("--resume without a value needs --out RUN_DIR");
+      run = florence::cli::resume_merge(cmd, florence::detect::load_detect_options(target), *o);
+      run.resume = target;
+    }
+    const auto r = florence::detect::train_detector(run);
+    if (r.interrupted) {
+      std::cout << fmt::format("stopped after step {}/{}; resume with: florence detect train --resume {}\n", r.steps_done,
+                               r.total_steps, r.run_dir);
+      return;
+    }
+    std::cout << fmt::format("trained {} steps ({:.0f} s); loss {:.4f} -> {:.4f} (mean of first / last 10)\n",
+                             r.steps_done, r.seconds, r.first_loss_mean, r.last_loss_mean);
+    if (r.result.contains("test")) {
+      const auto& t = r.result["test"];
+      const auto& m = t["metrics"];
+      std::cout << fmt::format("test ({}): AP {:.4f}  AP50 {:.4f}  AP75 {:.4f}  APs {:.4f}  APm {:.4f}  APl {:.4f}\n",
+                               t.value("split", ""), m["AP"].get<double>(), m["AP50"].get<double>(),
+                               m["AP75"].get<double>(), m["APs"].get<double>(), m["APm"].get<double>(),
+                               m["APl"].get<double>());
+      if (t.contains("baseline")) {
+        const auto& b = t["baseline"]["metrics"];
+        std::cout << fmt::format("baseline, {}: AP {:.4f}  AP50 {:.4f}\n", t["baseline"]["name"].get<std::string>(),
+                                 b["AP"].get<double>(), b["AP50"].get<double>());
+      }
+    }
+    std::cout << "weights " << r.final_weights << "\n";
+  });
+}
+
+void setup_eval(CLI::App* group) {
+  auto* cmd = group->add_subcommand("eval", "COCO bbox mAP of a trained detector on a split (pycocotools' numbers)");
+  struct Args {
+    std::string checkpoint, data, split = "test", out, device = "cpu";
+    int64_t batch_size = 16, max_images = 0, baseline_boxes = 0, train_for_baseline = 0;
+    std::string baseline_split = "train";
+    bool class_agnostic = false;
+    uint64_t seed = 0;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--checkpoint", a->checkpoint, "Detector weights (a detect train run's model.safetensors)")->required();
+  cmd->add_option("--data", a->data, "Detection set root")->required();
+  cmd->add_option("--split", a->split, "Split to evaluate (annotations/instances_SPLIT.json)")->capture_default_str();
+  cmd->add_option("--out", a->out, "Result JSON (default: RUN/eval/detection_SPLIT.json beside the checkpoint)");
+  cmd->add_option("--device", a->device, "Torch device")->capture_default_str();
+  cmd->add_option("--batch-size", a->batch_size, "Images per batch")->capture_default_str()->check(florence::cli::positive());
+  cmd->add_option("--max-images", a->max_images, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
+  cmd->add_flag("--class-agnostic", a->class_agnostic, "Pool all categories (COCOeval useCats 0)");
+  cmd->add_option("--baseline-boxes", a->baseline_boxes,
+                  "Also score the box-prior baseline with N training boxes per image (0 = no)")
+      ->check(florence::cli::non_negative());
+  cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
+  cmd->callback([a] {
+    const torch::Device device(a->device);
+    auto d = florence::detect::load_detector(a->checkpoint, device);
+    const auto split = florence::detect::open_detection_split(a->data, a->split, a->max_images);
+    florence::detect::DetectEvalOptions eo;
+    eo.batch_size = a->batch_size;
+    eo.class_agnostic = a->class_agnostic;
+    const auto r = florence::detect::evaluate_detector(d.model, split, d.labels, d.preprocess, eo, device);
+    nlohmann::json e = r.to_json(split);
+    e["detector"] = d.config.name;
+    e["weights"] = a->checkpoint;
+    print_eval(e, r.metrics);
+    if (r.dropped > 0)
+      std::cout << fmt::format("({} detections of categories the split does not have were left out)\n", r.dropped);
+    if (a->baseline_boxes > 0) {
+      const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
+      const auto prior = florence::detect::box_prior_baseline(train, split, a->baseline_boxes, a->seed);
+      florence::detect::CocoEvalParams bp;
+      bp.use_cats = !(a->class_agnostic || d.config.class_agnostic);
+      const auto b = florence::detect::evaluate_bbox(split.coco, prior, bp);
+      e["baseline"] = {{"name", fmt::format("box prior ({} {} boxes per image, random scores)", a->baseline_boxes,
+                                            a->baseline_split)},
+                       {"metrics", b.to_json(&split.coco)}};
+      std::cout << fmt::format("baseline, box prior ({} boxes per image): AP {:.4f}  AP50 {:.4f}\n", a->baseline_boxes,
+                               b.ap, b.ap50);
+    }
+    const fs::path out = a->out.empty()
+                             ? fs::path(a->checkpoint).parent_path() / "eval" / ("detection_" + a->split + ".json")
+                             : fs::path(a->out);
+    if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
+    florence::core::write_text_atomic(out, e.dump(2) + "\n");
+    florence::detect::write_coco_results(
+        (out.parent_path() / ("detections_" + a->split + ".json")).string(), r.results);
+    std::cout << "result " << out.string() << "\n";
+  });
+}
+
+void setup_predict(CLI::App* group) {
+  auto* cmd = group->add_subcommand("predict", "Detect objects in one image; print them and draw them on a PNG");
+  struct Args {
+    std::string checkpoint, image, out, device = "cpu";
+    double min_score = 0.3;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--checkpoint", a->checkpoint, "Detector weights (a detect train run's model.safetensors)")->required();
+  cmd->add_option("--image", a->image, "Input image (PNG, JPEG, ...)")->required();
+  cmd->add_option("--out", a->out, "PNG with the labelled boxes drawn (default: none)");
+  cmd->add_option("--min-score", a->min_score, "Only detections scoring at least this")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--device", a->device, "Torch device")->capture_default_str();
+  cmd->callback([a] {
+    const torch::Device device(a->device);
+    auto d = florence::detect::load_detector(a->checkpoint, device);
+    const auto det = florence::detect::detect_image(d, a->image, a->min_score, device);
+    const std::vector<std::string> names = d.config.class_agnostic ? std::vector<std::string>{"object"} : d.labels.names;
+    const auto boxes = det.boxes.to(torch::kDouble).contiguous();
+    std::cout << fmt::format("{} detections with score >= {}\n", boxes.size(0), a->min_score);
+    for (int64_t i = 0; i < boxes.size(0); ++i) {
+      const int64_t l = det.labels[i].item<int64_t>();
+      std::cout << fmt::format("{:<16} {:.3f}  [{:.1f}, {:.1f}, {:.1f}, {:.1f}]\n",
+                               l >= 0 && l < int64_t(names.size()) ? names[size_t(l)] : std::to_string(l),
+                               det.scores[i].item<double>(), boxes[i][0].item<double>(), boxes[i][1].item<double>(),
+                               boxes[i][2].item<double>(), boxes[i][3].item<double>());
+    }
+    if (!a->out.empty()) {
+      florence::detect::draw_detections(a->image, det, names, a->out);
+      std::cout << "drawn " << a->out << "\n";
+    }
+  });
+}
+
+void setup_detect(CLI::App& root) {
+  auto* group = florence::cli::group(root, "detect", "Object detection: DyHead + ATSS on the CoSwin pyramid, COCO mAP");
+  setup_train(group);
+  setup_eval(group);
+  setup_predict(group);
+}
+
+}  // namespace
+
+FLORENCE_COMMAND(setup_detect);
