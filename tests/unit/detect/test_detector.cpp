@@ -1,6 +1,8 @@
 // The Detector module: named configs and their JSON, module names, forward shapes of every level,
 // a loss that falls over a few optimizer steps on one synthetic image (a unit test of the module,
 // not the training task), predict / COCO conversion, backbone loading and freezing.
+#include <cstdlib>
+#include <limits>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -106,27 +108,34 @@ TEST_F(DetectorTest, ForwardShapesPerLevel) {
 }
 
 TEST_F(DetectorTest, LossFallsOverAFewStepsOnOneImage) {
-  torch::manual_seed(0);
+  // Overfitting one image must drive the loss down for both heads. The curve is noisy step to step (focal loss
+  // with few positives), so the check compares the best of the last 5 of 30 steps with the first step.
+  // Measured 2026-12-05 (2 threads, FLORENCE_TEST_SEED 0-3): dyhead-nano ends at 0.49-0.52x, conv-nano 0.26-0.28x.
+  // The old 12-step check (last < 0.7x) failed once in CI at 0.77x for dyhead-nano.
+  const int64_t seed = std::getenv("FLORENCE_TEST_SEED") ? std::atoll(std::getenv("FLORENCE_TEST_SEED")) : 0;
+  torch::manual_seed(seed);
   auto [img, target] = synthetic_scene();
   for (const std::string name : {"dyhead-nano", "conv-nano"}) {
     Detector d(small(name, 3));
     d->train();
     torch::optim::AdamW opt(d->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.0));
-    double first = 0, last = 0;
+    constexpr int kSteps = 30;
+    double first = 0, best_tail = std::numeric_limits<double>::infinity();
     int64_t pos = 0;
-    for (int step = 0; step < 12; ++step) {
+    for (int step = 0; step < kSteps; ++step) {
       opt.zero_grad();
       auto L = d->losses(img, {target});
       L.total.backward();
       opt.step();
-      if (step == 0) first = L.total.item<double>(), pos = L.num_pos;
-      last = L.total.item<double>();
-      ASSERT_TRUE(std::isfinite(last)) << name << " step " << step;
+      const double v = L.total.item<double>();
+      ASSERT_TRUE(std::isfinite(v)) << name << " step " << step;
+      if (step == 0) first = v, pos = L.num_pos;
+      if (step >= kSteps - 5) best_tail = std::min(best_tail, v);
     }
-    std::printf("[detector %s] loss %.4f -> %.4f after 12 AdamW steps (%ld positive anchors)\n", name.c_str(), first,
-                last, long(pos));
+    std::printf("[detector %s] loss %.4f -> %.4f (best of last 5) after %d AdamW steps (%ld positive anchors)\n",
+                name.c_str(), first, best_tail, kSteps, long(pos));
     EXPECT_GT(pos, 0);
-    EXPECT_LT(last, 0.7 * first) << name;
+    EXPECT_LT(best_tail, 0.65 * first) << name;
   }
 }
 
