@@ -19,6 +19,7 @@
 #include "florence/eval/encode.h"
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
+#include "support/cli.h"
 #include "support/paths.h"
 
 using namespace florence;
@@ -29,12 +30,7 @@ namespace {
 const std::string kVocab = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
 
 fs::path root() {
-  static fs::path d = [] {
-    fs::path p = fs::path(FLORENCE_TEST_TMP) / "e2e_eval_cli";
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p;
-  }();
+  static const fs::path d = test::fresh_scratch("e2e_eval_cli");
   return d;
 }
 

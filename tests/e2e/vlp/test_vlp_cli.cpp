@@ -18,6 +18,7 @@
 #include "florence/adapt/vlp/vqa_set.h"
 #include "florence/core/checkpoint.h"
 #include "florence/core/files.h"
+#include "support/cli.h"
 #include "support/files.h"
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
@@ -28,23 +29,13 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path root() {
-  static fs::path d = [] {
-    fs::path p = fs::path(FLORENCE_TEST_TMP) / "e2e_vlp_cli";
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p;
-  }();
+  static const fs::path d = test::fresh_scratch("e2e_vlp_cli");
   return d;
 }
 
+/// Runs the CLI in root(); see test::run_cli.
 int run(const std::string& args, std::string& out, std::string* err = nullptr) {
-  const fs::path o = root() / "stdout.txt", e = root() / "stderr.txt";
-  const std::string cmd = std::string(FLORENCE_CLI) + " " + args + " > " + o.string() + " 2> " + e.string();
-  const int rc = std::system(cmd.c_str());
-  out = test::read_text(o);
-  if (err) *err = test::read_text(e);
-  if (rc != 0 && !err) std::cerr << "command failed: " << cmd << "\n" << test::read_text(e) << "\n";
-  return rc;
+  return test::run_cli(root(), args, out, err);
 }
 
 /// 24 train / 4 val / 8 test scenes of 64 px from the fixture sprites.

@@ -1,0 +1,160 @@
+// End to end through the `florence` binary on a tiny action set built from the real sprite
+// fixtures (tests/support/sprite_corpora.h): `video train` (run folder, metrics, test metrics with
+// multi-view), `video eval` of its weights (the same numbers), resume after an interruption (the
+// same final weights as the uninterrupted run), and bad input (a corrupt clip and bad manifest
+// lines are counted skips; a checkpoint that is not a video model is a clear error).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "florence/adapt/video/action_set.h"
+#include "florence/core/checkpoint.h"
+#include "florence/model/florence.h"
+#include "florence/model/io.h"
+#include "florence/model/registry.h"
+#include "support/cli.h"
+#include "support/files.h"
+#include "support/paths.h"
+#include "support/sprite_corpora.h"
+
+using namespace florence;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path root() {
+  static const fs::path d = test::fresh_scratch("e2e_video_cli");
+  return d;
+}
+
+/// Runs the CLI in root(); see test::run_cli.
+int run(const std::string& args, std::string& out, std::string* err = nullptr) {
+  return test::run_cli(root(), args, out, err);
+}
+
+/// 11 actions x (2 train, 1 val, 1 test) clips of 8 frames, 48 px.
+const std::string& action_set() {
+  static const std::string dir = [] {
+    const fs::path out = root() / "actions";
+    video::ActionSetOptions o;
+    o.out_dir = out.string();
+    o.sprites = test::test_sprite_options();
+    o.train_clips = 22, o.val_clips = 11, o.test_clips = 11;
+    o.frames = 8, o.frame_size = 48;
+    o.seed = 5;
+    o.overwrite = true;
+    o.progress = false;
+    video::build_action_set(o);
+    return out.string();
+  }();
+  return dir;
+}
+
+// Small and fast: random-init florence-nano, 4 frames (2 time tokens), batch 4.
+std::string train_args(const fs::path& out) {
+  return "video train --data " + action_set() + " --out " + out.string() +
+         " --model florence-nano --frames 4 --batch-size 4 --steps 3 --lr 1e-3 --test-clips 2 --threads 1 --seed 7";
+}
+
+torch::Tensor weights_of(const fs::path& path, const std::string& key) {
+  return core::load_safetensors(path.string()).tensors.at(key);
+}
+
+}  // namespace
+
+TEST(VideoCli, TrainEvalResumeAndBadInput) {
+  if (!test::sprite_sources_available()) GTEST_SKIP() << "needs openclipart-svg, librsvg2-bin and emoji-datasource-google (scripts/setup)";
+  std::string out, err;
+  const fs::path run_dir = root() / "run";
+  ASSERT_EQ(run(train_args(run_dir), out), 0);
+  EXPECT_NE(out.find("trained 3 steps"), std::string::npos) << out;
+  EXPECT_NE(out.find("test top-1"), std::string::npos) << out;
+
+  // The run folder: 3 finite losses, the final weights with the video entry, the test metrics.
+  const auto metrics = test::read_jsonl(run_dir / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  for (const auto& m : metrics) EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << m;
+  EXPECT_TRUE(metrics.back().contains("val_top1"));  // the last step ends the run: validation
+  const nlohmann::json side = nlohmann::json::parse(test::read_text(run_dir / "model.json"));
+  ASSERT_TRUE(side.contains("video"));
+  EXPECT_EQ(side["video"]["frames"], 4);
+  EXPECT_EQ(side["video"]["classes"].size(), 11u);
+  EXPECT_EQ(side["video"]["config"]["num_classes"], 11);
+  const nlohmann::json res = nlohmann::json::parse(test::read_text(run_dir / "result.json"));
+  EXPECT_EQ(res["task"], "video-actions");
+  EXPECT_EQ(res["num_train"], 22);
+  EXPECT_EQ(res["metrics"]["num_samples"], 11);
+  EXPECT_EQ(res["metrics"]["num_classes"], 11);
+  EXPECT_NEAR(res["metrics"]["chance"]["top1"].get<double>(), 1.0 / 11, 1e-12);
+  EXPECT_GE(res["metrics"]["top5"].get<double>(), res["metrics"]["top1"].get<double>());
+  EXPECT_EQ(res["views"]["clips"], 2);
+  const auto head = weights_of(run_dir / "model.safetensors", "head.weight");
+  EXPECT_EQ(head.sizes(), (std::vector<int64_t>{11, 192}));
+  // Inflated stem: [C, 3, tube, 7, 7].
+  EXPECT_EQ(weights_of(run_dir / "model.safetensors", "patch_embed.proj.weight").sizes(),
+            (std::vector<int64_t>{48, 3, 2, 7, 7}));
+
+  // `video eval` of the final weights with the same views: the same confusion matrix.
+  const fs::path eval_json = root() / "eval.json";
+  ASSERT_EQ(run("video eval --checkpoint " + (run_dir / "model.safetensors").string() + " --data " + action_set() +
+                    " --clips 2 --result " + eval_json.string(),
+                out),
+            0);
+  const nlohmann::json ev = nlohmann::json::parse(test::read_text(eval_json));
+  EXPECT_EQ(ev["metrics"]["confusion"], res["metrics"]["confusion"]);
+  EXPECT_DOUBLE_EQ(ev["metrics"]["top1"].get<double>(), res["metrics"]["top1"].get<double>());
+  EXPECT_NE(out.find("top-1"), std::string::npos) << out;
+
+  // Interrupted after 2 steps, then resumed: the uninterrupted run's final weights.
+  const fs::path run2 = root() / "run_resumed";
+  ASSERT_EQ(run(train_args(run2) + " --stop-after-steps 2", out), 0);
+  EXPECT_NE(out.find("stopped after step 2/3"), std::string::npos) << out;
+  ASSERT_EQ(run("video train --resume " + run2.string() + " --threads 1", out), 0);
+  for (const char* key : {"head.weight", "patch_embed.proj.weight", "layers.0.blocks.0.attn.qkv.weight"}) {
+    const double diff =
+        (weights_of(run2 / "model.safetensors", key) - weights_of(run_dir / "model.safetensors", key)).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-6) << key;
+  }
+
+  // Bad input: a garbage clip and two bad manifest lines are counted skips, the rest is scored.
+  {
+    std::ofstream(fs::path(action_set()) / "clips" / "garbage.avi") << "this is not a video";
+    std::string lines = test::read_text(fs::path(action_set()) / "test.jsonl");
+    const size_t first_end = lines.find('\n');
+    nlohmann::json first = nlohmann::json::parse(lines.substr(0, first_end));
+    first["path"] = "clips/garbage.avi";
+    lines = first.dump() + "\n" + lines.substr(first_end + 1) + "{not json\n" +
+            R"({"path": "clips/test/000000.avi", "label": 99})" + "\n";
+    std::ofstream(fs::path(action_set()) / "broken.jsonl") << lines;
+  }
+  ASSERT_EQ(run("video eval --checkpoint " + (run_dir / "model.safetensors").string() + " --data " + action_set() +
+                    " --split broken --clips 1 --result " + eval_json.string(),
+                out),
+            0);
+  const nlohmann::json broken = nlohmann::json::parse(test::read_text(eval_json));
+  EXPECT_EQ(broken["metrics"]["num_samples"], 10);
+  EXPECT_EQ(broken["skipped"]["not_a_video"], 1) << broken["skipped"];
+  EXPECT_EQ(broken["skipped"]["bad_json"], 1) << broken["skipped"];
+  EXPECT_EQ(broken["skipped"]["bad_label"], 1) << broken["skipped"];
+
+  // A two-tower checkpoint is not a video action model: a clear error, exit status 1.
+  const fs::path two_tower = root() / "nano" / "model.safetensors";
+  fs::create_directories(two_tower.parent_path());
+  {
+    const model::ModelSpec spec = model::resolve_model("florence-nano");
+    model::FlorenceModel m(*spec.florence);
+    model::save_checkpoint(*m, spec, two_tower.string());
+  }
+  EXPECT_NE(run("video eval --checkpoint " + two_tower.string() + " --data " + action_set(), out, &err), 0);
+  EXPECT_NE(err.find("not a video action checkpoint"), std::string::npos) << err;
+  // A missing data folder names the problem.
+  EXPECT_NE(run("video train --data " + (root() / "nothing").string() + " --out " + (root() / "run_bad").string() +
+                    " --model florence-nano --steps 1",
+                out, &err),
+            0);
+  EXPECT_NE(err.find("classes.txt"), std::string::npos) << err;
+}
