@@ -4,6 +4,8 @@
 //   bench_search synthetic --out DIR [--n 1000000] [--dim 128] [--centres 10000] [--index-key KEY]
 //                [--max-memory 4G] [--queries 1000] [--requests 2000] [--clients 1,8] [--seed 0]
 //   bench_search load --index DIR [--checkpoint CKPT] [--requests 10000] [--clients 16] [--text-share 0.25]
+//   bench_search build --out DIR --checkpoint CKPT --inputs A,B,... [--index-key KEY] [--max-memory 4G]
+//   bench_search reindex --index DIR --index-key KEY [--target-recall 0.95]
 //
 // All three start `florence serve`'s Server in this process on a loopback port and drive it with
 // keep-alive HTTP clients (cpp-httplib) on other threads of the same process: client and server
@@ -18,6 +20,12 @@
 //              mixture, its memory (file, estimate, resident growth), build time, then embedding
 //              query latency over HTTP. The model is a random-init florence-nano (embedding
 //              queries never call it).
+//   build:     `florence index build` (search::build_index, no progress bar) of the inputs into a
+//              fresh DIR: images embedded, images/s of the embedding loop, FAISS build time, the
+//              index chosen with its recall@10 and size, and the wall time of the whole build.
+//   reindex:   `florence index reindex` (search::reindex) with KEY: FAISS build time, the tuned
+//              search parameter, its recall@10 against exact search (stored vectors as queries)
+//              and the index size; the folder keeps the new FAISS index.
 //   load:      `requests` requests (share `text-share` by text, the rest by embedding) from
 //              `clients` clients; counts non-200 answers and the resident memory after the first
 //              fifth and at the end.
@@ -99,6 +107,7 @@ RunStats drive(int port, const std::vector<std::string>& bodies, int clients) {
     th.emplace_back([&] {
       httplib::Client cl("127.0.0.1", port);
       cl.set_keep_alive(true);
+      cl.set_tcp_nodelay(true);  // as browsers do; httplib's default (Nagle on) adds a delayed-ACK wait
       cl.set_read_timeout(120, 0);
       std::vector<double> mine;
       int err = 0;
@@ -217,6 +226,52 @@ int load(const std::map<std::string, std::string>& a) {
   return first.errors + rest.errors == 0 ? 0 : 1;
 }
 
+int build(const std::map<std::string, std::string>& a) {
+  const fs::path dir = a.at("out");
+  fs::remove_all(dir);
+  BuildOptions bo;
+  size_t at = 0;
+  const std::string list = a.at("inputs");
+  while (at <= list.size()) {
+    const size_t comma = list.find(',', at);
+    bo.inputs.push_back(list.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  bo.progress = 0;
+  if (a.count("index-key")) bo.knn.index_key = a.at("index-key");
+  if (a.count("max-memory")) bo.knn.max_memory = parse_bytes(a.at("max-memory"));
+  eval::LoadOptions lo;
+  lo.checkpoint = a.at("checkpoint");
+  eval::EvalModel m = eval::load_eval_model(lo);
+  const auto t0 = Clock::now();
+  const BuildReport r = build_index(m, dir.string(), bo);
+  const double wall = secs(t0);
+  int64_t skipped = 0;
+  for (const auto& [k, v] : r.skipped) skipped += v;
+  std::printf("build: %lld images (%lld skipped) embedded in %.1f s = %.1f images/s; FAISS %s %s built in %.2f s, "
+              "recall@10 %.4f, %.1f MiB; whole build %.1f s (threads %d)\n",
+              (long long)r.rows_added, (long long)skipped, r.embed_seconds, r.images_per_second,
+              r.knn.value("key", std::string()).c_str(), r.knn.value("search_params", std::string()).c_str(),
+              r.knn.value("build_seconds", 0.0), r.knn.value("recall_at_10", 0.0),
+              double(r.knn.value("bytes", int64_t(0))) / (1 << 20), wall, torch::get_num_threads());
+  return 0;
+}
+
+int reindex_mode(const std::map<std::string, std::string>& a) {
+  KnnBuildOptions ko;
+  ko.index_key = a.at("index-key");
+  if (a.count("target-recall")) ko.target_recall = std::stod(a.at("target-recall"));
+  const auto t0 = Clock::now();
+  const nlohmann::json k = reindex(a.at("index"), ko);
+  std::printf("reindex %s: %s %s over %lld vectors built and tuned in %.2f s (FAISS build %.2f s); recall@10 %.4f on %lld "
+              "stored-vector queries; %.2f MiB\n",
+              a.at("index").c_str(), k.value("key", std::string()).c_str(), k.value("search_params", std::string()).c_str(),
+              (long long)k.value("rows", int64_t(0)), secs(t0), k.value("build_seconds", 0.0), k.value("recall_at_10", 0.0),
+              (long long)k.value("tune_queries", int64_t(0)), double(k.value("bytes", int64_t(0))) / (1 << 20));
+  return 0;
+}
+
 int synthetic(const std::map<std::string, std::string>& a) {
   const fs::path dir = a.at("out");
   const int64_t n = a.count("n") ? std::stoll(a.at("n")) : 1000000;
@@ -265,7 +320,7 @@ int synthetic(const std::map<std::string, std::string>& a) {
   t0 = Clock::now();
   for (int64_t i = 0; i < nq; ++i) k.search(q.data_ptr<float>() + i * d, 1, 10, sc.data() + i * 10, ids.data() + i * 10);
   const double one_s = secs(t0);
-  const double recall = recall_at_k(exact, ids, nq, 10);
+  const double recall = recall_at_k(st, q.data_ptr<float>(), exact, ids, nq, 10);  // tie-aware (knn.h)
   std::printf("index %s (%s), %s: built in %.1f s; file %.1f MiB, estimate %.1f MiB, resident growth on load %.1f MiB\n",
               knn["key"].get<std::string>().c_str(), knn["reason"].get<std::string>().c_str(),
               knn["search_params"].get<std::string>().c_str(), build_s, double(knn["bytes"].get<int64_t>()) / (1 << 20),
@@ -297,7 +352,7 @@ int main(int argc, char** argv) {
   configure_threads(0);
   spdlog::set_level(spdlog::level::warn);
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_search latency|synthetic|load --name value ... (see the top of bench/bench_search.cpp)\n");
+    std::fprintf(stderr, "usage: bench_search latency|synthetic|load|build|reindex --name value ... (see the top of bench/bench_search.cpp)\n");
     return 2;
   }
   try {
@@ -306,6 +361,8 @@ int main(int argc, char** argv) {
     if (mode == "latency") return latency(a);
     if (mode == "synthetic") return synthetic(a);
     if (mode == "load") return load(a);
+    if (mode == "build") return build(a);
+    if (mode == "reindex") return reindex_mode(a);
     std::fprintf(stderr, "unknown mode '%s'\n", mode.c_str());
     return 2;
   } catch (const std::exception& e) {

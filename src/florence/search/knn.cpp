@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 #include <filesystem>
 #include <random>
@@ -209,6 +210,41 @@ double recall_at_k(const std::vector<int64_t>& exact, const std::vector<int64_t>
   return sum / double(nq);
 }
 
+double recall_at_k(const IndexStore& store, const float* q, const std::vector<int64_t>& exact,
+                   const std::vector<int64_t>& approx, int64_t nq, int64_t k) {
+  if (nq == 0) return 1.0;
+  const int64_t d = store.dim();
+  std::vector<float> x(static_cast<size_t>(d));
+  auto score = [&](int64_t qi, int64_t id) {
+    store.read_embedding(id, x.data());
+    double s = 0;
+    for (int64_t c = 0; c < d; ++c) s += double(q[qi * d + c]) * x[size_t(c)];
+    return s;
+  };
+  double sum = 0;
+  for (int64_t i = 0; i < nq; ++i) {
+    int64_t n_true = 0;
+    double kth = std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < k; ++j)
+      if (const int64_t id = exact[size_t(i * k + j)]; id >= 0) {
+        ++n_true;
+        kth = std::min(kth, score(i, id));
+      }
+    if (n_true == 0) {
+      sum += 1;
+      continue;
+    }
+    std::set<int64_t> seen;
+    int64_t hit = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t id = approx[size_t(i * k + j)];
+      if (id >= 0 && seen.insert(id).second && score(i, id) >= kth - 1e-5) ++hit;
+    }
+    sum += double(std::min(hit, n_true)) / double(n_true);
+  }
+  return sum / double(nq);
+}
+
 namespace {
 
 /// Seeded sample of about `want` rows (each row kept with probability want / n), as [m, d].
@@ -243,7 +279,7 @@ std::pair<std::string, double> tune(KnnIndex& idx, const std::string& key, const
   std::vector<int64_t> got(size_t(nq * k));
   auto measure = [&] {
     idx.search(q.data(), nq, k, s.data(), got.data());
-    return recall_at_k(exact, got, nq, k);
+    return recall_at_k(store, q.data(), exact, got, nq, k);
   };
   std::vector<std::string> ladder;
   if (key.find("HNSW") != std::string::npos && key.find("IVF") == std::string::npos) {

@@ -98,6 +98,25 @@ TEST(Knn, ExactSearchMatchesBruteForceAcrossChunks) {
   EXPECT_EQ(ids, got);
 }
 
+TEST(Knn, TieAwareRecallCountsDuplicatesOfTheKthResult) {
+  // Rows: e1, e1 (a duplicate image), e2, (e1 + e2) / sqrt(2). Query e1.
+  const float r = float(1.0 / std::sqrt(2.0));
+  const torch::Tensor x = torch::tensor({1.f, 0.f, 1.f, 0.f, 0.f, 1.f, r, r}).view({4, 2});
+  IndexStore s = store_with(tmp("ties"), x, 2);
+  const float q[2] = {1.f, 0.f};
+  // k = 1: exact says row 0; row 1 ties with it (score 1), row 2 scores 0, row 3 0.707.
+  EXPECT_DOUBLE_EQ(recall_at_k(s, q, {0}, {1}, 1, 1), 1.0);
+  EXPECT_DOUBLE_EQ(recall_at_k({0}, {1}, 1, 1), 0.0);  // the id-set recall calls the tie a miss
+  EXPECT_DOUBLE_EQ(recall_at_k(s, q, {0}, {2}, 1, 1), 0.0);
+  EXPECT_DOUBLE_EQ(recall_at_k(s, q, {0}, {-1}, 1, 1), 0.0);
+  // k = 2: exact {0, 1}; {1, 3} finds one of two; {1, 1} counts row 1 once; {3, 0} finds one.
+  EXPECT_DOUBLE_EQ(recall_at_k(s, q, {0, 1}, {1, 3}, 1, 2), 0.5);
+  EXPECT_DOUBLE_EQ(recall_at_k(s, q, {0, 1}, {1, 1}, 1, 2), 0.5);
+  EXPECT_DOUBLE_EQ(recall_at_k(s, q, {0, 1}, {3, 0}, 1, 2), 0.5);
+  // k = 3: exact {0, 1, 3} (k-th score 0.707); {1, 0, 2} finds two of three.
+  EXPECT_NEAR(recall_at_k(s, q, {0, 1, 3}, {1, 0, 2}, 1, 3), 2.0 / 3.0, 1e-12);
+}
+
 TEST(Knn, ApproximateIndicesAreTunedToTheTargetRecallAndExtendWithoutRetraining) {
   const torch::Tensor x = clustered(6000, 32, 40, 3);
   for (const std::string key : {"HNSW16", "IVF64,Flat"}) {
