@@ -33,12 +33,6 @@ namespace florence::train {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-FinetuneOptions FinetuneOptions::from_json(const nlohmann::json& j) {
-  FinetuneOptions o;
-  options_from_json(o, j, "finetune options");
-  return o;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Building blocks
 // ---------------------------------------------------------------------------------------------
@@ -493,19 +487,7 @@ void FinetuneTask::finish(RunResult& run) {
 }  // namespace
 
 FinetuneOptions load_finetune_options(const std::string& arg) {
-  std::error_code ec;
-  if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
-    const auto j = core::read_json_file(fs::path(arg) / "config.json");
-    if (j.value("kind", "") != "finetune" || !j.contains("options"))
-      throw Error(fmt::format("'{}/config.json' is not a fine-tuning run", arg));
-    return FinetuneOptions::from_json(j.at("options"));
-  }
-  const std::string ckpt = resolve_resume_checkpoint(arg);
-  const auto side = core::read_json_file(model::sidecar_path(ckpt));
-  const nlohmann::json::json_pointer ptr("/train_state/options");
-  if (!side.contains("finetune") || !side.contains(ptr))
-    throw Error(fmt::format("'{}' is not a fine-tuning checkpoint", model::sidecar_path(ckpt)));
-  return FinetuneOptions::from_json(side[ptr]);
+  return FinetuneOptions::from_json(load_saved_options(arg, {"finetune", "finetune", "", "fine-tuning"}));
 }
 
 FinetuneResult finetune(const FinetuneOptions& o, const FinetuneSources& sources) {

@@ -50,7 +50,7 @@ namespace florence::train {
 /// Fine-tuning options: the engine's (RunOptions, with the fine-tuning defaults set in the
 /// constructor: lr 1e-3, min lr 1e-6, AdamW betas (0.9, 0.999), eps 1e-8 (PyTorch's), clip 5
 /// (Swin fine-tuning), checkpoints only at the end, 2 kept) plus these.
-struct FinetuneOptions : RunOptions {
+struct FinetuneOptions : TaskOptions<FinetuneOptions> {
   std::string task = "classify";  ///< "classify" | "retrieval"
   std::string checkpoint;         ///< initial weights (two-tower or vision checkpoint); empty = random init
   /// Random weights for the checkpoint's config (its spec, preprocessing and vocabulary are still
@@ -79,21 +79,12 @@ struct FinetuneOptions : RunOptions {
     ckpt_every = 0;
     keep_checkpoints = 2;
   }
-  template <class F>
-  void visit(F&& f) {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  template <class F>
-  void visit(F&& f) const {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  nlohmann::json to_json() const { return options_to_json(*this); }
-  /// Unknown keys throw florence::Error naming the key.
-  static FinetuneOptions from_json(const nlohmann::json& j);
+
+ public:
+  static constexpr const char* kWhat = "finetune options";  ///< names the struct in from_json errors
 
  private:
+  friend struct TaskOptions<FinetuneOptions>;
   template <class S, class F>
   static void visit_fields(S& s, F& f) {
     f(Field{"task", "--task", "classify | retrieval"}, s.task);

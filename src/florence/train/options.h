@@ -143,6 +143,31 @@ void options_from_json(O& o, const nlohmann::json& j, const std::string& what) {
   }
 }
 
+/// Base of a task's options struct: the engine's RunOptions plus the task's own fields. Derived
+/// declares `static constexpr const char* kWhat` (names it in errors) and a static template
+/// `visit_fields(S& s, F& f)` calling f(Field, member) per field (private is fine with
+/// `friend struct TaskOptions<Derived>`); visit / to_json / from_json then need no code per task.
+template <class Derived>
+struct TaskOptions : RunOptions {
+  template <class F>
+  void visit(F&& f) {
+    RunOptions::visit(f);
+    Derived::visit_fields(static_cast<Derived&>(*this), f);
+  }
+  template <class F>
+  void visit(F&& f) const {
+    RunOptions::visit(f);
+    Derived::visit_fields(static_cast<const Derived&>(*this), f);
+  }
+  nlohmann::json to_json() const { return options_to_json(static_cast<const Derived&>(*this)); }
+  /// Unknown keys and values of the wrong type throw florence::Error naming the key.
+  static Derived from_json(const nlohmann::json& j) {
+    Derived o;
+    options_from_json(o, j, Derived::kWhat);
+    return o;
+  }
+};
+
 /// The resume merge: `saved` with every field whose flag was given (`given(flag)`) and every
 /// per-invocation field taken from `parsed`.
 template <class O>

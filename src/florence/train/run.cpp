@@ -132,6 +132,23 @@ std::string resolve_resume_checkpoint(const std::string& arg) {
   throw Error(fmt::format("--resume: '{}' is neither a run directory nor a checkpoint file", arg));
 }
 
+nlohmann::json load_saved_options(const std::string& arg, const SavedRunKind& k) {
+  std::error_code ec;
+  if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
+    const auto j = core::read_json_file(fs::path(arg) / "config.json");
+    if (!j.is_object() || (!k.config_kind.empty() && j.value("kind", "") != k.config_kind) || !j.contains("options"))
+      throw Error(fmt::format("'{}/config.json' is not a {} run", arg, k.what));
+    return j.at("options");
+  }
+  const std::string side_path = model::sidecar_path(resolve_resume_checkpoint(arg));
+  const auto side = core::read_json_file(side_path);
+  const nlohmann::json::json_pointer ptr("/train_state/options");
+  if (!side.is_object() || (!k.sidecar_key.empty() && !side.contains(k.sidecar_key)) ||
+      (!k.sidecar_kind.empty() && side.value("kind", "") != k.sidecar_kind) || !side.contains(ptr))
+    throw Error(fmt::format("'{}' is not a {} checkpoint", side_path, k.what));
+  return side[ptr];
+}
+
 Checkpointer::Checkpointer(fs::path dir, int keep_periodic, bool writer)
     : dir_(std::move(dir)), keep_(keep_periodic), writer_(writer) {}
 

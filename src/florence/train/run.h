@@ -116,6 +116,21 @@ LrSchedule make_schedule(const RunOptions& o, int64_t total_steps);
 /// when there is none.
 std::string resolve_resume_checkpoint(const std::string& run_dir_or_checkpoint);
 
+/// Which run `load_saved_options` accepts.
+struct SavedRunKind {
+  std::string config_kind;   ///< RUN_DIR/config.json "kind" must equal this ("" = any)
+  std::string sidecar_key;   ///< a checkpoint's sidecar must hold this key ("" = no check)
+  std::string sidecar_kind;  ///< a checkpoint's sidecar "kind" must equal this ("" = any)
+  std::string what;          ///< the run named in errors: "detection", "fine-tuning", ...
+};
+
+/// The options JSON a run was started with, for `--resume` (flags given on resume then override
+/// it): RUN_DIR/config.json "options" when RUN_DIR holds a config.json, else the
+/// "train_state"."options" of the checkpoint resolve_resume_checkpoint names. Throws
+/// florence::Error "'PATH' is not a WHAT run|checkpoint" when the kind or key does not match or the
+/// options are missing, and what resolve_resume_checkpoint and the JSON reader throw.
+nlohmann::json load_saved_options(const std::string& run_dir_or_checkpoint, const SavedRunKind& kind);
+
 class Checkpointer {
  public:
   /// `writer`: this process writes (rank 0); others only track the names.

@@ -37,12 +37,6 @@ void from_json(const nlohmann::json& j, DataSpec& d) {
   d.weight = j.value("weight", -1.0);
 }
 
-TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
-  TrainOptions o;
-  options_from_json(o, j, "train options");
-  return o;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Stages
 // ---------------------------------------------------------------------------------------------
@@ -108,18 +102,7 @@ StagePlan resolve_stages(const TrainOptions& o, int64_t steps_per_epoch) {
 }
 
 TrainOptions load_run_options(const std::string& arg) {
-  std::error_code ec;
-  if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
-    const auto j = core::read_json_file(fs::path(arg) / "config.json");
-    if (!j.contains("options")) throw Error(fmt::format("'{}/config.json' has no \"options\"", arg));
-    return TrainOptions::from_json(j.at("options"));
-  }
-  const std::string ckpt = resolve_resume_checkpoint(arg);
-  const auto side = core::read_json_file(model::sidecar_path(ckpt));
-  if (!side.contains("train_state") || !side["train_state"].contains("options")) {
-    throw Error(fmt::format("'{}' has no training state (not a pretraining checkpoint)", model::sidecar_path(ckpt)));
-  }
-  return TrainOptions::from_json(side["train_state"]["options"]);
+  return TrainOptions::from_json(load_saved_options(arg, {"", "", "", "pretraining"}));
 }
 
 // ---------------------------------------------------------------------------------------------

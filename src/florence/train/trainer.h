@@ -75,7 +75,7 @@ void to_json(nlohmann::json& j, const DataSpec& d);
 void from_json(const nlohmann::json& j, DataSpec& d);  ///< "weight" optional (-1)
 
 /// Pretraining options: the engine's (RunOptions, pretraining defaults) plus these.
-struct TrainOptions : RunOptions {
+struct TrainOptions : TaskOptions<TrainOptions> {
   std::string model = "florence-nano";  ///< registered name or config JSON path
   std::string vocab;                    ///< BPE merges file (required)
   std::vector<DataSpec> data;           ///< at least one (CLI: --shards / --manifest / --labelled)
@@ -103,21 +103,12 @@ struct TrainOptions : RunOptions {
   /// (train::make_batch_texts; not in the Florence paper). 0: off.
   double tag_sampling = 0.0;
 
-  template <class F>
-  void visit(F&& f) {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  template <class F>
-  void visit(F&& f) const {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  nlohmann::json to_json() const { return options_to_json(*this); }
-  /// Unknown keys throw florence::Error naming the key.
-  static TrainOptions from_json(const nlohmann::json& j);
+
+ public:
+  static constexpr const char* kWhat = "train options";  ///< names the struct in from_json errors
 
  private:
+  friend struct TaskOptions<TrainOptions>;
   template <class S, class F>
   static void visit_fields(S& s, F& f) {
     f(Field{"model", "--model", "Model: registered name (florence-nano, florence-t, ...) or config JSON"}, s.model);

@@ -27,12 +27,6 @@ namespace florence::detect {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-DetectOptions DetectOptions::from_json(const nlohmann::json& j) {
-  DetectOptions o;
-  train::options_from_json(o, j, "detect options");
-  return o;
-}
-
 namespace {
 
 // Seed streams of this task (train/seeding.h tags 11-13 are the engine's and pretraining's).
@@ -300,19 +294,7 @@ train::RunResult train_detector(const DetectOptions& o) {
 }
 
 DetectOptions load_detect_options(const std::string& arg) {
-  std::error_code ec;
-  if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
-    const auto j = core::read_json_file(fs::path(arg) / "config.json");
-    if (j.value("kind", "") != "detection" || !j.contains("options"))
-      throw Error(fmt::format("'{}/config.json' is not a detection run", arg));
-    return DetectOptions::from_json(j.at("options"));
-  }
-  const std::string ckpt = train::resolve_resume_checkpoint(arg);
-  const auto side = core::read_json_file(model::sidecar_path(ckpt));
-  const nlohmann::json::json_pointer ptr("/train_state/options");
-  if (!side.contains("detector") || !side.contains(ptr))
-    throw Error(fmt::format("'{}' is not a detection checkpoint", model::sidecar_path(ckpt)));
-  return DetectOptions::from_json(side[ptr]);
+  return DetectOptions::from_json(train::load_saved_options(arg, {"detection", "detector", "", "detection"}));
 }
 
 }  // namespace florence::detect

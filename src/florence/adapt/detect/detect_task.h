@@ -33,7 +33,7 @@ namespace florence::detect {
 /// Options: the engine's (RunOptions; defaults here: AdamW lr 2e-4 (DyHead's Swin configs use
 /// 1e-4 at batch 16), weight decay 0.05, clip 1.0 (detectron2 full-model clipping), batch 8,
 /// checkpoints at the end, 2 kept) plus these.
-struct DetectOptions : train::RunOptions {
+struct DetectOptions : train::TaskOptions<DetectOptions> {
   std::string data;                  ///< set root (detect_data.h layout)
   std::string train_split = "train", val_split = "val", test_split = "test";  ///< "" = none (val/test)
   std::string detector = "dyhead-nano";  ///< detector config name or JSON
@@ -60,21 +60,12 @@ struct DetectOptions : train::RunOptions {
     ckpt_every = 0;
     keep_checkpoints = 2;
   }
-  template <class F>
-  void visit(F&& f) {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  template <class F>
-  void visit(F&& f) const {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  nlohmann::json to_json() const { return train::options_to_json(*this); }
-  /// Unknown keys throw florence::Error naming the key.
-  static DetectOptions from_json(const nlohmann::json& j);
+
+ public:
+  static constexpr const char* kWhat = "detect options";  ///< names the struct in from_json errors
 
  private:
+  friend struct train::TaskOptions<DetectOptions>;
   template <class S, class F>
   static void visit_fields(S& s, F& f) {
     using train::Field;

@@ -31,12 +31,6 @@ namespace florence::video {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-VideoTrainOptions VideoTrainOptions::from_json(const nlohmann::json& j) {
-  VideoTrainOptions o;
-  train::options_from_json(o, j, "video train options");
-  return o;
-}
-
 ActionSplit read_action_split(const std::string& root, const std::string& split) {
   const fs::path dir(root);
   const fs::path classes_file = dir / "classes.txt", split_file = dir / (split + ".jsonl");
@@ -543,19 +537,7 @@ train::RunResult train_actions(const VideoTrainOptions& options) {
 }
 
 VideoTrainOptions load_video_train_options(const std::string& arg) {
-  std::error_code ec;
-  if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
-    const auto j = core::read_json_file(fs::path(arg) / "config.json");
-    if (j.value("kind", "") != "video-actions" || !j.contains("options"))
-      throw Error(fmt::format("'{}/config.json' is not a video training run", arg));
-    return VideoTrainOptions::from_json(j.at("options"));
-  }
-  const std::string ckpt = train::resolve_resume_checkpoint(arg);
-  const auto side = core::read_json_file(model::sidecar_path(ckpt));
-  const nlohmann::json::json_pointer ptr("/train_state/options");
-  if (!side.contains("video") || !side.contains(ptr))
-    throw Error(fmt::format("'{}' is not a video training checkpoint", model::sidecar_path(ckpt)));
-  return VideoTrainOptions::from_json(side[ptr]);
+  return VideoTrainOptions::from_json(train::load_saved_options(arg, {"video-actions", "video", "", "video training"}));
 }
 
 nlohmann::json evaluate_actions(const VideoEvalOptions& o) {

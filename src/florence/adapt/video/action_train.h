@@ -66,7 +66,7 @@ ActionSplit read_action_split(const std::string& root, const std::string& split)
 /// Options of `florence video train`: the engine's (train::RunOptions, with these defaults:
 /// batch 16, lr 1e-3, min lr 1e-6, AdamW betas (0.9, 0.999), eps 1e-8, clip 5, weight decay 0.05,
 /// checkpoints at the end only, 2 kept) plus the fields below.
-struct VideoTrainOptions : train::RunOptions {
+struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
   std::string data;               ///< action set root (action_set.h layout)
   std::string checkpoint;         ///< initial weights: a Florence or CoSwin checkpoint; empty = random init
   bool random_init = false;       ///< random weights for the checkpoint's config (its preprocessing kept)
@@ -93,21 +93,12 @@ struct VideoTrainOptions : train::RunOptions {
     ckpt_every = 0;
     keep_checkpoints = 2;
   }
-  template <class F>
-  void visit(F&& f) {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  template <class F>
-  void visit(F&& f) const {
-    RunOptions::visit(f);
-    visit_fields(*this, f);
-  }
-  nlohmann::json to_json() const { return train::options_to_json(*this); }
-  /// Unknown keys throw florence::Error naming the key.
-  static VideoTrainOptions from_json(const nlohmann::json& j);
+
+ public:
+  static constexpr const char* kWhat = "video train options";  ///< names the struct in from_json errors
 
  private:
+  friend struct train::TaskOptions<VideoTrainOptions>;
   template <class S, class F>
   static void visit_fields(S& s, F& f) {
     using train::Field;

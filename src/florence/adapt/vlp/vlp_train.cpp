@@ -57,19 +57,7 @@ void meter_run_defaults(train::RunOptions& o) {
 
 VlpPretrainOptions::VlpPretrainOptions() { meter_run_defaults(*this); }
 
-VlpPretrainOptions VlpPretrainOptions::from_json(const nlohmann::json& j) {
-  VlpPretrainOptions o;
-  train::options_from_json(o, j, "vlp pretrain options");
-  return o;
-}
-
 VqaOptions::VqaOptions() { meter_run_defaults(*this); }
-
-VqaOptions VqaOptions::from_json(const nlohmann::json& j) {
-  VqaOptions o;
-  train::options_from_json(o, j, "vqa options");
-  return o;
-}
 
 namespace {
 
@@ -693,23 +681,6 @@ class VqaTask : public train::TrainTask {
   nlohmann::json data_;
 };
 
-template <class O>
-O load_options(const std::string& arg, const std::string& kind, const char* what) {
-  std::error_code ec;
-  if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
-    const auto j = core::read_json_file(fs::path(arg) / "config.json");
-    if (j.value("kind", "") != kind || !j.contains("options"))
-      throw Error(fmt::format("'{}/config.json' is not a {} run", arg, what));
-    return O::from_json(j.at("options"));
-  }
-  const std::string ckpt = train::resolve_resume_checkpoint(arg);
-  const auto side = core::read_json_file(model::sidecar_path(ckpt));
-  const nlohmann::json::json_pointer ptr("/train_state/options");
-  if (side.value("kind", "") != kind || !side.contains(ptr))
-    throw Error(fmt::format("'{}' is not a {} checkpoint", model::sidecar_path(ckpt), what));
-  return O::from_json(side[ptr]);
-}
-
 }  // namespace
 
 RunResult vlp_pretrain(const VlpPretrainOptions& o) {
@@ -723,10 +694,12 @@ RunResult vqa_train(const VqaOptions& o) {
 }
 
 VlpPretrainOptions load_vlp_pretrain_options(const std::string& arg) {
-  return load_options<VlpPretrainOptions>(arg, "vlp-pretrain", "vlp pretrain");
+  return VlpPretrainOptions::from_json(train::load_saved_options(arg, {"vlp-pretrain", "", "vlp-pretrain", "vlp pretrain"}));
 }
 
-VqaOptions load_vqa_options(const std::string& arg) { return load_options<VqaOptions>(arg, "vqa", "vqa"); }
+VqaOptions load_vqa_options(const std::string& arg) {
+  return VqaOptions::from_json(train::load_saved_options(arg, {"vqa", "", "vqa", "vqa"}));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Evaluation and questions

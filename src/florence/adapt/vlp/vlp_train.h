@@ -69,7 +69,7 @@ struct MeterInitFields {
 /// on its large pretrained towers; the nano towers and the new fusion take a larger step),
 /// weight decay 0.01, betas (0.9, 0.98), eps 1e-8 (METER), clip 1, batch 32; warm-up the engine's
 /// 5% (METER: 10%, --warmup-steps).
-struct VlpPretrainOptions : train::RunOptions, MeterInitFields {
+struct VlpPretrainOptions : train::TaskOptions<VlpPretrainOptions>, MeterInitFields {
   std::string data;                      ///< corpus roots with image-text pairs, comma-separated
   std::string train_split = "train", test_split = "test";
   double mlm_prob = 0.15;                ///< MLM: fraction of tokens predicted (BERT / METER)
@@ -77,27 +77,19 @@ struct VlpPretrainOptions : train::RunOptions, MeterInitFields {
   int64_t max_eval_samples = 1000;       ///< held-out pairs evaluated at the end (0 = all)
 
   VlpPretrainOptions();
-  template <class F>
-  void visit(F&& f) {
-    RunOptions::visit(f);
-    fields(*this, f);
-  }
-  template <class F>
-  void visit(F&& f) const {
-    RunOptions::visit(f);
-    fields(*this, f);
-  }
-  nlohmann::json to_json() const { return train::options_to_json(*this); }
-  static VlpPretrainOptions from_json(const nlohmann::json& j);
+
+ public:
+  static constexpr const char* kWhat = "vlp pretrain options";  ///< names the struct in from_json errors
 
  private:
+  friend struct train::TaskOptions<VlpPretrainOptions>;
   template <class S, class F>
-  static void fields(S& s, F& f);
+  static void visit_fields(S& s, F& f);
 };
 
 /// `florence vqa train` options. Defaults: lr 1e-4, heads x 50 (METER's VQA multiplier), fusion
 /// x 5, the rest as VlpPretrainOptions.
-struct VqaOptions : train::RunOptions, MeterInitFields {
+struct VqaOptions : train::TaskOptions<VqaOptions>, MeterInitFields {
   std::string data;                                            ///< VQA set root (vqa_set.h)
   std::string train_split = "train", val_split = "val", test_split = "test";  ///< "" = none (val/test)
   bool blind = false;                 ///< question-only baseline: image tokens zeroed
@@ -106,22 +98,14 @@ struct VqaOptions : train::RunOptions, MeterInitFields {
   int64_t max_eval_questions = 0;     ///< same for val / test
 
   VqaOptions();
-  template <class F>
-  void visit(F&& f) {
-    RunOptions::visit(f);
-    fields(*this, f);
-  }
-  template <class F>
-  void visit(F&& f) const {
-    RunOptions::visit(f);
-    fields(*this, f);
-  }
-  nlohmann::json to_json() const { return train::options_to_json(*this); }
-  static VqaOptions from_json(const nlohmann::json& j);
+
+ public:
+  static constexpr const char* kWhat = "vqa options";  ///< names the struct in from_json errors
 
  private:
+  friend struct train::TaskOptions<VqaOptions>;
   template <class S, class F>
-  static void fields(S& s, F& f);
+  static void visit_fields(S& s, F& f);
 };
 
 /// Runs (or resumes) ITM + MLM pretraining. RunResult::result: {"task": "vlp-pretrain", "init",
@@ -216,7 +200,7 @@ void init_fields(S& s, F& f) {
 }
 
 template <class S, class F>
-void VlpPretrainOptions::fields(S& s, F& f) {
+void VlpPretrainOptions::visit_fields(S& s, F& f) {
   using train::Field;
   init_fields(s, f);
   f(Field{"data", "--data", "Corpus roots with image-text pairs (split folders), comma-separated"}, s.data);
@@ -231,7 +215,7 @@ void VlpPretrainOptions::fields(S& s, F& f) {
 }
 
 template <class S, class F>
-void VqaOptions::fields(S& s, F& f) {
+void VqaOptions::visit_fields(S& s, F& f) {
   using train::Field;
   init_fields(s, f);
   f(Field{"data", "--data", "VQA set root (florence data build vqa)"}, s.data);
