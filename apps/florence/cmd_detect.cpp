@@ -28,7 +28,7 @@ void print_eval(const nlohmann::json& e, const florence::detect::CocoEvalResult&
             << m.summary();
 }
 
-void setup_train(CLI::App* group) {
+void setup_detect_train(CLI::App* group) {
   auto* cmd = group->add_subcommand("train", "Train the DyHead/ATSS detector on a COCO-format set (shared run engine)");
   auto o = std::make_shared<DetectOptions>();
   auto resume = std::make_shared<std::string>();
@@ -75,7 +75,7 @@ void setup_train(CLI::App* group) {
   });
 }
 
-void setup_eval(CLI::App* group) {
+void setup_detect_eval(CLI::App* group) {
   auto* cmd = group->add_subcommand("eval", "COCO bbox mAP of a trained detector on a split (pycocotools' numbers)");
   struct Args {
     std::string checkpoint, data, split = "test", out, device = "cpu";
@@ -135,7 +135,7 @@ void setup_eval(CLI::App* group) {
   });
 }
 
-void setup_predict(CLI::App* group) {
+void setup_detect_predict(CLI::App* group) {
   auto* cmd = group->add_subcommand("predict", "Detect objects in one image; print them and draw them on a PNG");
   struct Args {
     std::string checkpoint, image, out, device = "cpu";
@@ -172,9 +172,9 @@ void setup_predict(CLI::App* group) {
 
 void setup_detect(CLI::App& root) {
   auto* group = florence::cli::group(root, "detect", "Object detection: DyHead + ATSS on the CoSwin pyramid, COCO mAP");
-  setup_train(group);
-  setup_eval(group);
-  setup_predict(group);
+  setup_detect_train(group);
+  setup_detect_eval(group);
+  setup_detect_predict(group);
 }
 
 }  // namespace

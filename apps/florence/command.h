@@ -34,4 +34,4 @@ const CLI::Validator& non_negative();  ///< a number >= 0
 #define FLORENCE_CLI_CONCAT2(a, b) a##b
 #define FLORENCE_CLI_CONCAT(a, b) FLORENCE_CLI_CONCAT2(a, b)
 #define FLORENCE_COMMAND(fn) \
-  static ::florence::cli::Registrar FLORENCE_CLI_CONCAT(florence_registrar_, __LINE__)(#fn, fn)
+  static ::florence::cli::Registrar FLORENCE_CLI_CONCAT(florence_registrar_, __COUNTER__)(#fn, fn)

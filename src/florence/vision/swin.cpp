@@ -2,6 +2,7 @@
 #include "florence/vision/swin.h"
 
 #include "florence/core/error.h"
+#include "florence/vision/json_field.h"
 #include "florence/vision/swin_layers.h"
 
 #include <fmt/format.h>
@@ -20,23 +21,14 @@ nlohmann::json conv_to_json(const ConvEmbedConfig& c) {
   return {{"kernel", c.kernel}, {"stride", c.stride}, {"padding", c.padding}};
 }
 
-template <typename T>
-T get_field(const nlohmann::json& j, const std::string& name) {
-  try {
-    return j.get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("SwinConfig: field '{}' has the wrong type ({}): {}", name, j.type_name(), e.what()));
-  }
-}
-
 ConvEmbedConfig conv_from_json(const nlohmann::json& j, const std::string& name) {
   if (!j.is_object()) throw Error(fmt::format("SwinConfig: field '{}' must be an object", name));
   ConvEmbedConfig c;
   for (const auto& [key, value] : j.items()) {
     const std::string field = name + "." + key;
-    if (key == "kernel") c.kernel = get_field<int>(value, field);
-    else if (key == "stride") c.stride = get_field<int>(value, field);
-    else if (key == "padding") c.padding = get_field<int>(value, field);
+    if (key == "kernel") c.kernel = detail::json_field<int>(value, "SwinConfig", field);
+    else if (key == "stride") c.stride = detail::json_field<int>(value, "SwinConfig", field);
+    else if (key == "padding") c.padding = detail::json_field<int>(value, "SwinConfig", field);
     else throw Error(fmt::format("SwinConfig: unknown field '{}'", field));
   }
   return c;
@@ -76,24 +68,24 @@ SwinConfig SwinConfig::from_json(const nlohmann::json& j) {
   if (!j.is_object()) throw Error(fmt::format("SwinConfig: expected a JSON object, got {}", j.type_name()));
   SwinConfig c;
   for (const auto& [key, v] : j.items()) {
-    if (key == "variant") c.variant = get_field<std::string>(v, key);
-    else if (key == "in_chans") c.in_chans = get_field<int>(v, key);
-    else if (key == "embed_dim") c.embed_dim = get_field<int>(v, key);
-    else if (key == "depths") c.depths = get_field<std::vector<int>>(v, key);
-    else if (key == "num_heads") c.num_heads = get_field<std::vector<int>>(v, key);
-    else if (key == "window_size") c.window_size = get_field<int>(v, key);
-    else if (key == "mlp_ratio") c.mlp_ratio = get_field<double>(v, key);
-    else if (key == "qkv_bias") c.qkv_bias = get_field<bool>(v, key);
-    else if (key == "drop_rate") c.drop_rate = get_field<double>(v, key);
-    else if (key == "attn_drop_rate") c.attn_drop_rate = get_field<double>(v, key);
-    else if (key == "drop_path_rate") c.drop_path_rate = get_field<double>(v, key);
-    else if (key == "layer_scale_init") c.layer_scale_init = get_field<double>(v, key);
-    else if (key == "norm_eps") c.norm_eps = get_field<double>(v, key);
-    else if (key == "patch_norm") c.patch_norm = get_field<bool>(v, key);
+    if (key == "variant") c.variant = detail::json_field<std::string>(v, "SwinConfig", key);
+    else if (key == "in_chans") c.in_chans = detail::json_field<int>(v, "SwinConfig", key);
+    else if (key == "embed_dim") c.embed_dim = detail::json_field<int>(v, "SwinConfig", key);
+    else if (key == "depths") c.depths = detail::json_field<std::vector<int>>(v, "SwinConfig", key);
+    else if (key == "num_heads") c.num_heads = detail::json_field<std::vector<int>>(v, "SwinConfig", key);
+    else if (key == "window_size") c.window_size = detail::json_field<int>(v, "SwinConfig", key);
+    else if (key == "mlp_ratio") c.mlp_ratio = detail::json_field<double>(v, "SwinConfig", key);
+    else if (key == "qkv_bias") c.qkv_bias = detail::json_field<bool>(v, "SwinConfig", key);
+    else if (key == "drop_rate") c.drop_rate = detail::json_field<double>(v, "SwinConfig", key);
+    else if (key == "attn_drop_rate") c.attn_drop_rate = detail::json_field<double>(v, "SwinConfig", key);
+    else if (key == "drop_path_rate") c.drop_path_rate = detail::json_field<double>(v, "SwinConfig", key);
+    else if (key == "layer_scale_init") c.layer_scale_init = detail::json_field<double>(v, "SwinConfig", key);
+    else if (key == "norm_eps") c.norm_eps = detail::json_field<double>(v, "SwinConfig", key);
+    else if (key == "patch_norm") c.patch_norm = detail::json_field<bool>(v, "SwinConfig", key);
     else if (key == "patch_embed") c.patch_embed = conv_from_json(v, key);
     else if (key == "downsample") c.downsample = conv_from_json(v, key);
-    else if (key == "num_classes") c.num_classes = get_field<int>(v, key);
-    else if (key == "image_size") c.image_size = get_field<int>(v, key);
+    else if (key == "num_classes") c.num_classes = detail::json_field<int>(v, "SwinConfig", key);
+    else if (key == "image_size") c.image_size = detail::json_field<int>(v, "SwinConfig", key);
     else throw Error(fmt::format("SwinConfig: unknown field '{}'", key));
   }
   return c;

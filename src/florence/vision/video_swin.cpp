@@ -2,6 +2,7 @@
 #include "florence/vision/video_swin.h"
 
 #include "florence/core/error.h"
+#include "florence/vision/json_field.h"
 #include "florence/vision/video_swin_layers.h"
 
 #include <fmt/format.h>
@@ -16,15 +17,6 @@ namespace florence::vision {
 // ------------------------------------------------------------------------------------ config
 
 namespace {
-
-template <typename T>
-T get_field(const nlohmann::json& j, const std::string& name) {
-  try {
-    return j.get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("VideoSwinConfig: field '{}' has the wrong type ({}): {}", name, j.type_name(), e.what()));
-  }
-}
 
 }  // namespace
 
@@ -56,22 +48,22 @@ VideoSwinConfig VideoSwinConfig::from_json(const nlohmann::json& j) {
         throw Error(fmt::format("VideoSwinConfig: field 'image': {}", e.what()));
       }
     } else if (key == "tube") {
-      c.tube = get_field<int>(v, key);
+      c.tube = detail::json_field<int>(v, "VideoSwinConfig", key);
     } else if (key == "merge") {
       if (!v.is_object()) throw Error("VideoSwinConfig: field 'merge' must be an object");
       for (const auto& [mk, mv] : v.items()) {
         const std::string field = "merge." + mk;
-        if (mk == "kernel") c.merge.kernel = get_field<int>(mv, field);
-        else if (mk == "stride") c.merge.stride = get_field<int>(mv, field);
-        else if (mk == "padding") c.merge.padding = get_field<int>(mv, field);
+        if (mk == "kernel") c.merge.kernel = detail::json_field<int>(mv, "VideoSwinConfig", field);
+        else if (mk == "stride") c.merge.stride = detail::json_field<int>(mv, "VideoSwinConfig", field);
+        else if (mk == "padding") c.merge.padding = detail::json_field<int>(mv, "VideoSwinConfig", field);
         else throw Error(fmt::format("VideoSwinConfig: unknown field '{}'", field));
       }
     } else if (key == "windows") {
-      c.windows = get_field<std::vector<std::array<int, 3>>>(v, key);
+      c.windows = detail::json_field<std::vector<std::array<int, 3>>>(v, "VideoSwinConfig", key);
     } else if (key == "num_frames") {
-      c.num_frames = get_field<int>(v, key);
+      c.num_frames = detail::json_field<int>(v, "VideoSwinConfig", key);
     } else if (key == "num_classes") {
-      c.num_classes = get_field<int>(v, key);
+      c.num_classes = detail::json_field<int>(v, "VideoSwinConfig", key);
     } else {
       throw Error(fmt::format("VideoSwinConfig: unknown field '{}'", key));
     }

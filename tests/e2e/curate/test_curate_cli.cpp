@@ -13,6 +13,10 @@
 #include "unit/curate/real_images.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_curate_cli {
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -205,3 +209,5 @@ TEST(CurateCli, UnreadableShards) {
   EXPECT_EQ(j["counts"]["unreadable_shards"], 1);
   EXPECT_EQ(j["problem_shards"][0]["input"], (in / "000000.tar").string());
 }
+
+}  // namespace test_curate_cli

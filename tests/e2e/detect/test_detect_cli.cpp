@@ -24,6 +24,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_detect_cli {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -152,3 +156,5 @@ TEST(DetectCli, TrainEvalPredictResumeAndBadInput) {
   EXPECT_NE(run(train_args(root() / "nosplit", 2) + " --train-split nosuch", out, &err), 0);
   EXPECT_NE(err.find("instances_nosuch.json"), std::string::npos) << err;
 }
+
+}  // namespace test_detect_cli

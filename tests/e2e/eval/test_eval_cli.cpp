@@ -22,6 +22,10 @@
 #include "support/cli.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_eval_cli {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -598,3 +602,5 @@ TEST(EvalCli, DemoPeakMemoryInKiBAndGiB) {
             0);
   EXPECT_EQ(read_file(o), "peak resident memory: 1,110,444 KiB = 1.06 GiB\n");  // 1110444 / 2^20 = 1.0590
 }
+
+}  // namespace test_eval_cli

@@ -21,6 +21,10 @@
 #include <nlohmann/json.hpp>
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_report {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -260,3 +264,5 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
   cv::inRange(s, cv::Scalar(150, 90, 0), cv::Scalar(210, 150, 70), mask);
   EXPECT_GT(cv::countNonZero(mask), 100);
 }
+
+}  // namespace test_report

@@ -16,6 +16,10 @@
 #include "florence/search/npy.h"
 #include "florence/search/store.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_index_cli {
+
 using namespace florence;
 namespace ts = florence::test::search;
 namespace fs = std::filesystem;
@@ -228,3 +232,5 @@ TEST(IndexCli, KilledBuildResumesWithoutRedoingFinishedChunks) {
   for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(ra[i].key, rb[i].key);
   EXPECT_TRUE(a.pending().is_null());
 }
+
+}  // namespace test_index_cli

@@ -15,6 +15,10 @@
 #include "e2e/search/fixtures.h"
 #include "florence/search/query.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_page {
+
 using namespace florence;
 namespace ts = florence::test::search;
 namespace fs = std::filesystem;
@@ -153,3 +157,5 @@ TEST(SearchPage, TextQueryClickDropAndDeepLinkInHeadlessChromium) {
   EXPECT_FALSE(alive(server)) << "the server did not stop on SIGINT";
   if (alive(server)) ::kill(server, SIGKILL);
 }
+
+}  // namespace test_page

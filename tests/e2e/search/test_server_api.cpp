@@ -20,6 +20,10 @@
 #include "florence/search/searcher.h"
 #include "florence/search/server.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_server_api {
+
 using namespace florence;
 using namespace florence::search;
 namespace ts = florence::test::search;
@@ -354,3 +358,5 @@ TEST_F(ServeApi, ShortLoadTestHasNoErrorsAndNoMemoryGrowth) {
   std::cout << "load: " << per_half << " requests by " << clients << " clients in " << secs << " s (" << per_half / secs
             << " req/s); rss " << rss1 / (1 << 20) << " -> " << rss2 / (1 << 20) << " MiB\n";
 }
+
+}  // namespace test_server_api

@@ -35,6 +35,10 @@
 #include "florence/text/bpe_trainer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_pretrain_dist {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -387,3 +391,5 @@ TEST(PretrainDist, KilledRankMakesTheOthersExitWithTheTimeoutMessage) {
     for (pid_t p : kids) EXPECT_NE(kill(p, 0), 0) << "child " << p << " still running";
   }
 }
+
+}  // namespace test_pretrain_dist

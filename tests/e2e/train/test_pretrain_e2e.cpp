@@ -35,6 +35,10 @@
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_pretrain_e2e {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -307,3 +311,5 @@ TEST(PretrainE2E, SigintWritesACheckpointAndExitsCleanly) {
   EXPECT_EQ(side["train_state"]["step"], done);
   EXPECT_EQ(side["train_state"]["batches_in_epoch"], done);
 }
+
+}  // namespace test_pretrain_e2e

@@ -21,6 +21,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_video_cli {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -158,3 +162,5 @@ TEST(VideoCli, TrainEvalResumeAndBadInput) {
             0);
   EXPECT_NE(err.find("classes.txt"), std::string::npos) << err;
 }
+
+}  // namespace test_video_cli

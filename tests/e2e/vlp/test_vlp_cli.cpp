@@ -23,6 +23,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_vlp_cli {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -195,3 +199,5 @@ TEST(VlpCli, PretrainVqaTrainEvalAskResume) {
   EXPECT_NE(run("vqa eval --checkpoint " + init + " --data " + vqa_set(), out, &err), 0);
   EXPECT_NE(err.find("is not a `florence vqa train` model"), std::string::npos) << err;
 }
+
+}  // namespace test_vlp_cli

@@ -18,6 +18,10 @@
 #include "florence/core/threads.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_deform_conv_parity {
+
 namespace fs = std::filesystem;
 using namespace florence;
 
@@ -132,3 +136,5 @@ TEST_F(DeformConvParity, ComparisonDetectsAHalfPixelShift) {
 }
 
 }  // namespace
+
+}  // namespace test_deform_conv_parity

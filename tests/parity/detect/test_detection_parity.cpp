@@ -20,6 +20,10 @@
 #include "florence/core/threads.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_detection_parity {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using namespace florence::detect;
@@ -147,3 +151,5 @@ TEST_F(DetectionParity, NmsKeepsTorchvisionsIndices) {
 }
 
 }  // namespace
+
+}  // namespace test_detection_parity

@@ -14,6 +14,10 @@
 #include "florence/text/text_transformer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_text_parity {
+
 namespace {
 
 using florence::text::TextConfig;
@@ -81,3 +85,5 @@ TEST(TextParity, UniclEps1e12) { run_case(1e-12, "eps1e-12"); }
 TEST(TextParity, ClipEps1e5) { run_case(1e-5, "eps1e-5"); }
 
 }  // namespace
+
+}  // namespace test_text_parity

@@ -20,6 +20,10 @@
 #include <string>
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_swin_parity {
+
 namespace fs = std::filesystem;
 using namespace florence;
 
@@ -176,3 +180,7 @@ TEST_F(SwinParity, UnknownTorchvisionKeyIsNamed) {
 }
 
 }  // namespace
+
+#undef REQUIRE_REFERENCE
+
+}  // namespace test_swin_parity

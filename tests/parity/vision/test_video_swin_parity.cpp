@@ -16,6 +16,10 @@
 
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_video_swin_parity {
+
 namespace fs = std::filesystem;
 using namespace florence;
 
@@ -88,3 +92,5 @@ TEST(VideoSwinParity, WindowAttention3dMatchesPyTorch) {
     EXPECT_GT(want.abs().max().item<double>(), 0.1) << p;  // a non-trivial output
   }
 }
+
+}  // namespace test_video_swin_parity

@@ -14,6 +14,10 @@
 #include "support/paths.h"
 #include "unit/vlp/meter_test_config.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_meter_parity {
+
 namespace {
 
 using namespace florence;
@@ -94,3 +98,5 @@ TEST_F(MeterParity, FusionAndHeadsFromIds) {
 }
 
 }  // namespace
+
+}  // namespace test_meter_parity

@@ -12,6 +12,10 @@
 #include "florence/core/batched_matmul.h"
 #include "florence/core/error.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_batched_matmul {
+
 using florence::core::batched_matmul;
 
 TEST(BatchedMatmul, EqualsBmmForEveryOperandLayout) {
@@ -123,3 +127,5 @@ TEST(BatchedMatmul, EmptyShapesAndErrors) {
   EXPECT_THROW(batched_matmul(torch::zeros({3, 4}), torch::zeros({4, 6})), florence::Error);
   EXPECT_THROW(batched_matmul(torch::zeros({2, 3, 4}), torch::zeros({3, 4, 6})), florence::Error);
 }
+
+}  // namespace test_batched_matmul

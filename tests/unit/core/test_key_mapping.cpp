@@ -10,6 +10,10 @@
 #include <utility>
 #include <vector>
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_key_mapping {
+
 using florence::core::map_unicl_keys;
 using florence::core::TensorMap;
 
@@ -165,3 +169,5 @@ TEST(KeyMapping, TensorsAreSharedNotCopied) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_TRUE(out.at("text_projection").is_same(t));
 }
+
+}  // namespace test_key_mapping

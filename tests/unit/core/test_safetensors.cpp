@@ -18,6 +18,10 @@
 #include <vector>
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_safetensors {
+
 namespace fs = std::filesystem;
 using florence::core::load_safetensors;
 using florence::core::save_safetensors;
@@ -447,3 +451,5 @@ TEST(SafetensorsFuzz, MutationsLoadOrThrowFlorenceError) {
   EXPECT_GT(loaded, 0);    // some mutations (data bytes) keep the file valid
   EXPECT_GT(rejected, 0);  // and most are caught
 }
+
+}  // namespace test_safetensors

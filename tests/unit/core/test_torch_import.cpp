@@ -22,6 +22,10 @@
 #include <string>
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_torch_import {
+
 namespace fs = std::filesystem;
 using florence::core::load_torch_state_dict;
 using florence::core::TensorMap;
@@ -271,3 +275,5 @@ TEST_F(TorchImport, MutatedPicklesNeverCrash) {
 }
 
 }  // namespace
+
+}  // namespace test_torch_import

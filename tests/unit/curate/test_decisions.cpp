@@ -15,6 +15,10 @@
 #include "florence/curate/relevance.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_decisions {
+
 using namespace florence::curate;
 
 TEST(Representative, LargestThenKey) {
@@ -232,3 +236,5 @@ TEST(Balance, EntryListMatchesWholeWords) {
   EXPECT_THROW(EntryList::from_file(dir + "/bad.json"), florence::Error);
   EXPECT_THROW(EntryList::from_file(dir + "/missing.txt"), florence::Error);
 }
+
+}  // namespace test_decisions

@@ -10,6 +10,10 @@
 #include "unit/curate/real_images.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_hash {
+
 using namespace florence::curate;
 
 namespace {
@@ -190,3 +194,5 @@ TEST(PHash, BadInputThrows) {
   EXPECT_EQ(parse_hash_kind("dhash"), HashKind::kDHash);
   EXPECT_EQ(hash_hex(0xD500000000000001ull), "d500000000000001");
 }
+
+}  // namespace test_hash

@@ -9,6 +9,10 @@
 #include "florence/curate/hamming_index.h"
 #include "florence/curate/phash.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_index {
+
 using namespace florence::curate;
 
 namespace {
@@ -110,3 +114,5 @@ TEST(HammingIndex, AutoChunksAndCostModel) {
   empty.query(123, 10, out);
   EXPECT_TRUE(out.empty());
 }
+
+}  // namespace test_index

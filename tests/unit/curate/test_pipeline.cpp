@@ -26,6 +26,10 @@
 #include "unit/curate/real_images.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_pipeline {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using nlohmann::json;
@@ -876,3 +880,5 @@ TEST(CuratePipeline, RelevanceVocabularyBesideTheCheckpoint) {
   lo.vocab = (run / "missing.bpe").string();
   EXPECT_THROW(curate::resolve_relevance_vocab(lo), Error);
 }
+
+}  // namespace test_pipeline

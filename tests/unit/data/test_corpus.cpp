@@ -19,6 +19,10 @@
 #include "florence/data/webdataset.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_corpus {
+
 namespace fs = std::filesystem;
 using namespace florence::data;
 
@@ -472,3 +476,5 @@ TEST(Corpus, MissingInputKeepsTheOldCorpus) {
     EXPECT_FALSE(fs::exists(out / ".previous-corpus")) << input;
   }
 }
+
+}  // namespace test_corpus

@@ -13,6 +13,10 @@
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_loader {
+
 namespace fs = std::filesystem;
 using namespace florence::data;
 
@@ -442,3 +446,5 @@ TEST(ImageFolderSource, LabelsBySortedClassNames) {
   EXPECT_EQ(d.stats.samples, 4);
   EXPECT_EQ(d.labels.sum().item<int64_t>(), 0 + 0 + 1 + 2);
 }
+
+}  // namespace test_loader

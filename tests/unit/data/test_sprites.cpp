@@ -17,6 +17,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_sprites {
+
 namespace fs = std::filesystem;
 using namespace florence::data;
 
@@ -289,3 +293,5 @@ TEST(SpriteBank, BrokenSpriteIsCountedNotFatal) {
   o.corpora = {(dir / "nope").string()};
   EXPECT_THROW(SpriteBank::load(o), florence::Error);
 }
+
+}  // namespace test_sprites

@@ -7,6 +7,10 @@
 
 #include "florence/data/transforms.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_transforms {
+
 using namespace florence::data;
 
 namespace {
@@ -324,3 +328,5 @@ TEST(Transform, RejectsBadOptions) {
   o.std = {0.2f, 0.0f, 0.2f};
   EXPECT_THROW(ImageTransform{o}, florence::Error);
 }
+
+}  // namespace test_transforms

@@ -17,6 +17,10 @@
 
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_video {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using namespace florence::data;
@@ -248,3 +252,5 @@ TEST(VideoViews, ClipsTimesCropsWithTheCropsOfMmactionThreeCrop) {
                }()),
                Error);
 }
+
+}  // namespace test_video

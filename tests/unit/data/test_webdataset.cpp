@@ -13,6 +13,10 @@
 #include "florence/data/webdataset.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_webdataset {
+
 namespace fs = std::filesystem;
 using namespace florence::data;
 
@@ -315,3 +319,5 @@ TEST(WebDataset, ListShardsPatterns) {
   EXPECT_THROW(list_shards(d + "/train/{000000.tar"), florence::Error);
   EXPECT_THROW(list_shards(d), florence::Error);  // no .tar directly in it
 }
+
+}  // namespace test_webdataset

@@ -10,6 +10,10 @@
 #include "florence/adapt/detect/box_ops.h"
 #include "florence/core/error.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_atss {
+
 using namespace florence::detect;
 
 namespace {
@@ -204,3 +208,5 @@ TEST(Atss, PostprocessThresholdsMultipliesClipsAndSuppresses) {
   out.cls = {torch::full({1, 2, 1, 3}, -10.0, torch::kDouble)};
   EXPECT_EQ(atss_postprocess(out, anchors, {{20, 30}})[0].boxes.size(0), 0);
 }
+
+}  // namespace test_atss

@@ -10,6 +10,10 @@
 #include "florence/core/error.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_coco {
+
 using florence::Error;
 using namespace florence::detect;
 using nlohmann::json;
@@ -186,3 +190,5 @@ TEST(CocoJson, BoxConversions) {
   EXPECT_DOUBLE_EQ(x[2], 4);
   EXPECT_DOUBLE_EQ(x[3], 6);
 }
+
+}  // namespace test_coco

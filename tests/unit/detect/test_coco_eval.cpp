@@ -12,6 +12,10 @@
 #include "florence/adapt/detect/coco_eval.h"
 #include "florence/core/error.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_coco_eval {
+
 using namespace florence::detect;
 
 namespace {
@@ -378,3 +382,5 @@ TEST(CocoEval, ResultsNamingUnknownIdsAndBadParamsAreErrors) {
   p.area_labels.pop_back();
   EXPECT_THROW(s.eval(p), florence::Error);
 }
+
+}  // namespace test_coco_eval

@@ -9,6 +9,10 @@
 #include "florence/adapt/detect/deform_conv.h"
 #include "florence/core/error.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_deform_conv {
+
 using namespace florence::detect;
 
 namespace {
@@ -161,3 +165,5 @@ TEST(DeformConv, ModuleHasDyHeadNamesAndShapes) {
   auto y = conv->forward(torch::randn({2, 8, 9, 9}), torch::zeros({2, 18, 5, 5}), torch::ones({2, 9, 5, 5}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 4, 5, 5}));
 }
+
+}  // namespace test_deform_conv

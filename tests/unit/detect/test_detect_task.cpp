@@ -21,6 +21,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_detect_task {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using namespace florence::detect;
@@ -186,3 +190,5 @@ TEST(DetectTask, TrainsBeatsTheBoxPriorAndResumes) {
   for (const char* key : {"head.cls_logits.weight", "dyhead_tower.0.DyConv.1.conv.weight", "backbone.patch_embed.proj.weight"})
     EXPECT_TRUE(torch::equal(wa.at(key), wc.at(key))) << key;
 }
+
+}  // namespace test_detect_task

@@ -13,6 +13,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_detection_set {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using namespace florence::detect;
@@ -139,3 +143,5 @@ TEST(DetectionSet, BuildsCocoFromRealSpritesWithUnseenCategories) {
   build_detection_set(o);
   EXPECT_EQ(core::read_text_file(ann / "instances_test.json"), first);
 }
+
+}  // namespace test_detection_set

@@ -15,6 +15,10 @@
 #include "florence/model/florence.h"
 #include "florence/model/registry.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_detector {
+
 using namespace florence;
 using namespace florence::detect;
 
@@ -195,3 +199,5 @@ TEST_F(DetectorTest, BackboneLoadsFromAFlorenceCheckpointAndFreezes) {
   for (const auto& p : d->backbone->parameters()) EXPECT_FALSE(p.requires_grad());
   EXPECT_TRUE(d->head->cls_logits->weight.requires_grad());
 }
+
+}  // namespace test_detector

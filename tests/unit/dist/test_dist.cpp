@@ -27,6 +27,10 @@
 #include "florence/dist/launch.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_dist {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -496,3 +500,5 @@ TEST(DistWorker, Child) {
   else if (scenario == "missing_peer") scenario_missing_peer();
   else FAIL() << "unknown scenario " << scenario;
 }
+
+}  // namespace test_dist

@@ -14,6 +14,10 @@
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_classify {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -119,3 +123,5 @@ TEST(Classify, ClassNamesTableChangesThePromptWords) {
   EXPECT_TRUE(mapped.allclose(direct, 0, 1e-6));
   EXPECT_FALSE(mapped[0].allclose(plain[0], 0, 1e-3));  // "Flags" and "flag" are different tokens
 }
+
+}  // namespace test_classify

@@ -10,6 +10,10 @@
 #include "florence/core/error.h"
 #include "florence/eval/metrics.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_metrics {
+
 using namespace florence::eval;
 
 namespace {
@@ -229,3 +233,5 @@ TEST(Chance, MatchesEnumeration) {
   EXPECT_DOUBLE_EQ(median({4, 1, 3, 10}), 3.5);
   EXPECT_DOUBLE_EQ(median({5, 1, 3}), 3.0);
 }
+
+}  // namespace test_metrics

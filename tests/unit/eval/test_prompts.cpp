@@ -12,6 +12,10 @@
 #include "florence/eval/zero_shot.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_prompts {
+
 using namespace florence::eval;
 namespace fs = std::filesystem;
 
@@ -115,3 +119,5 @@ TEST(PromptEnsemble, ClassNamesTable) {
   for (const char* bad : {"array.json", "number.json", "empty.json", "broken.json", "missing.json"})
     EXPECT_THROW(read_class_prompts((d / bad).string()), florence::Error) << bad;
 }
+
+}  // namespace test_prompts

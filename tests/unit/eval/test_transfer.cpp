@@ -26,6 +26,10 @@
 #include "florence/eval/logreg.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_transfer {
+
 using namespace florence;
 using namespace florence::eval;
 
@@ -534,3 +538,5 @@ TEST(FewShotRun, OneEpisodeHasNoConfidenceInterval) {
 }
 
 }  // namespace
+
+}  // namespace test_transfer

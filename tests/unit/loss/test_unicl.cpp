@@ -18,6 +18,10 @@
 #include "florence/loss/unicl.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_unicl {
+
 namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 using florence::loss::labels_to_targets;
@@ -336,3 +340,5 @@ TEST(UniCL, RejectsBadInput) {
     EXPECT_NE(std::string(e.what()).find("labels"), std::string::npos) << e.what();
   }
 }
+
+}  // namespace test_unicl

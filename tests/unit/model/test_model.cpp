@@ -16,6 +16,10 @@
 #include "florence/model/registry.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_model {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -290,3 +294,5 @@ TEST(Registry, SidecarsWeightsFilesAndBinaryConfigs) {
   EXPECT_EQ(model::resolve_model(cfg_file.string()).florence->text.vocab_size, 4096);  // untouched
   EXPECT_FALSE(fs::exists(d / "conv.safetensors"));
 }
+
+}  // namespace test_model

@@ -13,6 +13,10 @@
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_batcher {
+
 using namespace florence;
 using namespace florence::search;
 
@@ -101,3 +105,5 @@ TEST(ModelBatcher, FullQueueIsRefusedAndEmptyJobsAreErrors) {
   for (auto& f : ok) EXPECT_EQ(f.get().texts.size(1), m.embed_dim());
   EXPECT_EQ(b.queue_depth(), 0);
 }
+
+}  // namespace test_batcher

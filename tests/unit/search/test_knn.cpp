@@ -10,6 +10,10 @@
 #include "florence/search/store.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_knn {
+
 using namespace florence;
 using namespace florence::search;
 namespace fs = std::filesystem;
@@ -173,3 +177,5 @@ TEST(Knn, RejectsBadKeysAndMismatchedFiles) {
   IndexStore empty = IndexStore::create(tmp("empty").string(), 8, {});
   EXPECT_THROW(build_knn(empty, {}), Error);
 }
+
+}  // namespace test_knn

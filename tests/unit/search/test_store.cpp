@@ -18,6 +18,10 @@
 #include "florence/search/thumbnail.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_store {
+
 using namespace florence;
 using namespace florence::search;
 namespace fs = std::filesystem;
@@ -236,3 +240,5 @@ TEST(Metrics, PrometheusTextWithCumulativeBuckets) {
   EXPECT_NE(t.find("florence_index_vectors{index=\"b\"} 40\n"), std::string::npos) << t;
   EXPECT_EQ(t.find("e+0"), std::string::npos) << t;
 }
+
+}  // namespace test_store

@@ -16,6 +16,10 @@
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_bpe_trainer {
+
 namespace fs = std::filesystem;
 using florence::Error;
 using florence::text::BpeTrainer;
@@ -249,3 +253,5 @@ TEST(BpeTrainer, CliMatchesLibrary) {
                           " > /dev/null 2>&1";
   EXPECT_NE(std::system(bad.c_str()), 0);
 }
+
+}  // namespace test_bpe_trainer

@@ -11,6 +11,10 @@
 #include "florence/core/error.h"
 #include "florence/text/text_transformer.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_text_transformer {
+
 namespace {
 
 using florence::Error;
@@ -212,3 +216,5 @@ TEST(TextConfig, JsonRoundTripAndErrors) {
 }
 
 }  // namespace
+
+}  // namespace test_text_transformer

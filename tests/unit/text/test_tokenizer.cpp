@@ -18,6 +18,10 @@
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_tokenizer {
+
 namespace fs = std::filesystem;
 using florence::Error;
 using florence::text::Tokenizer;
@@ -422,3 +426,5 @@ TEST(ClipTokenizer, LongWordsEqualTheNaiveReference) {
     EXPECT_EQ(clip().encode(w), expected) << "word of " << w.size() << " bytes starting " << w.substr(0, 12);
   }
 }
+
+}  // namespace test_tokenizer

@@ -23,6 +23,10 @@
 #include "florence/train/finetune.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_finetune {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -254,3 +258,5 @@ TEST(Finetune, TrainingSubsetNeedsTwoClasses) {
 }
 
 }  // namespace
+
+}  // namespace test_finetune

@@ -17,6 +17,10 @@
 #include "support/files.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_run {
+
 namespace fs = std::filesystem;
 using namespace florence;
 
@@ -305,3 +309,5 @@ TEST(RunOptionsTable, RangeChecksNameTheFlag) {
   EXPECT_NE(msg([](auto& o) { o.log_every = 0; }).find("--log-every must be >= 1"), std::string::npos);
   EXPECT_NE(msg([](auto& o) { o.out_dir.clear(); }).find("--out RUN_DIR is required"), std::string::npos);
 }
+
+}  // namespace test_run

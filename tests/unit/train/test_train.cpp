@@ -19,6 +19,10 @@
 #include "florence/train/schedule.h"
 #include "florence/train/trainer.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_train {
+
 using namespace florence;
 
 namespace {
@@ -482,3 +486,5 @@ TEST(TrainOptions, JsonRoundTripAndUnknownKey) {
   bad["lrr"] = 1;
   EXPECT_THROW(train::TrainOptions::from_json(bad), Error);
 }
+
+}  // namespace test_train

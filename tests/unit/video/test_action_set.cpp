@@ -16,6 +16,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_action_set {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using namespace florence::video;
@@ -140,3 +144,5 @@ TEST(ActionSet, BuildsDecodableClipsWithHeldOutSprites) {
     break;
   }
 }
+
+}  // namespace test_action_set

@@ -10,6 +10,10 @@
 #include "florence/core/error.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_action_train {
+
 using namespace florence;
 namespace fs = std::filesystem;
 
@@ -74,3 +78,5 @@ TEST(ActionManifest, MissingPiecesAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("1 class"), std::string::npos) << e.what();
   }
 }
+
+}  // namespace test_action_train

@@ -24,6 +24,10 @@
 
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_video_model {
+
 namespace fs = std::filesystem;
 using namespace florence;
 
@@ -232,3 +236,5 @@ TEST(VideoEmbed, RealClipsStillVideoAndGarbage) {
   EXPECT_NE(error_of([&] { video::embed_videos({garbage.string()}, o); }).find("none of the 1 videos"),
             std::string::npos);
 }
+
+}  // namespace test_video_model

@@ -12,6 +12,10 @@
 
 #include <string>
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_swin {
+
 using namespace florence;
 using namespace florence::vision;
 
@@ -426,3 +430,5 @@ TEST(Swin, InferenceBiasCacheFollowsTheTable) {
   EXPECT_FALSE(torch::allclose(before, after));
   EXPECT_TRUE(torch::allclose(after, grad_path.detach(), 1e-6, 1e-6));
 }
+
+}  // namespace test_swin

@@ -14,6 +14,10 @@
 
 #include <string>
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_video_swin {
+
 using namespace florence;
 using namespace florence::vision;
 
@@ -443,3 +447,5 @@ TEST(VideoSwinModel, PyramidShapesAndInputErrors) {
   EXPECT_NE(error_of([&] { m(torch::randn({2, 3, 64, 64})); }).find("[B, 3, T, H, W]"), std::string::npos);
   EXPECT_NE(error_of([&] { m(torch::randn({1, 3, 2, 2, 2})); }).find("smaller than kernel"), std::string::npos);
 }
+
+}  // namespace test_video_swin

@@ -16,6 +16,10 @@
 #include "support/paths.h"
 #include "unit/vlp/meter_test_config.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_meter_model {
+
 namespace {
 
 using namespace florence;
@@ -310,3 +314,5 @@ TEST(MeterCounts, FusionMacsByHandAndStepTable) {
 }
 
 }  // namespace
+
+}  // namespace test_meter_model

@@ -8,6 +8,10 @@
 #include "florence/adapt/vlp/objectives.h"
 #include "florence/core/error.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_objectives {
+
 namespace {
 
 using namespace florence::vlp;
@@ -178,3 +182,5 @@ TEST(Losses, HandComputed) {
 }
 
 }  // namespace
+
+}  // namespace test_objectives

@@ -13,6 +13,10 @@
 #include "florence/core/error.h"
 #include "support/paths.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_vqa_data {
+
 using namespace florence;
 using namespace florence::vlp;
 namespace fs = std::filesystem;
@@ -107,3 +111,5 @@ TEST(VqaData, PriorIsTheMostFrequentAnswerPerQuestionType) {
   const std::vector<VqaQuestion> qs = {{"count", "number", {"2", "2", "two", "3", "3", "3", "3", "4", "4", "1"}}};
   EXPECT_NEAR(evaluate_vqa(qs, {p.predict("count")}).overall, 90.0, 1e-9);  // 3 matches -> 0.9
 }
+
+}  // namespace test_vqa_data

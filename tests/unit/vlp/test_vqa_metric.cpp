@@ -9,6 +9,10 @@
 #include "florence/adapt/vlp/vqa_metric.h"
 #include "florence/core/error.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_vqa_metric {
+
 namespace {
 
 using namespace florence::vlp;
@@ -142,3 +146,5 @@ TEST(VqaTargets, SoftScoresVocabularyAndTensor) {
 }
 
 }  // namespace
+
+}  // namespace test_vqa_metric

@@ -14,6 +14,10 @@
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
 
+// Unity builds compile several test files as one translation unit: this file's names stay in
+// its own namespace.
+namespace test_vqa_set {
+
 namespace fs = std::filesystem;
 using namespace florence;
 using namespace florence::vlp;
@@ -207,3 +211,5 @@ TEST(VqaSet, BuildsFromRealSpritesWithHeldOutTestSprites) {
   build_vqa_set(o);
   EXPECT_NE(core::read_text_file(out / "test_annotations.json"), first);
 }
+
+}  // namespace test_vqa_set

@@ -25,7 +25,7 @@ using data::uniform_int;
 
 const char* const kSplits[] = {"train", "val", "test"};
 
-const std::vector<std::string>& number_words() {
+const std::vector<std::string>& number_names() {
   static const std::vector<std::string> w = {"zero", "one", "two", "three", "four", "five",
                                              "six",  "seven", "eight", "nine", "ten"};
   return w;
@@ -156,7 +156,7 @@ std::vector<std::string> annotator_answers(const VqaDraft& d, const std::vector<
   auto synonym = [&]() -> std::string {
     if (t == "number") {
       const int v = std::stoi(d.answer);
-      return v >= 0 && v < int(number_words().size()) ? number_words()[size_t(v)] : d.answer;
+      return v >= 0 && v < int(number_names().size()) ? number_names()[size_t(v)] : d.answer;
     }
     if (t == "color") return d.answer == "gray" ? "grey" : (d.answer == "purple" ? "violet" : d.answer);
     if (category_valued(t)) {
