@@ -216,25 +216,47 @@ std::vector<std::string> split_labels(const std::string& csv, const std::string&
   return out;
 }
 
-ClassifyResult classify(EvalModel& m, std::shared_ptr<const data::SampleSource> images,
-                        const std::vector<std::string>& labels, const std::vector<std::string>& templates) {
+namespace {
+
+void check_labels(const std::vector<std::string>& labels) {
   if (labels.size() < 2) throw Error("classify: give at least 2 labels");
   std::set<std::string> seen;
   for (const auto& l : labels) {
     if (l.empty()) throw Error("classify: empty label");
     if (!seen.insert(l).second) throw Error("classify: label '" + l + "' given twice");
   }
+}
+
+}  // namespace
+
+LabelScores score_labels(EvalModel& m, const torch::Tensor& image_embeds, const std::vector<std::string>& labels,
+                         const std::vector<std::string>& templates) {
+  check_labels(labels);
+  if (!image_embeds.defined() || image_embeds.dim() != 2 || image_embeds.size(1) != m.embed_dim())
+    throw Error("classify: image embeddings must be [N, " + std::to_string(m.embed_dim()) + "], got " +
+                (image_embeds.defined() ? fmt::format("[{}]", fmt::join(image_embeds.sizes(), ", ")) : "none"));
+  LabelScores r;
+  torch::Tensor w = class_embeddings(m, labels, templates.empty() ? default_templates() : templates);  // [L, D]
+  r.cosine = torch::matmul(image_embeds.to(torch::kCPU, torch::kFloat), w.t());  // [N, L]
+  r.temperature = m.temperature();
+  r.probs = torch::softmax(r.cosine.to(torch::kDouble) * r.temperature, 1).to(torch::kFloat);
+  return r;
+}
+
+ClassifyResult classify(EvalModel& m, std::shared_ptr<const data::SampleSource> images,
+                        const std::vector<std::string>& labels, const std::vector<std::string>& templates) {
   if (!images) throw Error("classify: no images");
   ClassifyResult r;
   r.labels = labels;
+  check_labels(labels);  // before reading any image
   EncodedImages enc = encode_source(m, images, /*require_text=*/false);
   if (enc.keys.empty()) throw Error("classify: none of the images could be read");
   r.image_keys = enc.keys;
   r.skipped = enc.skipped;
-  torch::Tensor w = class_embeddings(m, labels, templates.empty() ? default_templates() : templates);  // [L, D]
-  r.cosine = torch::matmul(enc.embeds, w.t());  // [N, L]
-  r.temperature = m.temperature();
-  r.probs = torch::softmax(r.cosine.to(torch::kDouble) * r.temperature, 1).to(torch::kFloat);
+  LabelScores s = score_labels(m, enc.embeds, labels, templates);
+  r.cosine = s.cosine;
+  r.probs = s.probs;
+  r.temperature = s.temperature;
   return r;
 }
 

@@ -56,6 +56,18 @@ struct ClassifyResult {
   data::SkipCounts skipped;
 };
 
+/// Zero-shot scores of labels for images already encoded by `m`.
+struct LabelScores {
+  torch::Tensor cosine;    ///< [N, L] cosine similarity of image and label embeddings
+  torch::Tensor probs;     ///< [N, L] softmax over labels of tau * cosine (rows sum to 1)
+  double temperature = 0;  ///< tau = exp(logit_scale), clamped (FlorenceModel::temperature)
+};
+
+/// The scoring of classify() (below) on image embeddings [N, D] (unit rows, any device). Throws
+/// florence::Error as classify() does for the labels, and when the embeddings are not [N, D].
+LabelScores score_labels(EvalModel& m, const torch::Tensor& image_embeds, const std::vector<std::string>& labels,
+                         const std::vector<std::string>& templates = {});
+
 /// Zero-shot label probabilities: label embeddings are prompt ensembles (zero_shot.h) over
 /// `templates` (empty = default_templates(); {"{}"} = the bare labels), and
 ///     p(label | image) = softmax_l( tau * cos(u, w_l) )

@@ -1,0 +1,222 @@
+// The public API (florence/florence.h) over the library: eval::EvalModel for the model, the
+// search component's SearchIndex for the index. Each entry point turns library and LibTorch
+// exceptions into florence::Error, so callers see one exception type.
+#include "florence/florence.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <opencv2/core.hpp>
+#include <torch/torch.h>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <random>
+#include <string_view>
+
+#include "florence/core/threads.h"
+#include "florence/data/transforms.h"
+#include "florence/eval/embed.h"
+#include "florence/eval/encode.h"
+#include "florence/search/searcher.h"
+
+#ifndef FLORENCE_VERSION
+#define FLORENCE_VERSION "0.0.0"
+#endif
+
+namespace florence {
+
+namespace {
+
+// Runs f, turning the exceptions of LibTorch (c10::Error), OpenCV (cv::Exception) and the
+// standard library into florence::Error; every message starts with the API function's name.
+template <class F>
+auto guarded(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    if (std::string_view(e.what()).rfind("florence::", 0) == 0) throw;
+    throw Error(fmt::format("{}: {}", what, e.what()));
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: {}", what, e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}: {}", what, e.what()));
+  }
+}
+
+}  // namespace
+
+const char* version() { return FLORENCE_VERSION; }
+
+namespace {
+
+// The library logs through spdlog's default logger. spdlog's own default (unnamed) writes to
+// stdout, where a program's output goes: replace it with a stderr logger named "florence". A
+// logger the program installed (it has a name) is kept.
+void log_to_stderr_unless_set() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (!spdlog::default_logger()->name().empty()) return;
+    auto logger = spdlog::get("florence");
+    spdlog::set_default_logger(logger ? logger : spdlog::stderr_color_mt("florence"));
+  });
+}
+
+}  // namespace
+
+void set_log_level(const std::string& level) {
+  guarded("florence::set_log_level", [&] {
+    const auto l = spdlog::level::from_str(level);
+    if (l == spdlog::level::off && level != "off")
+      throw Error("florence::set_log_level: unknown level '" + level + "' (trace, debug, info, warn, error, critical, off)");
+    log_to_stderr_unless_set();
+    spdlog::set_level(l);
+  });
+}
+
+struct Model::State {
+  eval::EvalModel m;
+  data::ImageTransform transform;
+  std::mutex mu;  // one call at a time on the model (EvalModel's calls are not re-entrant)
+
+  State(eval::EvalModel model, data::ImageTransform tf) : m(std::move(model)), transform(std::move(tf)) {}
+
+  // [3, S, S] float32 for an 8-bit RGB image.
+  torch::Tensor preprocess(const cv::Mat& rgb) const {
+    std::mt19937_64 unused(0);  // the eval transform draws nothing
+    return transform.apply(rgb, unused);
+  }
+  torch::Tensor encode(const std::vector<torch::Tensor>& images) {
+    std::lock_guard<std::mutex> lock(mu);
+    return eval::encode_image_tensor(m, torch::stack(images));
+  }
+};
+
+Model Model::load(const ModelOptions& options) {
+  return guarded("florence::Model::load", [&] {
+    if (options.checkpoint.empty()) throw Error("florence::Model::load: ModelOptions::checkpoint is empty");
+    if (options.batch_size < 1) throw Error("florence::Model::load: batch_size must be >= 1");
+    log_to_stderr_unless_set();
+    configure_threads(options.threads);
+    eval::LoadOptions lo;
+    lo.checkpoint = options.checkpoint;
+    lo.model = options.model;
+    lo.vocab = options.vocab;
+    lo.device = options.device;
+    lo.preprocess.batch_size = options.batch_size;
+    eval::EvalModel m = eval::load_eval_model(lo);
+    data::ImageTransform tf(eval::eval_loader_options(m, false).transform_options());
+    return Model(std::make_shared<State>(std::move(m), std::move(tf)));
+  });
+}
+
+int64_t Model::embed_dim() const { return s_->m.embed_dim(); }
+int Model::image_size() const { return s_->m.preprocess.image_size; }
+double Model::temperature() const { return s_->m.temperature(); }
+bool Model::has_tokenizer() const { return s_->m.tokenizer != nullptr; }
+
+torch::Tensor Model::embed_image_files(const std::vector<std::string>& paths) const {
+  return guarded("florence::Model::embed_image_files", [&] {
+    if (paths.empty()) throw Error("florence::Model::embed_image_files: no paths given");
+    std::vector<torch::Tensor> images;
+    images.reserve(paths.size());
+    for (const auto& p : paths) {
+      std::ifstream f(p, std::ios::binary);
+      if (!f) throw Error("florence::Model::embed_image_files: cannot open '" + p + "'");
+      const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      try {
+        images.push_back(s_->preprocess(data::decode_rgb(bytes.data(), bytes.size())));
+      } catch (const Error& e) {
+        throw Error("florence::Model::embed_image_files: '" + p + "': " + e.what());
+      }
+    }
+    return s_->encode(images);
+  });
+}
+
+torch::Tensor Model::embed_image_bytes(const void* data, size_t size) const {
+  return guarded("florence::Model::embed_image_bytes", [&] {
+    return s_->encode({s_->preprocess(data::decode_rgb(static_cast<const uint8_t*>(data), size))});
+  });
+}
+
+torch::Tensor Model::embed_image(const cv::Mat& image) const {
+  return guarded("florence::Model::embed_image", [&] { return s_->encode({s_->preprocess(data::to_rgb8(image))}); });
+}
+
+torch::Tensor Model::embed_rgb(const uint8_t* rgb, int width, int height, size_t row_stride) const {
+  return guarded("florence::Model::embed_rgb", [&] {
+    if (rgb == nullptr) throw Error("florence::Model::embed_rgb: null pixel pointer");
+    if (width < 1 || height < 1)
+      throw Error(fmt::format("florence::Model::embed_rgb: size {}x{} (width and height must be >= 1)", width, height));
+    const size_t stride = row_stride == 0 ? size_t(width) * 3 : row_stride;
+    if (stride < size_t(width) * 3)
+      throw Error(fmt::format("florence::Model::embed_rgb: row stride {} < 3 * width = {}", stride, size_t(width) * 3));
+    const cv::Mat view(height, width, CV_8UC3, const_cast<uint8_t*>(rgb), stride);  // read only
+    return s_->encode({s_->preprocess(view)});
+  });
+}
+
+torch::Tensor Model::embed_texts(const std::vector<std::string>& texts) const {
+  return guarded("florence::Model::embed_texts", [&] {
+    if (texts.empty()) throw Error("florence::Model::embed_texts: no texts given");
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return eval::encode_texts(s_->m, texts);
+  });
+}
+
+torch::Tensor Model::zero_shot(const torch::Tensor& image_embeds, const std::vector<std::string>& labels,
+                               const std::vector<std::string>& templates) const {
+  return guarded("florence::Model::zero_shot", [&] {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    return eval::score_labels(s_->m, image_embeds, labels, templates).probs;
+  });
+}
+
+torch::Tensor similarity(const torch::Tensor& a, const torch::Tensor& b) {
+  return guarded("florence::similarity", [&] {
+    if (!a.defined() || !b.defined() || a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(1))
+      throw Error(fmt::format("florence::similarity: need [N, D] and [M, D], got [{}] and [{}]",
+                              a.defined() ? fmt::format("{}", fmt::join(a.sizes(), ", ")) : "none",
+                              b.defined() ? fmt::format("{}", fmt::join(b.sizes(), ", ")) : "none"));
+    return torch::matmul(a.to(torch::kCPU, torch::kFloat), b.to(torch::kCPU, torch::kFloat).t());
+  });
+}
+
+struct ImageIndex::State {
+  std::shared_ptr<search::SearchIndex> index;
+};
+
+ImageIndex ImageIndex::open(const std::string& dir) {
+  return guarded("florence::ImageIndex::open", [&] {
+    auto s = std::make_shared<State>();
+    s->index = search::SearchIndex::open(dir);
+    return ImageIndex(std::move(s));
+  });
+}
+
+int64_t ImageIndex::size() const { return s_->index->size(); }
+int64_t ImageIndex::dim() const { return s_->index->dim(); }
+
+std::vector<std::vector<SearchResult>> ImageIndex::search(const torch::Tensor& queries, int64_t k) const {
+  return guarded("florence::ImageIndex::search", [&] {
+    if (!queries.defined() || queries.dim() != 2 || queries.size(1) != dim())
+      throw Error(fmt::format("florence::ImageIndex::search: queries must be [Q, {}], got [{}]", dim(),
+                              queries.defined() ? fmt::format("{}", fmt::join(queries.sizes(), ", ")) : "none"));
+    const torch::Tensor q = queries.to(torch::kCPU, torch::kFloat).contiguous();
+    const auto hits = s_->index->search(q.data_ptr<float>(), q.size(0), k);
+    std::vector<std::vector<SearchResult>> out(hits.size());
+    for (size_t i = 0; i < hits.size(); ++i) {
+      for (const auto& h : hits[i]) {
+        const search::ImageRow& row = s_->index->row(h.id);
+        out[i].push_back({h.id, h.score, row.key, row.caption, row.source});
+      }
+    }
+    return out;
+  });
+}
+
+}  // namespace florence
