@@ -86,7 +86,7 @@ void setup_data(CLI::App& root) {
   auto size = std::make_shared<int>(0);
   cmd->add_option("source", o->source,
                   "openclipart | emoji | fashion-mnist (corpora); detection | vqa | actions (scene sets from the "
-                  "corpora, docs/datasets-adapters.md)")
+                  "corpora: docs/detection.md, docs/vqa.md, docs/video.md)")
       ->required()
       ->check(CLI::IsMember({"openclipart", "emoji", "fashion-mnist", "detection", "vqa", "actions"}));
   cmd->add_option("--out", o->out_dir, "Output directory")->required();

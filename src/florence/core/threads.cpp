@@ -15,7 +15,7 @@ void configure_allocator() {
     // Keep freed tensor memory in the process instead of returning it to the kernel: glibc
     // serves blocks over 128 KiB-32 MiB with mmap and unmaps them on free, so every new
     // activation tensor is page-faulted in again (measured here: GELU over a 160 MB tensor
-    // 394 ms with the defaults, 12 ms with these settings; see the README's performance notes).
+    // 394 ms with the defaults, 12 ms with these settings; see docs/performance.md).
     mallopt(M_MMAP_THRESHOLD, 1 << 30);  // blocks up to 1 GiB come from the heap and are reused
     mallopt(M_TRIM_THRESHOLD, INT32_MAX);  // shrink the heap top only above ~2 GiB free
     mallopt(M_TOP_PAD, 64 << 20);          // grow the heap 64 MiB at a time

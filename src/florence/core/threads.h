@@ -9,7 +9,7 @@ namespace florence {
 /// reuse (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD INT32_MAX, M_TOP_PAD 64 MiB), so activations do not
 /// pay a page fault per 4 KiB page on every forward pass. Peak resident memory can stay at its
 /// high-water mark instead of shrinking between passes. Called by configure_threads(). The values
-/// are ours, chosen from the measurement in the README's performance section (GELU over a 160 MB
+/// are ours, chosen from the measurement in docs/performance.md (GELU over a 160 MB
 /// tensor 394 ms -> 12 ms); a mallopt call that glibc rejects is ignored (the default stays). The
 /// settings act on the main arena: glibc caps other threads' heaps at 64 MiB, so larger blocks
 /// allocated by worker threads are still mapped per allocation.

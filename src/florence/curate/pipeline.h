@@ -90,7 +90,7 @@
 namespace florence::curate {
 
 /// Default Hamming threshold of the near-duplicate stage (64-bit pHash). Chosen from
-/// bench/bench_neardup.cpp on real images (see the README's curation section for the sweep).
+/// bench/bench_neardup.cpp on real images (see docs/curation.md for the sweep).
 inline constexpr int kDefaultNearDupThreshold = 10;
 
 struct CurateOptions {

@@ -45,7 +45,7 @@ struct SpriteCategory {
 
 /// The built-in table: 26 categories drawn from OpenClipArt folders and emoji subcategories,
 /// 5 of them unseen (bird, fruit, boat, building, clock). Chosen so each has >= ~35 sprites
-/// before the split (docs/datasets-adapters.md lists the counts measured on the full corpora).
+/// before the split (docs/detection.md, docs/vqa.md and docs/video.md describe the scene sets built from them).
 const std::vector<SpriteCategory>& default_sprite_categories();
 
 /// Table from JSON: {"categories": [{"name", "plural"?, "synonyms"?, "groups", "unseen"?}, ...]}

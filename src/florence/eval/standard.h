@@ -30,7 +30,7 @@ struct StandardSet {
   /// and grouped names are rewritten as the singular noun phrase one would write under one picture
   /// ("sign or symbol", "smiley face"); names that already read so (computer, food, geography,
   /// office, ...) have no entry. Written once from the category's meaning, not searched on the test
-  /// set (README, Evaluation). Fashion-MNIST keeps its own names: they are its pretraining labels.
+  /// set (docs/evaluation.md). Fashion-MNIST keeps its own names: they are its pretraining labels.
   ClassPrompts class_prompts;
 };
 
