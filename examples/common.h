@@ -34,7 +34,17 @@ inline Args parse(int argc, char** argv, const char* usage, size_t min_positiona
     if (s == "--model") a.model.model = value();
     else if (s == "--vocab") a.model.vocab = value();
     else if (s == "--device") a.model.device = value();
-    else if (s == "--k") a.k = std::stoi(value());
+    else if (s == "--k") {
+      const std::string v = value();
+      try {
+        size_t used = 0;
+        a.k = std::stoi(v, &used);
+        if (used != v.size()) throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        std::cerr << "--k needs a whole number, got '" << v << "'\n" << usage;
+        std::exit(2);
+      }
+    }
     else if (s == "--index") a.index = value();
     else if (s == "-h" || s == "--help") {
       std::cout << usage;
@@ -48,9 +58,11 @@ inline Args parse(int argc, char** argv, const char* usage, size_t min_positiona
   return a;
 }
 
-/// Image files below `dir` (by extension, any case), sorted by path.
+/// Image files below `dir` (by extension, any case), sorted by path. Throws florence::Error when
+/// `dir` is not a folder.
 inline std::vector<std::string> images_in(const std::string& dir) {
   namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) throw florence::Error("'" + dir + "' is not a folder");
   std::vector<std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     if (!e.is_regular_file()) continue;

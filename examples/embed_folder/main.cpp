@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     const auto [best, idx] = cos.max(1);
     for (size_t i = 0; i < paths.size(); ++i)
       std::printf("%s\t%s\t%.6f\n", paths[i].c_str(), texts[idx[i].item<int64_t>()].c_str(), best[i].item<double>());
-  } catch (const florence::Error& e) {
+  } catch (const std::exception& e) {  // florence::Error for bad input; std::filesystem errors while listing
     std::cerr << "embed_folder: " << e.what() << "\n";
     return 1;
   }

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     const auto [best, idx] = scores.topk(std::min<int64_t>(a.k, scores.size(0)));
     for (int64_t r = 0; r < best.size(0); ++r)
       std::printf("%lld\t%.6f\t%s\n", (long long)(r + 1), best[r].item<double>(), paths[idx[r].item<int64_t>()].c_str());
-  } catch (const florence::Error& e) {
+  } catch (const std::exception& e) {  // florence::Error for bad input; std::filesystem errors while listing
     std::cerr << "photo_search: " << e.what() << "\n";
     return 1;
   }

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
       for (size_t l = 0; l < labels.size(); ++l) std::printf(l ? " %.6f" : "%.6f", probs[i][l].item<double>());
       std::printf("\n");
     }
-  } catch (const florence::Error& e) {
+  } catch (const std::exception& e) {  // florence::Error for bad input; std::filesystem errors while listing
     std::cerr << "zero_shot: " << e.what() << "\n";
     return 1;
   }

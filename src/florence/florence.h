@@ -47,17 +47,24 @@ struct ModelOptions {
   std::string checkpoint;  ///< .pt or .safetensors written by `florence pretrain|finetune|convert`
   std::string model;       ///< a registered name ("florence-nano", "florence-t", ...) or a config JSON; empty = from the run
   std::string vocab;       ///< BPE merges file (CLIP's bpe_simple_vocab_16e6.txt[.gz] or a learnt one); empty = from the run
-  std::string device = "cpu";  ///< a LibTorch device string: "cpu", "cuda", "cuda:1"
-  int threads = 0;             ///< intra-op threads; 0 = OMP_NUM_THREADS, else every core (LibTorch starts with 1)
+  std::string device = "cpu";  ///< "cpu", "cuda" or "cuda:N" (a GPU must be present)
+  /// LibTorch's intra-op threads, 1..4x the cores; 0 = OMP_NUM_THREADS, else every core. The
+  /// setting is process-wide (the last Model::load wins); load also tunes glibc malloc once
+  /// (core/threads.h: configure_allocator).
+  int threads = 0;
   int64_t batch_size = 64;     ///< images / texts per forward pass
 };
 
-/// A loaded two-tower model in evaluation mode. Cheap to copy (shared state).
+/// A loaded two-tower model in evaluation mode. Cheap to copy (shared state). A moved-from Model
+/// throws florence::Error from every call.
 class Model {
  public:
   /// Loads weights, tokenizer and preprocessing. Throws florence::Error when the checkpoint is
   /// missing or does not match the model (names the keys), the model is single-tower, the
-  /// vocabulary cannot be read or is larger than the text tower's, or the device string is bad.
+  /// vocabulary given in `vocab` cannot be read or is larger than the text tower's, the device is
+  /// not "cpu" / an available "cuda[:N]", or threads / batch_size are out of range. When no
+  /// vocabulary is given and the run's is missing, the model loads without one: has_tokenizer()
+  /// is false and embed_texts() throws saying why.
   static Model load(const ModelOptions& options);
 
   int64_t embed_dim() const;  ///< D
@@ -68,26 +75,34 @@ class Model {
   bool has_tokenizer() const;
 
   /// Image files (PNG, JPEG, WebP, BMP, TIFF, PNM) -> [N, D], in the order given. Throws
-  /// florence::Error naming the first file that cannot be read or decoded, or when `paths` is empty.
+  /// florence::Error naming the first file that is not a regular file of at most 1 GiB, cannot be
+  /// read or decoded, or has too many pixels (over 89,478,485 decoded, or after resizing its
+  /// shorter side to the model's input: a 100000x1 image); and when `paths` is empty.
   torch::Tensor embed_image_files(const std::vector<std::string>& paths) const;
-  /// Encoded image bytes (a file's contents) -> [1, D]. Throws florence::Error when they do not decode.
+  /// Encoded image bytes (a file's contents) -> [1, D]. Throws florence::Error when there are none,
+  /// more than 1 GiB, they do not decode, or the image has too many pixels (as embed_image_files).
   torch::Tensor embed_image_bytes(const void* data, size_t size) const;
   /// A decoded OpenCV image in OpenCV's channel order (BGR, BGRA or grey; 8-bit, 16-bit or float
   /// in [0, 1], as cv::imread / cv::VideoCapture give) -> [1, D]. Alpha is composited on white.
-  /// Throws florence::Error on an empty image or an unsupported type.
+  /// Throws florence::Error on an empty or non-2-D image, an unsupported type, float pixels outside
+  /// [0, 1] or not finite, or too many pixels (as embed_image_files).
   torch::Tensor embed_image(const cv::Mat& image) const;
   /// Raw 8-bit RGB pixels, row-major (R, G, B per pixel), `row_stride` bytes per row (0 = 3 * width)
-  /// -> [1, D]. Throws florence::Error on a null pointer, width or height < 1, or a stride < 3 * width.
+  /// -> [1, D]. Throws florence::Error on a null pointer, width or height < 1, more than 89,478,485
+  /// pixels, a stride < 3 * width, or too many pixels after resizing (as embed_image_files).
   torch::Tensor embed_rgb(const uint8_t* rgb, int width, int height, size_t row_stride = 0) const;
   /// Texts -> [M, D] (CLIP tokenisation; texts longer than the context are cut, keeping EOT).
-  /// Throws florence::Error without a tokenizer, on an empty list, or on invalid UTF-8 (naming the row).
+  /// Throws florence::Error without a tokenizer, on an empty list, or on invalid UTF-8 (naming the
+  /// row of `texts`).
   torch::Tensor embed_texts(const std::vector<std::string>& texts) const;
 
-  /// Zero-shot label probabilities for images already embedded ([N, D] from this model):
+  /// Zero-shot label probabilities for images already embedded ([N, D] from this model; rows are
+  /// L2-normalised here):
   /// each label's embedding is the prompt ensemble over `templates` ("{}" = the label; empty = the
   /// default templates of `florence classify`), and p(label | image) = softmax_l(tau * cos).
   /// Returns [N, L] float32, rows sum to 1. Throws florence::Error with fewer than 2 labels, an
-  /// empty or repeated label, a template without "{}", or embeddings of the wrong width.
+  /// empty or repeated label, a label or template that is not valid UTF-8 (naming its position), a
+  /// template without "{}", or embeddings that are not a floating [N, D].
   torch::Tensor zero_shot(const torch::Tensor& image_embeds, const std::vector<std::string>& labels,
                           const std::vector<std::string>& templates = {}) const;
 

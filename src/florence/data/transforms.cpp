@@ -343,6 +343,12 @@ cv::Mat ImageTransform::geometry(const cv::Mat& rgb, std::mt19937_64& rng) const
   }
   // timm: scale_size = floor(img_size / crop_pct); the epsilon keeps e.g. 224 / 0.875 at 256.
   const int shorter = int(std::floor(double(S) / opt_.crop_pct + 1e-9));
+  // A very thin image (100000 x 1) would be resized to millions of pixels per row before the
+  // crop: refuse it like a decompression bomb (the resized size is what costs time and memory).
+  const double resized = double(shorter) * double(std::max(rgb.cols, rgb.rows)) / double(std::min(rgb.cols, rgb.rows)) * shorter;
+  if (resized > double(opt_.decode.max_pixels))
+    throw ImageTooLarge(fmt::format("image of {}x{} pixels would be resized to {:.0f} pixels (shorter side {}), over the {} pixel limit",
+                                    rgb.cols, rgb.rows, resized, shorter, opt_.decode.max_pixels));
   const auto [w, h] = shorter_side_size(rgb.cols, rgb.rows, shorter);
   return center_crop(resize_bicubic(rgb, w, h, opt_.antialias), S, S);
 }

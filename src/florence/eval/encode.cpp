@@ -191,6 +191,14 @@ torch::Tensor encode_texts(EvalModel& m, const std::vector<std::string>& texts) 
     try {
       ids = tok.tokenize(chunk, m.context_length);
     } catch (const Error& e) {
+      // Name the row of `texts` that fails (the tokenizer counts within the chunk).
+      for (size_t r = 0; r < chunk.size(); ++r) {
+        try {
+          tok.tokenize({chunk[r]}, m.context_length);
+        } catch (const Error& one) {
+          throw Error("text row " + std::to_string(i + int64_t(r)) + ": " + one.what());
+        }
+      }
       throw Error("text rows " + std::to_string(i) + ".." + std::to_string(i + int64_t(chunk.size()) - 1) + ": " + e.what());
     }
     out.push_back(m.model->encode_text(ids.to(m.device)).to(torch::kCPU, torch::kFloat));

@@ -7,6 +7,10 @@
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
 #include <fstream>
 #include <optional>
 #include <thread>
@@ -130,6 +134,66 @@ TEST(Api, ConcurrentCallersGetTheSerialResults) {
     });
   for (auto& t : threads) t.join();
   for (double d : diffs) EXPECT_LT(d, 1e-6);
+}
+
+// Found by a newcomer's hostile-input run (2026-12-06); each failed before its fix.
+TEST(Api, HostileInputFoundByANewcomer) {
+  const fs::path root = fixture().root;
+  // A moved-from Model / ImageIndex: an error, not a segfault.
+  florence::Model a = model();
+  const florence::Model b = std::move(a);
+  EXPECT_NE(error_of([&] { a.embed_texts({"x"}); }).find("moved from"), std::string::npos);
+  EXPECT_NE(error_of([&] { a.embed_dim(); }).find("moved from"), std::string::npos);
+  EXPECT_EQ(b.embed_dim(), 128);
+  // A folder, a FIFO and /dev/zero given as image files: named, refused before reading.
+  fs::create_directories(root / "adir.png");
+  EXPECT_NE(error_of([&] { model().embed_image_files({(root / "adir.png").string()}); }).find("adir.png' is not a regular file"),
+            std::string::npos);
+  const fs::path fifo = root / "fifo.png";
+  fs::remove(fifo);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_NE(error_of([&] { model().embed_image_files({fifo.string()}); }).find("fifo.png' is not a regular file"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { model().embed_image_files({"/dev/zero"}); }).find("/dev/zero"), std::string::npos);
+  // A 100000 x 1 PNG (a few hundred bytes) would be resized to 7.3M x 73 pixels: refused at once.
+  const cv::Mat thin(1, 100000, CV_8UC3, cv::Scalar(10, 200, 30));
+  const fs::path thin_png = root / "thin.png";
+  ASSERT_TRUE(cv::imwrite(thin_png.string(), thin));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_NE(error_of([&] { model().embed_image_files({thin_png.string()}); }).find("thin.png"), std::string::npos);
+  EXPECT_NE(error_of([&] { model().embed_image(thin); }).find("would be resized"), std::string::npos);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+  // threads out of range, devices LibTorch would accept or explain badly.
+  florence::ModelOptions o;
+  o.checkpoint = fixture().ckpt;
+  for (int t : {-1, 100000}) {
+    o.threads = t;
+    EXPECT_NE(error_of([&] { florence::Model::load(o); }).find("threads " + std::to_string(t)), std::string::npos);
+  }
+  o.threads = 2;
+  for (const char* d : {"cpu:99", "meta", "cuda:7"}) {
+    o.device = d;
+    EXPECT_NE(error_of([&] { florence::Model::load(o); }).find(std::string("device '") + d + "'"), std::string::npos) << d;
+  }
+  // Invalid UTF-8 at row 70 of 100 texts, in a label, in a template: the position is named.
+  std::vector<std::string> texts(100, "fine");
+  texts[70] = "bad \xff";
+  EXPECT_NE(error_of([&] { model().embed_texts(texts); }).find("text row 70"), std::string::npos);
+  const torch::Tensor img = model().embed_image(ts::picture(2));
+  EXPECT_NE(error_of([&] { model().zero_shot(img, {"a", "b", "d\xff"}); }).find("label 2"), std::string::npos);
+  EXPECT_NE(error_of([&] { model().zero_shot(img, {"a", "b"}, {"{} \xfe"}); }).find("template 0"), std::string::npos);
+  // A 3-D cv::Mat, float pixels that are NaN or outside [0, 1], integer embeddings.
+  const int sz[3] = {4, 4, 4};
+  EXPECT_NE(error_of([&] { model().embed_image(cv::Mat(3, sz, CV_8UC3, cv::Scalar(0))); }).find("3-dimensional"), std::string::npos);
+  cv::Mat nan_img(8, 8, CV_32FC3, cv::Scalar(0.5, 0.5, 0.5));
+  nan_img.at<cv::Vec3f>(2, 2)[1] = std::nanf("");
+  EXPECT_NE(error_of([&] { model().embed_image(nan_img); }).find("NaN"), std::string::npos);
+  EXPECT_NE(error_of([&] { model().embed_image(cv::Mat(8, 8, CV_32FC3, cv::Scalar(200, 10, 3))); }).find("[0, 1]"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { model().zero_shot(torch::ones({1, 128}, torch::kLong), {"a", "b"}); }).find("floating"),
+            std::string::npos);
+  // zero_shot normalises its input: scaled embeddings give the same probabilities.
+  EXPECT_LT(max_diff(model().zero_shot(img * 1000, {"a", "b"}), model().zero_shot(img, {"a", "b"})), 1e-6);
 }
 
 TEST(Api, BadInputIsAFlorenceErrorNamingIt) {
