@@ -67,8 +67,8 @@ class Model {
   /// is false and embed_texts() throws saying why.
   static Model load(const ModelOptions& options);
 
-  int64_t embed_dim() const;  ///< D
-  int image_size() const;     ///< S: the square input side after preprocessing, pixels
+  int64_t embed_dim() const;  ///< D, the width of the shared image-text embedding space
+  int image_size() const;     ///< S, the side of the square image the tower sees after preprocessing (pixels)
   /// tau = exp(logit_scale) (clamped as in training): the factor on cosines before a softmax.
   double temperature() const;
   /// Whether texts can be embedded (a vocabulary was given or found).
