@@ -12,14 +12,13 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <thread>
 #include <mutex>
 #include <random>
 #include <string_view>
 
 #include "florence/core/threads.h"
+#include "florence/data/readers.h"
 #include "florence/data/transforms.h"
 #include "florence/eval/embed.h"
 #include "florence/eval/encode.h"
@@ -50,12 +49,6 @@ auto guarded(const char* what, F&& f) -> decltype(f()) {
   }
 }
 
-}  // namespace
-
-const char* version() { return FLORENCE_VERSION; }
-
-namespace {
-
 template <class S>
 S& live(const std::shared_ptr<S>& s, const char* what) {
   if (!s) throw Error(std::string(what) + ": this object was moved from (it holds no model or index)");
@@ -75,11 +68,7 @@ std::vector<uint8_t> read_image_file(const std::string& path) {
   const uintmax_t size = fs::file_size(path, ec);
   if (ec) throw Error("'" + path + "': " + ec.message());
   if (size > kMaxImageFileBytes) throw Error(fmt::format("'{}' has {} bytes, over the 1 GiB limit for an image", path, size));
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open '" + path + "'");
-  std::vector<uint8_t> bytes(size);
-  if (size && !f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size))) throw Error("cannot read '" + path + "'");
-  return bytes;
+  return data::read_file_bytes(path);
 }
 
 // The device of ModelOptions: "cpu" or "cuda[:N]" with a GPU present; anything else is an error naming it.
@@ -100,10 +89,6 @@ void check_device(const std::string& device) {
   if (!d.is_cpu() && !d.is_cuda()) throw Error("device '" + device + "': only cpu and cuda devices are supported");
 }
 
-}  // namespace
-
-namespace {
-
 // The library logs through spdlog's default logger. spdlog's own default (unnamed) writes to
 // stdout, where a program's output goes: replace it with a stderr logger named "florence". A
 // logger the program installed (it has a name) is kept.
@@ -117,6 +102,8 @@ void log_to_stderr_unless_set() {
 }
 
 }  // namespace
+
+const char* version() { return FLORENCE_VERSION; }
 
 void set_log_level(const std::string& level) {
   guarded("florence::set_log_level", [&] {
