@@ -48,6 +48,8 @@ enum Reason : uint8_t {
   kNotScored,
   kBalanceOut,
   kNoEntryMatch,
+  kUnsafeKey,
+  kUnsupportedFormat,
   kNumReasons
 };
 /// Names in report.json / removed.jsonl, indexed by Reason.
@@ -55,7 +57,7 @@ inline const char* const kReasonNames[kNumReasons] = {
     "",                "undecodable_image", "image_too_large", "empty_text",      "text_too_long",
     "duplicate_key",   "invalid_utf8_text", "missing_image",   "corrupt_member",  "unreadable_shard",
     "small_image",     "exact_duplicate",   "near_duplicate",  "low_similarity",  "not_scored",
-    "balance_sampled_out", "no_entry_match"};
+    "balance_sampled_out", "no_entry_match", "unsafe_key", "unsupported_format"};
 
 /// What the scan saw wrong with a sample (Record::flags); the validate stage turns them into removals.
 enum Flag : uint8_t { kFlagUndecodable = 1, kFlagTooLarge = 2, kFlagEmptyText = 4, kFlagLongText = 8 };

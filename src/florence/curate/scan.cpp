@@ -45,20 +45,22 @@ bool only_ascii_space(const std::string& s) {
   });
 }
 
-bool is_image_ext(const std::string& e) {
-  static const char* kExts[] = {"png", "jpg", "jpeg", "webp", "bmp", "ppm", "pgm", "pbm", "tif", "tiff"};
-  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* x) { return e == x; });
-}
-
 std::string lower(std::string s) {
   for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
 
-/// Member groups of a tar (key, has an image member) from the headers only, like ShardReader
-/// groups them (consecutive members sharing a key). Stops at the first fatal error.
-std::vector<std::pair<std::string, bool>> list_member_groups(const std::string& path) {
-  std::vector<std::pair<std::string, bool>> groups;
+/// One member group of a tar, from its headers.
+struct MemberGroup {
+  std::string key;
+  bool has_image = false;        ///< a member with a decodable image extension
+  bool has_unsupported = false;  ///< a member with an image extension that is not decoded (gif, ...)
+};
+
+/// Member groups of a tar from the headers only, like ShardReader groups them (consecutive members
+/// sharing a key). Stops at the first fatal error.
+std::vector<MemberGroup> list_member_groups(const std::string& path) {
+  std::vector<MemberGroup> groups;
   archive* ar = archive_read_new();
   if (!ar) return groups;
   archive_read_support_format_tar(ar);
@@ -77,8 +79,10 @@ std::vector<std::pair<std::string, bool>> list_member_groups(const std::string& 
     }
     if (archive_entry_filetype(e) != AE_IFREG || !archive_entry_pathname(e)) continue;
     const auto [key, ext] = data::split_member_name(archive_entry_pathname(e));
-    if (groups.empty() || groups.back().first != key) groups.emplace_back(key, false);
-    if (is_image_ext(lower(ext))) groups.back().second = true;
+    if (groups.empty() || groups.back().key != key) groups.push_back({key});
+    const std::string lext = lower(ext);
+    if (data::is_image_extension(lext)) groups.back().has_image = true;
+    if (data::is_unsupported_image_extension(lext)) groups.back().has_unsupported = true;
   }
   archive_read_free(ar);
   return groups;
@@ -86,33 +90,43 @@ std::vector<std::pair<std::string, bool>> list_member_groups(const std::string& 
 
 /// The samples a ShardReader dropped from `path` (stats), with their keys recovered from the tar
 /// headers: groups that were not returned. Counts the reader reports but the headers do not show
-/// become entries without a key, so no drop goes unrecorded.
+/// become entries without a key, so no drop goes unrecorded. Unsafe keys are recorded in their
+/// printable form (sample.h printable_key).
 void recover_dropped(const std::string& path, uint32_t shard, const std::vector<std::string>& returned,
                      const data::ShardStats& st, std::vector<Dropped>& out) {
-  if (st.missing_image + st.bad_text + st.corrupt == 0) return;
+  if (st.missing_image + st.bad_text + st.corrupt + st.unsafe_key + st.unsupported_format == 0) return;
   std::unordered_map<std::string, int64_t> seen;
   for (const auto& k : returned) ++seen[k];
-  int64_t missing_left = st.missing_image, bad_text_left = st.bad_text;
-  for (const auto& [key, has_image] : list_member_groups(path)) {
-    auto it = seen.find(key);
+  int64_t missing_left = st.missing_image, bad_text_left = st.bad_text, unsafe_left = st.unsafe_key,
+          unsupported_left = st.unsupported_format;
+  for (const MemberGroup& g : list_member_groups(path)) {
+    auto it = seen.find(g.key);
     if (it != seen.end() && it->second > 0) {
       --it->second;
       continue;
     }
-    if (!has_image) {
+    if (unsafe_left > 0 && !data::is_safe_sample_key(g.key)) {
+      --unsafe_left;
+      out.push_back({shard, kUnsafeKey, data::printable_key(g.key)});
+    } else if (!g.has_image && g.has_unsupported && unsupported_left > 0) {
+      --unsupported_left;
+      out.push_back({shard, kUnsupportedFormat, g.key});
+    } else if (!g.has_image) {
       if (missing_left > 0) {
         --missing_left;
-        out.push_back({shard, kMissingImage, key});
+        out.push_back({shard, kMissingImage, g.key});
       }
     } else if (bad_text_left > 0) {
       --bad_text_left;
-      out.push_back({shard, kInvalidUtf8, key});
+      out.push_back({shard, kInvalidUtf8, g.key});
     } else {
-      out.push_back({shard, kCorruptMember, key});
+      out.push_back({shard, kCorruptMember, g.key});
     }
   }
   for (; missing_left > 0; --missing_left) out.push_back({shard, kMissingImage, ""});
   for (; bad_text_left > 0; --bad_text_left) out.push_back({shard, kInvalidUtf8, ""});
+  for (; unsafe_left > 0; --unsafe_left) out.push_back({shard, kUnsafeKey, ""});
+  for (; unsupported_left > 0; --unsupported_left) out.push_back({shard, kUnsupportedFormat, ""});
 }
 
 void scan_sample(const data::Sample& s, uint32_t shard, uint32_t pos, const CurateOptions& opt, const EntryList* entries,

@@ -34,12 +34,6 @@ std::string extension_of(const fs::path& p) {
   return lower(e);
 }
 
-bool is_image_extension(const std::string& e) {
-  static const std::set<std::string> kExt = {"png", "jpg", "jpeg", "webp", "bmp", "tif",
-                                             "tiff", "ppm", "pgm", "pbm"};
-  return kExt.count(e) > 0;
-}
-
 void check_part(size_t part, size_t n, const std::string& what) {
   if (part >= n) {
     throw Error(what + ": part " + std::to_string(part) + " out of range (" + std::to_string(n) +
@@ -122,6 +116,8 @@ void ShardSource::read_part(size_t part, const std::function<bool(Sample&)>& emi
   if (st.corrupt > 0) skips["shard_corrupt"] += st.corrupt;
   if (st.missing_image > 0) skips["shard_missing_image"] += st.missing_image;
   if (st.bad_text > 0) skips["shard_bad_text"] += st.bad_text;
+  if (st.unsafe_key > 0) skips["shard_unsafe_key"] += st.unsafe_key;
+  if (st.unsupported_format > 0) skips["unsupported_format"] += st.unsupported_format;
 }
 
 std::string ShardSource::describe() const {
@@ -333,7 +329,7 @@ ImageFolderSource::ImageFolderSource(const std::string& root) : root_(root) {
   }
   if (ec) throw Error("ImageFolderSource: cannot list '" + root + "': " + ec.message());
   std::sort(class_dirs.begin(), class_dirs.end());
-  int64_t others = 0;
+  int64_t others = 0, unsupported = 0;
   for (size_t label = 0; label < class_dirs.size(); ++label) {
     const fs::path dir = fs::path(root) / class_dirs[label];
     std::vector<fs::path> files;
@@ -342,6 +338,8 @@ ImageFolderSource::ImageFolderSource(const std::string& root) : root_(root) {
       if (!it->is_regular_file()) continue;
       if (is_image_extension(extension_of(it->path()))) {
         files.push_back(it->path());
+      } else if (is_unsupported_image_extension(extension_of(it->path()))) {
+        ++unsupported;
       } else {
         ++others;
       }
@@ -364,6 +362,11 @@ ImageFolderSource::ImageFolderSource(const std::string& root) : root_(root) {
   if (files_.empty()) {
     throw Error("ImageFolderSource: no images under '" + root +
                 "' (expected root/<class>/<image>, extensions png jpg jpeg webp bmp tif tiff ppm pgm pbm)");
+  }
+  if (unsupported > 0) {
+    load_skips_["unsupported_format"] = unsupported;
+    spdlog::warn("ImageFolderSource {}: skipped {} image(s) in a format that is not decoded (gif, svg, heic, ...)",
+                 root, unsupported);
   }
   if (others > 0) {
     load_skips_["not_an_image"] = others;

@@ -412,6 +412,8 @@ SpriteBank SpriteBank::load(const SpriteBankOptions& o) {
       if (st.missing_image) skips["shard_missing_image"] += st.missing_image;
       if (st.bad_text) skips["shard_bad_text"] += st.bad_text;
       if (st.bad_meta) skips["shard_bad_meta"] += st.bad_meta;
+      if (st.unsafe_key) skips["shard_unsafe_key"] += st.unsafe_key;
+      if (st.unsupported_format) skips["unsupported_format"] += st.unsupported_format;
     }
   }
   // Cap per category: the smallest hashes of the sprite key (a split-neutral choice).

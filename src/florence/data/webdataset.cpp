@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <system_error>
@@ -26,20 +28,19 @@ namespace {
 constexpr int64_t kMaxMemberBytes = int64_t(1) << 30;
 /// Recoverable header damage events tolerated per shard before giving up on it.
 constexpr int kMaxRetries = 64;
-/// libarchive's ARCHIVE_ERRNO_FILE_FORMAT (archive_platform.h, not public): EFTYPE where the
-/// platform has it, else EILSEQ. Set when the data is not in a recognised archive format.
-#ifdef EFTYPE
-constexpr int kArchiveErrnoFileFormat = EFTYPE;
-#else
-constexpr int kArchiveErrnoFileFormat = EILSEQ;
-#endif
 /// Per-reader cap on individual warnings of the same kind (counts are always complete).
 constexpr int64_t kMaxWarnings = 5;
 
-bool is_image_ext(const std::string& e) {
-  static const char* kExts[] = {"png", "jpg", "jpeg", "webp", "bmp", "ppm", "pgm", "pbm", "tif", "tiff"};
-  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* x) { return e == x; });
+/// libarchive's message for the last error, with the system's words for its errno when it has one
+/// ("Write error (No space left on device)").
+std::string archive_message(archive* ar) {
+  std::string msg = archive_error_string(ar) ? archive_error_string(ar) : "unknown error";
+  const int err = archive_errno(ar);
+  if (err > 0) msg += std::string(" (") + std::strerror(err) + ")";
+  return msg;
 }
+
+bool is_image_ext(const std::string& e) { return is_image_extension(e); }
 bool is_text_ext(const std::string& e) { return e == "txt" || e == "text" || e == "caption"; }
 
 std::string lower(std::string s) {
@@ -137,7 +138,7 @@ void ShardWriter::open_next() {
   if (!ar_) throw Error("ShardWriter: archive_write_new failed");
   if (archive_write_set_format_pax_restricted(ar_) != ARCHIVE_OK ||
       archive_write_open_filename(ar_, tmp_path_.c_str()) != ARCHIVE_OK) {
-    std::string msg = archive_error_string(ar_) ? archive_error_string(ar_) : "unknown error";
+    std::string msg = archive_message(ar_);
     archive_write_free(ar_);
     ar_ = nullptr;
     throw Error("ShardWriter: cannot open '" + tmp_path_ + "': " + msg);
@@ -149,7 +150,7 @@ void ShardWriter::open_next() {
 void ShardWriter::finish_current() {
   if (!ar_) return;
   const int rc = archive_write_close(ar_);
-  std::string msg = archive_error_string(ar_) ? archive_error_string(ar_) : "";
+  std::string msg = archive_message(ar_);
   archive_write_free(ar_);
   ar_ = nullptr;
   if (rc != ARCHIVE_OK) throw Error("ShardWriter: closing '" + tmp_path_ + "' failed: " + msg);
@@ -161,8 +162,8 @@ void ShardWriter::finish_current() {
 
 void ShardWriter::write(const Sample& s) {
   if (closed_) throw Error("ShardWriter(" + dir_ + "): write() after close()");
-  if (s.key.empty() || s.key.find('.') != std::string::npos || s.key.front() == '/')
-    throw Error("ShardWriter: invalid sample key '" + s.key + "' (must be non-empty, without '.', not absolute)");
+  if (const std::string why = unsafe_key_reason(s.key); !why.empty())
+    throw Error("ShardWriter: invalid sample key '" + printable_key(s.key) + "': " + why);
   if (s.image.empty()) throw Error("ShardWriter: sample '" + s.key + "' has no image bytes");
   if (s.image_ext.empty() || s.image_ext.find('.') != std::string::npos || s.image_ext.find('/') != std::string::npos)
     throw Error("ShardWriter: sample '" + s.key + "' has an invalid image_ext '" + s.image_ext + "'");
@@ -195,10 +196,9 @@ void ShardWriter::write(const Sample& s) {
     archive_entry_free(e);
     if (rc != ARCHIVE_OK)
       throw Error("ShardWriter: writing header of '" + name + "' to '" + tmp_path_ + "' failed: " +
-                  (archive_error_string(ar_) ? archive_error_string(ar_) : ""));
+                  archive_message(ar_));
     if (n > 0 && archive_write_data(ar_, data, n) != la_ssize_t(n))
-      throw Error("ShardWriter: writing '" + name + "' to '" + tmp_path_ + "' failed: " +
-                  (archive_error_string(ar_) ? archive_error_string(ar_) : ""));
+      throw Error("ShardWriter: writing '" + name + "' to '" + tmp_path_ + "' failed: " + archive_message(ar_));
   };
   put(s.image_ext, s.image.data(), s.image.size());
   put("txt", s.text.data(), s.text.size());
@@ -229,7 +229,7 @@ struct ShardReader::Impl {
   std::optional<Member> pending;  // the first member of the next group (already read)
   std::vector<Member> group;
   int retries = 0;
-  int64_t warn_missing = 0, warn_meta = 0, warn_text = 0;
+  int64_t warn_missing = 0, warn_meta = 0, warn_text = 0, warn_key = 0;
 };
 
 ShardReader::ShardReader(const std::string& path, size_t block_size) : impl_(std::make_unique<Impl>()), path_(path) {
@@ -239,18 +239,18 @@ ShardReader::ShardReader(const std::string& path, size_t block_size) : impl_(std
   if (!impl_->ar) throw Error("ShardReader: archive_read_new failed");
   archive_read_support_format_tar(impl_->ar);
   archive_read_support_filter_all(impl_->ar);  // also accepts .tar.gz / .tar.zst shards
+  {
+    // An I/O problem (permissions, a vanished file) is an error of the caller's; once the file
+    // opens, anything libarchive refuses at open (not a tar, a corrupt compressed stream) is data.
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe) throw Error("ShardReader: cannot open '" + path + "': " + std::strerror(errno));
+  }
   if (archive_read_open_filename(impl_->ar, path.c_str(), std::max<size_t>(block_size, 512)) != ARCHIVE_OK) {
-    if (archive_errno(impl_->ar) == kArchiveErrnoFileFormat) {
-      // Readable but not a tar (libarchive bids on the first block at open): a data error.
-      ++stats_.corrupt;
-      spdlog::warn("ShardReader: {}: not a tar shard: {}", path, archive_error_string(impl_->ar));
-      impl_->done = true;
-      return;
-    }
-    std::string msg = archive_error_string(impl_->ar) ? archive_error_string(impl_->ar) : "unknown error";
-    archive_read_free(impl_->ar);
-    impl_->ar = nullptr;
-    throw Error("ShardReader: cannot open '" + path + "': " + msg);
+    // Readable but not a tar, or a damaged .tar.gz / .tar.xz stream (fuzz/regressions/tar): a data error.
+    ++stats_.corrupt;
+    spdlog::warn("ShardReader: {}: not a readable tar shard: {}", path,
+                 archive_error_string(impl_->ar) ? archive_error_string(impl_->ar) : "unknown error");
+    impl_->done = true;
   }
 }
 
@@ -358,7 +358,7 @@ bool ShardReader::next(Sample& out) {
     std::optional<int64_t> cls_label;
     int64_t used = 0;
     for (auto& m : I.group) {
-      if (is_image_ext(m.ext) && !have_image) {
+      if (is_image_ext(m.ext) && !have_image && !m.data.empty()) {  // 0 bytes: no image (fuzz/regressions/tar)
         s.image.assign(m.data.begin(), m.data.end());
         s.image_ext = m.ext;
         have_image = true;
@@ -392,7 +392,26 @@ bool ShardReader::next(Sample& out) {
       ++used;
     }
     const int64_t members = int64_t(I.group.size());
+    const bool unsupported_image = std::any_of(I.group.begin(), I.group.end(), [](const Member& m) {
+      return is_unsupported_image_extension(m.ext);
+    });
     I.group.clear();
+    if (const std::string why = unsafe_key_reason(s.key); !why.empty()) {
+      ++stats_.unsafe_key;
+      stats_.skipped_members += used;
+      if (I.warn_key++ < kMaxWarnings)
+        spdlog::warn("ShardReader: {}: sample '{}' ({} member(s)) skipped: its key {}", path_, printable_key(s.key),
+                     members, why);
+      return false;
+    }
+    if (!have_image && unsupported_image) {
+      ++stats_.unsupported_format;
+      stats_.skipped_members += used;
+      if (I.warn_missing++ < kMaxWarnings)
+        spdlog::warn("ShardReader: {}: sample '{}' skipped: its image format is not supported (decodable: png, jpg, "
+                     "webp, bmp, pnm, tiff)", path_, s.key);
+      return false;
+    }
     if (!have_image) {
       ++stats_.missing_image;
       stats_.skipped_members += used;

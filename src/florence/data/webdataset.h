@@ -45,8 +45,9 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
-  /// Appends one sample. Throws florence::Error when the key is empty, contains '.' or starts
-  /// with '/', when the image is empty or image_ext is empty/contains '.', or on an I/O error.
+  /// Appends one sample. Throws florence::Error when the key is unsafe (sample.h
+  /// unsafe_key_reason: empty, absolute, "."/".." parts, a '.' in the last part, control
+  /// characters, ...), when the image is empty or image_ext is empty/contains '.', or on an I/O error.
   void write(const Sample& sample);
   /// Finishes and renames the current shard. Idempotent; write() after close() throws.
   void close();
@@ -78,6 +79,10 @@ struct ShardStats {
   int64_t bad_text = 0;         ///< groups whose text member is not valid UTF-8, skipped
   int64_t corrupt = 0;          ///< truncated/corrupt member or header events. A sample whose own
                                 ///< member is cut is dropped; the samples before it are returned
+  int64_t unsafe_key = 0;       ///< groups whose key is unsafe (sample.h unsafe_key_reason: "..",
+                                ///< absolute, control characters, ...), skipped
+  int64_t unsupported_format = 0;  ///< groups whose only image is of a format not decoded (gif, svg, ...),
+                                   ///< skipped (counted here instead of missing_image)
 };
 
 /// Streams samples out of one tar shard without loading it whole (libarchive reads
@@ -86,7 +91,8 @@ struct ShardStats {
 /// caption; meta json; label cls (decimal integer; json "label" takes precedence).
 /// Data errors never throw out of next(): a truncated or corrupt member/tar is counted in
 /// stats().corrupt and logged with spdlog::warn, after which reading stops (fatal) or goes on
-/// (recoverable header damage); a group without an image is counted and skipped.
+/// (recoverable header damage); a group without an image, with an unsafe key (sample.h) or with
+/// only an image format that is not decoded is counted and skipped, its shard and key logged.
 class ShardReader {
  public:
   /// Throws florence::Error when the file cannot be opened (missing, unreadable). A file that is

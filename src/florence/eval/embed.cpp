@@ -29,10 +29,7 @@ std::string lower_ext(const fs::path& p) {
   return e;
 }
 
-bool is_image_ext(const std::string& e) {
-  static const std::set<std::string> exts{"png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "pbm"};
-  return exts.count(e) > 0;
-}
+bool is_image_ext(const std::string& e) { return data::is_image_extension(e); }
 
 /// One part per image file; the key is the path as listed.
 class FileListSource : public data::SampleSource {
@@ -45,6 +42,12 @@ class FileListSource : public data::SampleSource {
     s.key = files_[part];
     s.origin = files_[part];
     s.image_ext = lower_ext(files_[part]);
+    if (data::is_unsupported_image_extension(s.image_ext)) {  // listed from a folder: counted, not silent
+      skips["unsupported_format"]++;
+      spdlog::warn("image '{}' skipped: .{} is not a supported image format (decodable: png, jpg, webp, bmp, "
+                   "pnm, tiff)", files_[part], s.image_ext);
+      return;
+    }
     try {
       s.image = data::read_file_bytes(files_[part]);
     } catch (const Error& e) {
@@ -106,11 +109,16 @@ std::shared_ptr<data::SampleSource> image_inputs(const std::vector<std::string>&
       }
       std::vector<std::string> found;
       for (const auto& e : fs::recursive_directory_iterator(p, fs::directory_options::follow_directory_symlink, ec))
-        if (e.is_regular_file() && is_image_ext(lower_ext(e.path()))) found.push_back(e.path().string());
+        if (e.is_regular_file() && (is_image_ext(lower_ext(e.path())) ||
+                                    data::is_unsupported_image_extension(lower_ext(e.path()))))
+          found.push_back(e.path().string());
       if (found.empty()) throw Error("'" + p + "': no image files or shards in this directory");
       std::sort(found.begin(), found.end());
       pending.insert(pending.end(), found.begin(), found.end());
     } else if (fs::is_regular_file(p, ec) && lower_ext(p) != "tar") {
+      if (data::is_unsupported_image_extension(lower_ext(p)))
+        throw Error("'" + p + "': ." + lower_ext(p) + " is not a supported image format (decodable: png, jpg, "
+                    "webp, bmp, pnm, tiff)");
       if (!is_image_ext(lower_ext(p))) throw Error("'" + p + "' is not an image file (by extension) nor a shard");
       pending.push_back(p);
     } else if (fs::is_regular_file(p, ec) || p.find('{') != std::string::npos || p.find("::") != std::string::npos) {

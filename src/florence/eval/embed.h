@@ -20,8 +20,9 @@ namespace florence::eval {
 ///   - a directory with *.tar files, a .tar file or a brace pattern: WebDataset shards
 ///     (data/webdataset.h list_shards), key = the sample key, in shard / member order.
 /// The order of `paths` is kept. Throws florence::Error for a path that does not exist or a
-/// directory without any image or shard. Unreadable files are skipped at read time (counted
-/// "missing_file").
+/// directory without any image or shard, or a file named directly whose image format is not
+/// decoded (gif, svg, ...: data/sample.h). Unreadable files are skipped at read time (counted
+/// "missing_file"), and so are images of such formats found in a directory ("unsupported_format").
 std::shared_ptr<data::SampleSource> image_inputs(const std::vector<std::string>& paths);
 
 /// Texts from a file: JSON lines ({"text": "..."}; used when the file ends in .jsonl or its

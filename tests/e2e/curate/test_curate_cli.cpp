@@ -12,6 +12,7 @@
 #include "florence/data/webdataset.h"
 #include "unit/curate/real_images.h"
 #include "support/paths.h"
+#include "support/tar.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -208,6 +209,42 @@ TEST(CurateCli, UnreadableShards) {
   const json j = report(out);
   EXPECT_EQ(j["counts"]["unreadable_shards"], 1);
   EXPECT_EQ(j["problem_shards"][0]["input"], (in / "000000.tar").string());
+}
+
+// Issue 23: a shard member named ../../escape.png made `florence curate` fail the whole run in
+// ShardWriter after the scan. Now such samples (and GIF-only ones) are skipped, counted by reason
+// and listed in removed.jsonl; the other samples are curated and nothing is written outside --out.
+TEST(CurateCli, HostileMemberNamesAreSkippedAndCounted) {
+  const fs::path in = fresh("hostile_in"), out = fresh("hostile_out");
+  fs::create_directories(in);
+  fs::copy_file(corpus() / "train" / "000000.tar", in / "000000.tar");
+  const std::vector<uint8_t> png = curate_test::encode(curate_test::emoji_rgb(curate_test::emoji_codes()[5]));
+  const std::string img(png.begin(), png.end());
+  florence::test::write_tar(in / "000001.tar", {{"../../escape.png", img}, {"../../escape.txt", "escape"},
+                                                {"anim.gif", "GIF89a"}, {"anim.txt", "gif"}, {"fine.png", img},
+                                                {"fine.txt", "a fine sample"}});
+
+  const CliRun r = run("curate " + in.string() + " --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json j = report(out);
+  const json& validate = j["stages"][0];
+  ASSERT_EQ(validate["stage"], "validate");
+  EXPECT_EQ(validate["reasons"]["unsafe_key"], 1) << validate.dump();
+  EXPECT_EQ(validate["reasons"]["unsupported_format"], 1) << validate.dump();
+  std::ifstream removed(out / "removed.jsonl");
+  std::map<std::string, std::string> reason_of;
+  for (std::string line; std::getline(removed, line);) {
+    const json x = json::parse(line);
+    if (x["key"].is_string()) reason_of[x["key"]] = x["reason"];
+  }
+  EXPECT_EQ(reason_of["../../escape"], "unsafe_key");
+  EXPECT_EQ(reason_of["anim"], "unsupported_format");
+  EXPECT_FALSE(fs::exists(out / ".." / ".." / "escape.png"));
+  EXPECT_FALSE(fs::exists(fs::path(FLORENCE_TEST_TMP) / "escape.png"));
+  int64_t kept_fine = 0;
+  for (const auto& [rel, bytes] : tree(out))
+    if (bytes.find("a fine sample") != std::string::npos) ++kept_fine;
+  EXPECT_EQ(kept_fine, 1) << "the good sample next to the hostile ones was not kept";
 }
 
 }  // namespace test_curate_cli

@@ -12,6 +12,7 @@
 #include "florence/data/sample.h"
 #include "florence/data/webdataset.h"
 #include "support/paths.h"
+#include "support/tar.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -19,6 +20,7 @@ namespace test_webdataset {
 
 namespace fs = std::filesystem;
 using namespace florence::data;
+using florence::test::write_tar;
 
 namespace {
 
@@ -42,24 +44,6 @@ Sample make_sample(int i) {
 }
 
 // Writes a tar by hand with the given (name, content) members.
-void write_tar(const fs::path& path, const std::vector<std::pair<std::string, std::string>>& members) {
-  archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  ASSERT_EQ(archive_write_open_filename(a, path.c_str()), ARCHIVE_OK);
-  for (const auto& [name, data] : members) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_size(e, la_int64_t(data.size()));
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    ASSERT_EQ(archive_write_header(a, e), ARCHIVE_OK);
-    archive_write_data(a, data.data(), data.size());
-    archive_entry_free(e);
-  }
-  archive_write_close(a);
-  archive_write_free(a);
-}
-
 }  // namespace
 
 TEST(SplitOf, MatchesIndependentFnv1a) {
@@ -290,6 +274,64 @@ TEST(WebDataset, GroupWithoutImageIsSkippedAndCounted) {
   // b.txt, b.json (no image), c.weird (unknown), d.png, d.txt (bad text)
   EXPECT_EQ(st.skipped_members, 5);
   EXPECT_EQ(st.corrupt, 0);
+}
+
+TEST(SampleKeys, UnsafeKeyReasons) {
+  for (const char* ok : {"a", "a/b", "v1.0/img", "dir-1/sub_2/0001", "caf\xc3\xa9/x"})
+    EXPECT_EQ(unsafe_key_reason(ok), "") << ok;
+  const std::pair<std::string, std::string> bad[] = {
+      {"", "empty"},
+      {std::string(1025, 'k'), "longer than 1024 bytes"},
+      {"ab\xff", "not valid UTF-8"},
+      {"a\nb", "holds a control character"},
+      {std::string("a\0b", 3), "holds a control character"},
+      {"a\\b", "holds a backslash"},
+      {"/etc/passwd", "absolute (starts with '/')"},
+      {"../../escape", "has a '..' path part"},
+      {"a/./b", "has a '.' path part"},
+      {"a//b", "has an empty path part"},
+      {"a/", "has an empty path part"},
+      {"has.dot", "has a '.' in its last part"}};
+  for (const auto& [key, why] : bad) EXPECT_EQ(unsafe_key_reason(key), why) << printable_key(key);
+  EXPECT_EQ(printable_key("a\x01" "b\xff"), "a\\x01b\\xff");
+  EXPECT_EQ(printable_key("caf\xc3\xa9"), "caf\xc3\xa9");
+  EXPECT_EQ(printable_key(std::string(199, 'a') + "\xc3\xa9"), std::string(199, 'a') + "...");  // whole code points
+}
+
+// Issue 23: a member named ../../escape.png made the whole curate run fail in ShardWriter. The
+// reader now skips and counts such samples (and GIF-only ones), and returns the others.
+TEST(WebDataset, HostileKeysAreSkippedAndCounted) {
+  const fs::path dir = fresh_dir("hostile");
+  const fs::path p = dir / "000000.tar";
+  write_tar(p, {{"../../escape.png", "IMG-E"},
+                {"../../escape.txt", "escape"},
+                {"/abs/key.png", "IMG-ABS"},
+                {"ok.png", "IMG-OK"},
+                {"ok.txt", "fine"},
+                {"bad\x01" "ctl.png", "IMG-CTL"},
+                {"only.gif", "GIF89a"},
+                {"v1.0/img.png", "IMG-V"},
+                {"a//b.png", "IMG-AB"}});
+  ShardReader r(p.string());
+  Sample s;
+  std::vector<std::string> keys;
+  while (r.next(s)) keys.push_back(s.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"ok", "v1.0/img"}));
+  const auto& st = r.stats();
+  EXPECT_EQ(st.samples, 2);
+  EXPECT_EQ(st.unsafe_key, 4);  // ../../escape, /abs/key, bad\x01ctl, a//b
+  EXPECT_EQ(st.unsupported_format, 1);
+  EXPECT_EQ(st.missing_image, 0);
+  EXPECT_EQ(st.skipped_members, 6);  // 2 + 1 + 1 + 1 unsafe, 1 gif
+  // Every returned key is one a ShardWriter accepts.
+  ShardWriter w((dir / "out").string());
+  ShardReader again(p.string());
+  while (again.next(s)) EXPECT_NO_THROW(w.write(s));
+  Sample bad = s;
+  for (const char* key : {"../x", "a\nb", "/abs"}) {
+    bad.key = key;
+    EXPECT_THROW(w.write(bad), florence::Error) << key;
+  }
 }
 
 TEST(WebDataset, ListShardsPatterns) {
