@@ -62,7 +62,9 @@ std::optional<std::string> map_block_suffix(const std::vector<std::string>& p) {
 
 core::TensorMap map_torchvision_swin(const core::TensorMap& tv, bool keep_head) {
   core::TensorMap out;
-  for (const auto& [key, tensor] : tv) {
+  for (const auto& item : tv) {
+    const std::string& key = item.first;  // a named reference: lambdas cannot capture structured bindings (C++17)
+    const torch::Tensor& tensor = item.second;
     auto unknown = [&]() {
       return Error(fmt::format("map_torchvision_swin: cannot place key '{}' (not a torchvision Swin V1 key)", key));
     };

@@ -146,7 +146,7 @@ nlohmann::json build_detection_set(const DetectionSetOptions& o) {
     const std::string split = kSplits[si];
     const fs::path img_dir = fs::path(o.out_dir) / "images" / split;
     fs::create_directories(img_dir);
-    std::vector<Result> results(size_t(counts[si]));
+    std::vector<Result> results(static_cast<size_t>(counts[si]));  // not size_t(...): a vexing parse for clang
     const int64_t first_id = next_image_id;
     data::parallel_for_index(results.size(), o.threads, [&](size_t i) {
       std::mt19937_64 rng(data::item_seed(o.seed, "detection/" + split, i));

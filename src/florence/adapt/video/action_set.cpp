@@ -170,7 +170,7 @@ nlohmann::json build_action_set(const ActionSetOptions& o) {
     const std::string split = kSplits[si];
     const fs::path dir = fs::path(o.out_dir) / "clips" / split;
     fs::create_directories(dir);
-    std::vector<ClipResult> results(size_t(counts[si]));
+    std::vector<ClipResult> results(static_cast<size_t>(counts[si]));
     data::parallel_for_index(results.size(), o.threads, [&](size_t i) {
       std::mt19937_64 rng(data::item_seed(o.seed, "actions/" + split, i));
       ClipResult& r = results[i];

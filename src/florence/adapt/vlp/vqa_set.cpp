@@ -280,7 +280,7 @@ nlohmann::json build_vqa_set(const VqaSetOptions& o) {
     const std::string split = kSplits[si];
     const fs::path img_dir = fs::path(o.out_dir) / "images" / split;
     fs::create_directories(img_dir);
-    std::vector<SceneResult> results(size_t(counts[si]));
+    std::vector<SceneResult> results(static_cast<size_t>(counts[si]));
     const int64_t first_id = next_image_id;
     data::parallel_for_index(results.size(), o.threads, [&](size_t i) {
       std::mt19937_64 rng(data::item_seed(o.seed, "vqa/" + split, i));
