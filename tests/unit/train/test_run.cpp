@@ -5,14 +5,22 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <random>
+#include <thread>
 
+#include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/model/io.h"
 #include "florence/train/run.h"
+#include "florence/train/run_state.h"
 #include "florence/train/seeding.h"
 #include "support/files.h"
 #include "support/paths.h"
@@ -31,7 +39,8 @@ const fs::path kTmp = fs::path(FLORENCE_TEST_TMP) / "train_run";
 struct ToyOptions : train::RunOptions {
   int64_t batches_per_epoch = 5;
   int64_t milestone = 0;       // steps_done that is a milestone (0: none)
-  int64_t signal_at = 0;       // raise SIGINT during this 1-based step (0: never)
+  int64_t signal_at = 0;       // raise `signal` during this 1-based step (0: never)
+  int signal = SIGINT;         // Ctrl-C; SIGTERM is what Slurm and Kubernetes send before a kill
   int64_t inf_grad_at = 0;     // make the gradient infinite at this 1-based step (0: never)
   double head_scale = 1.0;     // lr scale of the bias group
   template <class F>
@@ -80,7 +89,7 @@ class ToyTask : public train::TrainTask {
     return true;
   }
   train::StepOutput step(const train::Position& pos) override {
-    if (o_.signal_at == pos.step + 1) std::raise(SIGINT);
+    if (o_.signal_at == pos.step + 1) std::raise(o_.signal);
     torch::Tensor loss = torch::mse_loss(lin_->forward(x_), y_);
     loss.backward();
     if (o_.inf_grad_at == pos.step + 1) lin_->weight.mutable_grad().fill_(std::numeric_limits<float>::infinity());
@@ -235,6 +244,95 @@ TEST(RunLayer, SignalFinishesTheStepAndCheckpoints) {
   EXPECT_EQ(r.steps_done, 4);
   EXPECT_EQ(core::read_text_file(fs::path(o.out_dir) / "checkpoints" / "latest"), "step_0000004.safetensors\n");
   EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "model.safetensors"));
+}
+
+// Issue 23: SIGTERM (Slurm's and Kubernetes' stop signal) checkpoints and stops like Ctrl-C, and the
+// run resumes from there to the uninterrupted run's step count.
+TEST(RunLayer, SigtermFinishesTheStepAndCheckpoints) {
+  ToyOptions o = toy("sigterm");
+  o.signal_at = 3;
+  o.signal = SIGTERM;
+  ToyTask t(o);
+  const auto r = train::run_task(t);
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_EQ(r.steps_done, 3);
+  EXPECT_EQ(core::read_text_file(fs::path(o.out_dir) / "checkpoints" / "latest"), "step_0000003.safetensors\n");
+  ToyOptions again = o;
+  again.signal_at = 0;
+  again.resume = o.out_dir;
+  ToyTask t2(again);
+  const auto r2 = train::run_task(t2);
+  EXPECT_FALSE(r2.interrupted);
+  EXPECT_EQ(r2.steps_done, o.steps);
+  EXPECT_TRUE(fs::exists(fs::path(o.out_dir) / "model.safetensors"));
+}
+
+// Helper of RunLayer.KillNineWhileCheckpointingKeepsLatestValid (run as a child process of this test
+// program): trains the toy task with a checkpoint after every step until it is killed. Skipped unless
+// FLORENCE_KILL_CHILD_DIR names its run folder.
+TEST(RunLayerKillChild, Child) {
+  const char* dir = std::getenv("FLORENCE_KILL_CHILD_DIR");
+  if (!dir) GTEST_SKIP() << "the child process of RunLayer.KillNineWhileCheckpointingKeepsLatestValid";
+  ToyOptions o = toy("unused");
+  o.out_dir = dir;
+  o.steps = 1000000;
+  o.ckpt_every = 1;
+  o.handle_signals = false;
+  ToyTask t(o);
+  train::run_task(t);
+}
+
+// Issue 23: `kill -9` at any moment of a checkpoint write leaves checkpoints/latest naming a complete
+// checkpoint (weights, sidecar, optimizer state) and the run resumes from it. The child writes a
+// checkpoint every step (most of its time is spent writing them) and is killed at varying moments.
+TEST(RunLayer, KillNineWhileCheckpointingKeepsLatestValid) {
+  const std::string exe = fs::read_symlink("/proc/self/exe").string();
+  for (int round = 0; round < 4; ++round) {
+    const fs::path dir = kTmp / ("kill9_" + std::to_string(round));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+    env_strings.push_back("FLORENCE_KILL_CHILD_DIR=" + dir.string());
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string filter = "--gtest_filter=RunLayerKillChild.Child";
+    char* argv[] = {const_cast<char*>(exe.c_str()), filter.data(), nullptr};
+    pid_t pid = 0;
+    ASSERT_EQ(posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()), 0);
+    // Wait for a few checkpoints, then kill at a moment that differs per round.
+    const fs::path latest = dir / "checkpoints" / "latest";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (fs::exists(latest) && core::read_text_file(latest) >= "step_0000005") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(1000 + 3733 * round));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the child ended before it was killed";
+    ASSERT_TRUE(fs::exists(latest));
+    std::string name = core::read_text_file(latest);
+    ASSERT_FALSE(name.empty());
+    name.pop_back();  // "step_NNNNNNN.safetensors\n"
+    const fs::path ckpt = dir / "checkpoints" / name;
+    EXPECT_NO_THROW(core::load_safetensors(ckpt.string())) << name;
+    EXPECT_NO_THROW(core::load_safetensors(train::optim_path(ckpt.string()))) << name;
+    EXPECT_TRUE(fs::exists(model::sidecar_path(ckpt.string()))) << name;
+    const int64_t step = std::stoll(name.substr(5, 7));
+    ToyOptions o = toy("unused");
+    o.out_dir = dir.string();
+    o.resume = dir.string();
+    o.steps = 1000000;
+    o.ckpt_every = 1;
+    o.stop_after_steps = step + 2;
+    ToyTask t(o);
+    const auto r = train::run_task(t);
+    EXPECT_EQ(r.start_step, step);
+    EXPECT_EQ(r.steps_done, step + 2);
+  }
 }
 
 TEST(RunLayer, GroupLearningRateScales) {
