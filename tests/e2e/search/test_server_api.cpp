@@ -192,7 +192,9 @@ TEST_F(ServeApi, KnnByTextImageEmbeddingAndIdMatchTheLibrary) {
   const double min_cos = torch::matmul(*embeds_, embeds_->t()).min().item<double>();
   r = post("/knn", nlohmann::json{{"id", 3}, {"k", 10}, {"dedup", std::max(0.0, min_cos - 1e-3)}}.dump());
   ASSERT_EQ(r->status, 200);
-  if (min_cos > 1e-3) EXPECT_EQ(body_json(r)["results"].size(), 1u) << "min pairwise cosine " << min_cos;
+  if (min_cos > 1e-3) {
+    EXPECT_EQ(body_json(r)["results"].size(), 1u) << "min pairwise cosine " << min_cos;
+  }
 }
 
 TEST_F(ServeApi, EmbedClassifyAndThumbnails) {

@@ -53,7 +53,7 @@ TEST(DeformConv, ZeroOffsetsAndUnitMaskAreAPlainConvolution) {
   struct Case {
     int64_t C, O, H, W, k, s, p, d, groups;
   };
-  for (const Case c : {Case{4, 6, 9, 8, 3, 1, 1, 1, 1}, Case{4, 6, 11, 7, 3, 2, 2, 2, 2}, Case{6, 3, 5, 5, 1, 1, 0, 1, 3}}) {
+  for (const Case& c : {Case{4, 6, 9, 8, 3, 1, 1, 1, 1}, Case{4, 6, 11, 7, 3, 2, 2, 2, 2}, Case{6, 3, 5, 5, 1, 1, 0, 1, 3}}) {
     auto x = torch::randn({2, c.C, c.H, c.W}, torch::kDouble);
     auto w = torch::randn({c.O, c.C / c.groups, c.k, c.k}, torch::kDouble);
     auto b = torch::randn({c.O}, torch::kDouble);
