@@ -10,8 +10,9 @@
 //     fields (tube, merging, windows) come from --video-config (configs.h), applied to the
 //     checkpoint's tower with with_image_tower;
 //   * input (--input): "video": `frames` frames uniformly sampled over the clip (data/video.h,
-//     segment centres; a train clip draws its offset inside each segment); "single-frame": the
-//     clip's middle frame repeated `tube` times (one temporal token), which the inflated tower
+//     segment centres; a train clip draws its offset inside each segment); "single-frame": one frame
+//     sampled the same way with frames = 1 (training: a random frame; test: one frame per temporal
+//     view, e.g. frames 4 and 12 of 16 for two views) repeated `tube` times (one temporal token), which the inflated tower
 //     maps to exactly the image tower's feature of that frame: the single-frame baseline of the
 //     same tower (it cannot tell left from right);
 //   * --freeze-tower: only the head is trained (a linear probe of the inflated tower: the
@@ -108,7 +109,7 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
     f(Field{"random_init", "--random-init", "Random weights for the --checkpoint's config (baseline)"}, s.random_init);
     f(Field{"model", "--model", "Model config (name / JSON); without --checkpoint: random init"}, s.model);
     f(Field{"video_config", "--video-config", "Video fields: video-nano, video-coswin-h or a JSON file"}, s.video_config);
-    f(Field{"input", "--input", "video | single-frame (the middle frame only: the image-tower baseline)"}, s.input);
+    f(Field{"input", "--input", "video | single-frame (one frame per view, repeated: the image-tower baseline)"}, s.input);
     f(Field{"frames", "--frames", "Frames per clip (uniform sampling)", Field::kPositive}, s.frames);
     f(Field{"freeze_tower", "--freeze-tower", "Train the head only (linear probe of the inflated tower)"},
       s.freeze_tower);
