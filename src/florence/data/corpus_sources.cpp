@@ -152,7 +152,7 @@ std::vector<uint8_t> composite_on_white_png_unchecked(const std::vector<uint8_t>
 
 std::vector<uint8_t> composite_on_white_png(const std::vector<uint8_t>& encoded, int size) {
   if (encoded.empty()) return {};
-  if (auto wh = probe_image_size(encoded.data(), encoded.size()); wh && wh->first * wh->second > kDefaultMaxPixels) {
+  if (auto wh = probe_image_size(encoded.data(), encoded.size()); wh && double(wh->first) * double(wh->second) > double(kDefaultMaxPixels)) {  // no int64 overflow (fuzz/regressions/image)
     throw ImageTooLarge(fmt::format("image of {}x{} pixels is over the {} pixel limit", wh->first, wh->second,
                                     kDefaultMaxPixels));
   }

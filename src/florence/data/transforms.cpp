@@ -1,6 +1,8 @@
 // Image decoding and preprocessing; see transforms.h for the conventions.
 #include "florence/data/transforms.h"
 
+#include <fmt/format.h>
+
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -95,9 +97,11 @@ Dims probe_bmp(const uint8_t* d, size_t n) {
 }
 
 void check_pixels(int64_t w, int64_t h, int64_t max_pixels, const char* when) {
-  if (max_pixels > 0 && w * h > max_pixels) {
+  // In double: header sizes reach 2^32 per side, whose product overflows int64 (found by fuzzing).
+  const double pixels = double(w) * double(h);
+  if (max_pixels > 0 && pixels > double(max_pixels)) {
     throw ImageTooLarge("image of " + std::to_string(w) + "x" + std::to_string(h) + " = " +
-                        std::to_string(w * h) + " pixels exceeds max_pixels " +
+                        fmt::format("{:.0f}", pixels) + " pixels exceeds max_pixels " +
                         std::to_string(max_pixels) + " (decompression-bomb guard, " + when + ")");
   }
 }

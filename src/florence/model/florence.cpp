@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "florence/core/error.h"
+#include "florence/core/json_get.h"
 
 namespace florence::model {
 
@@ -23,13 +24,13 @@ FlorenceConfig FlorenceConfig::from_json(const json& j) {
   for (const auto& [key, value] : j.items()) {
     try {
       if (key == "name") {
-        c.name = value.get<std::string>();
+        c.name = core::json_get<std::string>(value, "model config field 'name'");
       } else if (key == "embed_dim") {
-        c.embed_dim = value.get<int>();
+        c.embed_dim = core::json_get<int>(value, "model config field 'embed_dim'");
       } else if (key == "logit_scale_init") {
-        c.logit_scale_init = value.get<double>();
+        c.logit_scale_init = core::json_get<double>(value, "model config field 'logit_scale_init'");
       } else if (key == "logit_scale_max") {
-        c.logit_scale_max = value.get<double>();
+        c.logit_scale_max = core::json_get<double>(value, "model config field 'logit_scale_max'");
       } else if (key == "vision") {
         c.vision = vision::SwinConfig::from_json(value);
       } else if (key == "text") {

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "florence/core/error.h"
+#include "florence/core/json_get.h"
 
 namespace florence::text {
 
@@ -31,11 +32,8 @@ namespace {
 
 template <typename T>
 void read_field(const nlohmann::json& j, const std::string& key, T& dst) {
-  try {
-    dst = j.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error("text config field '" + key + "': " + e.what());
-  }
+  if (!j.contains(key)) throw Error("text config field '" + key + "' is missing");
+  dst = core::json_get<T>(j.at(key), "text config field '" + key + "'");  // range-checked numbers
 }
 
 }  // namespace

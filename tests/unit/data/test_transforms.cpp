@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "florence/data/corpus.h"
 #include "florence/data/transforms.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
@@ -240,6 +241,11 @@ TEST(Decode, DecompressionBombGuard) {
   std::copy(big, big + 8, forged.begin() + 16);
   forged.resize(33);
   EXPECT_THROW(decode_rgb(forged), ImageTooLarge);
+  // 0xFF030000 x 0x89306E3F: the product overflows int64 (fuzz/regressions/image); it must still be refused.
+  const uint8_t huge[8] = {0xff, 0x03, 0x00, 0x00, 0x89, 0x30, 0x6e, 0x3f};
+  std::copy(huge, huge + 8, forged.begin() + 16);
+  EXPECT_THROW(decode_rgb(forged), ImageTooLarge);
+  EXPECT_THROW(florence::data::composite_on_white_png(forged, 32), ImageTooLarge);
   // After-decode path: a format without a header probe (TIFF, when available).
   if (cv::haveImageWriter(".tiff")) {
     auto tiff = encode(img, ".tiff");

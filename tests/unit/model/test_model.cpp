@@ -92,6 +92,23 @@ TEST(Registry, JsonFileRoundTripAndStrictFields) {
   EXPECT_THROW(model::resolve_model((dir / "broken.json").string()), Error);
 }
 
+// Numbers outside a field's type are errors, not wrapped or undefined conversions (the fuzzer found
+// "eot_token": 4.9e29 accepted through nlohmann's unchecked float-to-int cast; fuzz/regressions/model_config).
+TEST(Registry, NumbersOutsideTheFieldTypeAreErrors) {
+  const nlohmann::json good = model::spec_to_json(model::resolve_model("florence-nano"));
+  const std::vector<std::pair<std::vector<std::string>, nlohmann::json>> cases = {
+      {{"text", "eot_token"}, 4.9e29},      {{"text", "width"}, 3000000000LL}, {{"text", "layers"}, 2.5},
+      {{"text", "context_length"}, -1e300}, {{"vision", "embed_dim"}, 1e30},   {{"vision", "depths"}, {1, 1e20, 2}}};
+  for (const auto& [path, value] : cases) {
+    nlohmann::json j = good;
+    j[path[0]][path[1]] = value;
+    EXPECT_THROW(model::spec_from_json(j, "case"), Error) << path[1] << " = " << value.dump();
+  }
+  nlohmann::json ok = good;
+  ok["text"]["width"] = 128.0;  // an integral float is still accepted
+  EXPECT_NO_THROW(model::spec_from_json(ok, "integral float"));
+}
+
 // The analytic counts (used by `florence info` without building the weights) must equal the
 // instantiated modules exactly.
 TEST(Info, AnalyticParamsEqualModules) {
