@@ -34,7 +34,7 @@ struct EvalFlags {
   }
 };
 
-/// Adds --model --checkpoint --vocab --device --image-size --crop-pct --mean --std --norm
+/// Adds --model --checkpoint --vocab --device --precision --image-size --crop-pct --mean --std --norm
 /// --batch-size --workers to `cmd`. `checkpoint_required`: --checkpoint must be given.
 inline void add_eval_flags(CLI::App* cmd, const std::shared_ptr<EvalFlags>& f, bool checkpoint_required = true) {
   cmd->add_option("--model", f->load.model, "Registered name or JSON config (default: from the checkpoint's sidecar)");
@@ -42,6 +42,11 @@ inline void add_eval_flags(CLI::App* cmd, const std::shared_ptr<EvalFlags>& f, b
   if (checkpoint_required) ck->required();
   cmd->add_option("--vocab", f->load.vocab, "BPE merges file (default: the one of the checkpoint's pretraining run)");
   cmd->add_option("--device", f->load.device, "Torch device (cpu, cuda, cuda:1, ...)")->capture_default_str();
+  cmd->add_option("--precision", f->load.precision,
+                  "fp32 | bf16 (bfloat16 weights and activations) | amp_bf16 (bfloat16 autocast); bfloat16 falls back "
+                  "to fp32 where the CPU lacks it")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "amp_bf16"}));
   cmd->add_option("--image-size", f->load.preprocess.image_size, "Input size in pixels (default: the model's)")
       ->check(florence::cli::positive());
   cmd->add_option("--crop-pct", f->crop_pct,

@@ -53,6 +53,10 @@ struct ModelOptions {
   /// (core/threads.h: configure_allocator).
   int threads = 0;
   int64_t batch_size = 64;     ///< images / texts per forward pass
+  /// "fp32", "bf16" (bfloat16 weights and activations) or "amp_bf16" (bfloat16 autocast); bfloat16
+  /// falls back to fp32 with a logged warning where the CPU lacks avx512_bf16 / amx_bf16.
+  /// Embeddings are float32 in every case (speed and accuracy: docs/performance.md).
+  std::string precision = "fp32";
 };
 
 /// A loaded two-tower model in evaluation mode. Cheap to copy (shared state). A moved-from Model
@@ -62,7 +66,8 @@ class Model {
   /// Loads weights, tokenizer and preprocessing. Throws florence::Error when the checkpoint is
   /// missing or does not match the model (names the keys), the model is single-tower, the
   /// vocabulary given in `vocab` cannot be read or is larger than the text tower's, the device is
-  /// not "cpu" / an available "cuda[:N]", or threads / batch_size are out of range. When no
+  /// not "cpu" / an available "cuda[:N]", the precision is not fp32 / bf16 / amp_bf16, or threads /
+  /// batch_size are out of range. When no
   /// vocabulary is given and the run's is missing, the model loads without one: has_tokenizer()
   /// is false and embed_texts() throws saying why.
   static Model load(const ModelOptions& options);

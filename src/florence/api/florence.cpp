@@ -149,6 +149,7 @@ Model Model::load(const ModelOptions& options) {
     lo.model = options.model;
     lo.vocab = options.vocab;
     lo.device = options.device;
+    lo.precision = options.precision;
     lo.preprocess.batch_size = options.batch_size;
     eval::EvalModel m = eval::load_eval_model(lo);
     data::ImageTransform tf(eval::eval_loader_options(m, false).transform_options());

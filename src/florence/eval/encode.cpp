@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 #include "florence/data/loader.h"
 #include "florence/data/transforms.h"
 #include "florence/data/webdataset.h"
@@ -65,7 +66,7 @@ double EvalModel::temperature() const {
 
 nlohmann::json EvalModel::describe() const {
   return {{"model", spec.name}, {"checkpoint", checkpoint}, {"embed_dim", embed_dim()},
-          {"preprocess", preprocess.to_json()}, {"temperature", temperature()}};
+          {"preprocess", preprocess.to_json()}, {"temperature", temperature()}, {"precision", precision}};
 }
 
 namespace {
@@ -133,12 +134,21 @@ EvalModel load_eval_model(const LoadOptions& o) {
   } catch (const c10::Error& e) {
     throw Error("bad --device '" + o.device + "': " + e.what_without_backtrace());
   }
+  const Precision precision = resolve_precision(parse_precision(o.precision), m.device, "inference");
+  m.precision = precision_name(precision);
   m.model = model::load_florence(m.spec, o.checkpoint);
-  m.model->to(m.device);
+  // The temperature stays float32 in bf16: bfloat16 keeps 3 significant digits (tau 14.286 -> 14.243).
+  const torch::Tensor logit_scale = m.model->logit_scale.detach().clone();
+  m.model->to(m.device, storage_dtype(precision));
+  if (precision == Precision::kBf16) {
+    torch::NoGradGuard ng;
+    m.model->logit_scale.set_data(logit_scale.to(m.device));
+  }
+  m.model->set_autocast_bf16(precision == Precision::kAmpBf16);
   m.model->eval();
-  spdlog::info("eval: model {} ({}), image size {}, crop_pct {}, tau {:.3f}", m.spec.name,
+  spdlog::info("eval: model {} ({}), image size {}, crop_pct {}, tau {:.3f}, {}", m.spec.name,
                o.checkpoint.empty() ? std::string("random init") : o.checkpoint, m.preprocess.image_size,
-               *m.preprocess.crop_pct, m.temperature());
+               *m.preprocess.crop_pct, m.temperature(), m.precision);
   return m;
 }
 

@@ -47,6 +47,7 @@ struct EvalModel {
   std::shared_ptr<const text::Tokenizer> tokenizer;  ///< null when no vocab was given
   std::string vocab_problem;  ///< why no vocabulary was found (for require_tokenizer's message)
   torch::Device device{torch::kCPU};
+  std::string precision = "fp32";  ///< the precision in use (after the CPU check), precision.h's name
   PreprocessOptions preprocess;
   std::string checkpoint;
   int context_length = 77;  ///< the text tower's context length
@@ -57,9 +58,10 @@ struct EvalModel {
   nlohmann::json describe() const;
 };
 
-/// Loads spec, weights and tokenizer. Throws florence::Error for an unresolvable model, an
+/// Loads spec, weights and tokenizer, and puts the model in the requested precision (bf16:
+/// bfloat16 weights; amp_bf16: autocast). Throws florence::Error for an unresolvable model, an
 /// unloadable checkpoint (strict: names the keys), an unreadable vocabulary, a vocabulary larger
-/// than the text tower's, or a bad device string.
+/// than the text tower's, a bad device string or an unknown precision.
 EvalModel load_eval_model(const LoadOptions& options);
 
 /// Throws florence::Error("<command> needs --vocab ...") when the model has no tokenizer.

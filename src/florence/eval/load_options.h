@@ -25,6 +25,9 @@ struct LoadOptions {
   std::string checkpoint;  ///< weights (.safetensors / .pt); empty = random init (tests only)
   std::string vocab;       ///< BPE merges file; empty = from the checkpoint's run (see eval/encode.h)
   std::string device = "cpu";
+  /// "fp32" | "bf16" (weights and activations bfloat16) | "amp_bf16" (autocast); core/precision.h.
+  /// bf16 / amp_bf16 fall back to fp32 (with a warning) where the CPU lacks native bfloat16.
+  std::string precision = "fp32";
   PreprocessOptions preprocess;
 };
 

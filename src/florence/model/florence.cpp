@@ -4,6 +4,7 @@
 
 #include "florence/core/error.h"
 #include "florence/core/json_get.h"
+#include "florence/core/precision.h"
 
 namespace florence::model {
 
@@ -67,16 +68,30 @@ FlorenceModelImpl::FlorenceModelImpl(const FlorenceConfig& cfg) : cfg_(cfg) {
   logit_scale = register_parameter("logit_scale", torch::full({}, cfg_.logit_scale_init));
 }
 
-torch::Tensor FlorenceModelImpl::encode_image(const torch::Tensor& images) {
-  torch::Tensor f = image_encoder->forward_features(images);
-  f = torch::matmul(f, image_projection);
+namespace {
+
+// Embeddings leave the model in float32 when it computes in 16 bits (bf16 weights or autocast):
+// the normalisation, the similarities and the loss then run in float32.
+torch::Tensor normalized_embedding(torch::Tensor f) {
+  if (f.scalar_type() == torch::kBFloat16 || f.scalar_type() == torch::kHalf) f = f.to(torch::kFloat);
   return torch::nn::functional::normalize(f, torch::nn::functional::NormalizeFuncOptions().dim(-1));
 }
 
+}  // namespace
+
+torch::Tensor FlorenceModelImpl::encode_image(const torch::Tensor& images) {
+  AutocastGuard autocast(autocast_bf16_, images.device());
+  const torch::Tensor x = images.is_floating_point() && images.scalar_type() != image_projection.scalar_type()
+                              ? images.to(image_projection.scalar_type())
+                              : images;
+  torch::Tensor f = image_encoder->forward_features(x);
+  return normalized_embedding(torch::matmul(f, image_projection));
+}
+
 torch::Tensor FlorenceModelImpl::encode_text(const torch::Tensor& ids) {
+  AutocastGuard autocast(autocast_bf16_, ids.device());
   torch::Tensor f = text_encoder->forward(ids);
-  f = torch::matmul(f, text_projection);
-  return torch::nn::functional::normalize(f, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  return normalized_embedding(torch::matmul(f, text_projection));
 }
 
 torch::Tensor FlorenceModelImpl::temperature() const {

@@ -39,10 +39,15 @@ class FlorenceModelImpl : public torch::nn::Module {
  public:
   explicit FlorenceModelImpl(const FlorenceConfig& cfg);
 
-  /// images: [N, 3, H, W] float32, normalised pixels. Returns [N, D] L2-normalised embeddings.
+  /// images: [N, 3, H, W] normalised pixels (cast to the weights' dtype). Returns [N, D]
+  /// L2-normalised embeddings, float32 when the weights are bfloat16 / half (else their dtype).
   torch::Tensor encode_image(const torch::Tensor& images);
-  /// ids: [M, L] int64 token ids (each row with an EOT). Returns [M, D] L2-normalised embeddings.
+  /// ids: [M, L] int64 token ids (each row with an EOT). Returns [M, D] L2-normalised embeddings
+  /// (dtype as encode_image).
   torch::Tensor encode_text(const torch::Tensor& ids);
+  /// Runs encode_image / encode_text under bfloat16 autocast (core/precision.h; --precision
+  /// amp_bf16 at inference). Training sets autocast around its whole step instead.
+  void set_autocast_bf16(bool on) { autocast_bf16_ = on; }
   /// exp(logit_scale) clamped at logit_scale_max: the scalar tau multiplying cosine similarities.
   torch::Tensor temperature() const;
   /// Similarity logits tau * u v^T: [N, M] for N images and M texts.
@@ -58,6 +63,7 @@ class FlorenceModelImpl : public torch::nn::Module {
 
  private:
   FlorenceConfig cfg_;
+  bool autocast_bf16_ = false;
 };
 TORCH_MODULE(FlorenceModel);
 
