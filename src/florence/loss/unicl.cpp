@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 
 namespace florence::loss {
 namespace {
@@ -105,6 +106,7 @@ torch::Tensor labels_to_targets(const torch::Tensor& labels, torch::ScalarType d
 torch::Tensor unicl_loss(const torch::Tensor& image_features, const torch::Tensor& text_features,
                          const torch::Tensor& labels, const torch::Tensor& tau,
                          const UniCLOptions& options) {
+  NoAutocastGuard fp32;  // float32 even inside a --precision amp_bf16 step
   check_features(image_features, "image_features");
   check_features(text_features, "text_features");
   if (image_features.sizes() != text_features.sizes())
@@ -128,6 +130,7 @@ torch::Tensor unicl_loss_local(const torch::Tensor& local_image_features,
                                const torch::Tensor& global_text_features,
                                const torch::Tensor& global_labels, int64_t offset,
                                const torch::Tensor& tau, const UniCLOptions& options) {
+  NoAutocastGuard fp32;  // float32 even inside a --precision amp_bf16 step
   check_features(local_image_features, "local_image_features");
   check_features(local_text_features, "local_text_features");
   check_features(global_image_features, "global_image_features");

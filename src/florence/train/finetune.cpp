@@ -13,6 +13,7 @@
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/precision.h"
 #include "florence/data/loader.h"
 #include "florence/data/relabel.h"
 #include "florence/data/transforms.h"
@@ -102,6 +103,7 @@ class FinetuneTask : public TrainTask {
   bool next_batch(const Position&) override { return loader_->next(batch_); }
   std::string data_summary() const override { return loader_ ? loader_->stats().summary() : std::string(); }
   StepOutput step(const Position& pos) override;
+  bool supports_amp() const override { return true; }
   void after_step(const Position& pos, nlohmann::json& metrics) override;
   nlohmann::json config() const override;
   nlohmann::json checkpoint_extra() const override;
@@ -405,7 +407,8 @@ StepOutput FinetuneTask::step(const Position& pos) {
   out.samples = batch_.size();
   if (classify()) {
     torch::Tensor logits = tower_->forward(batch_.images.to(ctx_.device));
-    torch::Tensor l = smoothed_cross_entropy(logits, batch_.labels.to(ctx_.device), o_.label_smoothing);
+    NoAutocastGuard fp32_loss;  // --precision amp_bf16: the loss in float32
+    torch::Tensor l = smoothed_cross_entropy(logits.to(torch::kFloat), batch_.labels.to(ctx_.device), o_.label_smoothing);
     out.loss = l.item<double>();
     if (std::isfinite(out.loss)) l.backward();
   } else {

@@ -33,6 +33,9 @@ struct Field {
 struct RunOptions {
   std::string out_dir;         ///< RUN_DIR (required)
   std::string device = "cpu";  ///< torch device string ("cpu", "cuda", "cuda:1")
+  /// "fp32" or "amp_bf16" (bfloat16 autocast, float32 master weights; core/precision.h). The
+  /// engine falls back to fp32 where bfloat16 would be emulated.
+  std::string precision = "fp32";
   int64_t batch_size = 64;
   int64_t steps = 0;           ///< total optimiser steps (0: from epochs, or a task rule)
   int64_t epochs = 0;          ///< alternative to steps: epochs x full batches per epoch
@@ -77,6 +80,10 @@ struct RunOptions {
     f(Field{"out_dir", "--out", "Run directory (config.json, metrics.jsonl, checkpoints/, model.safetensors)"},
       s.out_dir);
     f(Field{"device", "--device", "Torch device (cpu, cuda, cuda:1)"}, s.device);
+    f(Field{"precision", "--precision",
+            "fp32 | amp_bf16 (bfloat16 autocast with float32 weights, optimizer and loss; fp32 where the CPU lacks "
+            "native bfloat16)"},
+      s.precision);
     f(Field{"batch_size", "--batch-size", "Batch size", Field::kPositive}, s.batch_size);
     f(Field{"steps", "--steps", "Total optimizer steps"}, s.steps);
     f(Field{"epochs", "--epochs", "Total epochs (steps = epochs x full batches per epoch)"}, s.epochs);

@@ -11,6 +11,7 @@
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/precision.h"
 #include "florence/core/threads.h"
 #include "florence/model/io.h"
 #include "florence/train/run_state.h"
@@ -41,6 +42,9 @@ void RunOptions::validate_run(bool steps_or_epochs) const {
   if (stop_after_steps < 0)
     throw Error(fmt::format("--stop-after-steps must be >= 0 (0 = run to the end), got {}", stop_after_steps));
   if (log_every < 1) throw Error(fmt::format("--log-every must be >= 1, got {}", log_every));
+  if (parse_precision(precision) == Precision::kBf16)
+    throw Error("--precision bf16 (bfloat16 weights) is for inference; train with --precision amp_bf16 (bfloat16 "
+                "autocast, float32 master weights and optimizer state)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,6 +283,11 @@ RunResult run_task(TrainTask& task) {
     if (device.is_cuda() && !device.has_index()) device = torch::Device(torch::kCUDA, dist.local_rank());
   }
   florence::configure_threads(o.threads);
+  Precision precision = parse_precision(o.precision);
+  if (precision != Precision::kFp32 && !task.supports_amp())
+    throw Error(fmt::format("{} does not support --precision {} yet; use fp32", task.name(), o.precision));
+  precision = resolve_precision(precision, device, task.name());
+  const bool autocast = precision == Precision::kAmpBf16;
   const fs::path run_dir = o.out_dir;
   const fs::path ckpt_dir = run_dir / "checkpoints";
   fs::create_directories(run_dir);
@@ -293,9 +302,9 @@ RunResult run_task(TrainTask& task) {
   std::unique_ptr<GroupedAdamW> opt = make_adamw(task.param_groups(), o);
   const LrSchedule sched = make_schedule(o, total);
   const std::string plan = task.plan();
-  spdlog::info("plan: {} steps{}, batch {}, lr {} warm-up {} then cosine to {}", total,
+  spdlog::info("plan: {} steps{}, batch {}, lr {} warm-up {} then cosine to {}, {}", total,
                plan.empty() ? std::string() : " (" + plan + ")", o.batch_size, sched.peak_lr, sched.warmup_steps,
-               sched.min_lr);
+               sched.min_lr, precision_name(precision));
 
   Checkpointer ckpt(ckpt_dir, o.keep_checkpoints, dist.is_main());
   Position pos;
@@ -368,7 +377,11 @@ RunResult run_task(TrainTask& task) {
     const double lr = sched.at(pos.step);
     opt->set_lr(lr);
     opt->adamw().zero_grad();
-    StepOutput out = task.step(pos);
+    StepOutput out;
+    {
+      AutocastGuard amp(autocast, device);  // forward and backward; the losses run in float32 (NoAutocastGuard)
+      out = task.step(pos);
+    }
     double loss = out.loss;
     if (o.debug_nan_at_step > 0 && pos.step + 1 == o.debug_nan_at_step) loss = std::nan("");
     // Mean loss over ranks and whether any rank was asked to stop, in one collective.

@@ -231,8 +231,11 @@ class TrainTask {
   virtual bool next_batch(const Position& pos) = 0;
   /// One line about the data read so far (for the "no full batch" error and epoch-end logs).
   virtual std::string data_summary() const { return {}; }
-  /// Forward and backward of the current batch at `pos` (gradients were zeroed).
+  /// Forward and backward of the current batch at `pos` (gradients were zeroed). Runs under
+  /// bfloat16 autocast with --precision amp_bf16 (then the loss must be computed in float32).
   virtual StepOutput step(const Position& pos) = 0;
+  /// Whether step() is written for --precision amp_bf16 (its loss in float32); others refuse it.
+  virtual bool supports_amp() const { return false; }
   /// After the optimizer step that made pos.step: may add fields to the metrics line (e.g. a
   /// validation score at the end of an epoch).
   virtual void after_step(const Position& pos, nlohmann::json& metrics) {}

@@ -130,6 +130,7 @@ class PretrainTask : public TrainTask {
   bool next_batch(const Position& pos) override;
   std::string data_summary() const override { return loader_ ? loader_->stats().summary() : std::string(); }
   StepOutput step(const Position& pos) override;
+  bool supports_amp() const override { return true; }
   bool is_milestone(int64_t done) const override { return plan_.is_stage_end(done); }
   nlohmann::json config() const override;
   nlohmann::json train_state(const Position& pos) const override;
