@@ -10,6 +10,13 @@
 //
 //   bench_perf [--threads N] [--iters K] [--cases swin,coswin,text,train] [--work DIR]
 //              [--image-batch 16] [--text-batch 256] [--train-batch 16] [--split P] [--profile]
+//              [--precisions fp32,bf16]
+//
+// --precisions: each case runs once per listed precision, ours and the peer's in the same run
+// (core/precision.h): fp32; bf16 = bfloat16 weights and activations at inference, and for the
+// training step amp_bf16 (autocast; float32 master weights, optimizer and loss) on both sides. A peer
+// that fails in a precision (PyTorch 1.13's CPU autocast throws at the first LayerNorm after a
+// bfloat16 layer) is reported as failing, and the summary compares each side's fastest precision.
 //
 // Every measurement runs in its own process (this binary with --child CASE, or the Python peer), so
 // each peak resident memory (getrusage ru_maxrss) is that case's alone. Weights and inputs are
@@ -42,6 +49,7 @@
 #include <vector>
 
 #include "florence/core/checkpoint.h"
+#include "florence/core/precision.h"
 #include "florence/core/threads.h"
 #include "florence/loss/unicl.h"
 #include "florence/model/florence.h"
@@ -65,6 +73,8 @@ struct Args {
   bool profile = false;
   int64_t image_batch = 16, text_batch = 256, train_batch = 16;
   std::string cases = "swin,coswin,text,train";
+  std::string precisions = "fp32";  ///< parent: the list to run
+  std::string precision = "fp32";   ///< child: this measurement's
   std::string work = (fs::temp_directory_path() / "florence_bench_perf").string();
   std::string child;
 };
@@ -133,7 +143,7 @@ double time_split(const Fn& fn, int64_t batch, int parts, int threads, int iters
 template <class Fn>
 void profile_once(const Args& a, const std::string& name, const Fn& fn) {
   if (!a.profile) return;
-  torch::autograd::profiler::RecordProfile guard(a.work + "/profile_" + name + ".json");
+  torch::autograd::profiler::RecordProfile guard(a.work + "/profile_" + name + "_" + a.precision + ".json");
   fn();
 }
 
@@ -178,13 +188,18 @@ nlohmann::json child_swin(const Args& a) {
   vision::SwinTransformer swin(cfg);
   core::load_state_dict(*swin, vision::map_torchvision_swin(core::load_torch_state_dict(a.work + "/swin_t.pt"), true));
   swin->eval();
+  const Precision p = parse_precision(a.precision);
+  swin->to(storage_dtype(p));
   auto io = core::load_torch_state_dict(a.work + "/swin_t_io.pt");
-  const torch::Tensor x = io.at("x");
+  const torch::Tensor x = io.at("x").to(storage_dtype(p));
   torch::InferenceMode g;
+  AutocastGuard amp(p == Precision::kAmpBf16, torch::kCPU);
   const torch::Tensor y = swin->forward(x);
-  const double err = (y - io.at("y")).abs().max().item<double>();
-  const double sec = time_split([&](int64_t lo, int64_t hi) { swin->forward(x.slice(0, lo, hi)); }, x.size(0), a.split,
-                                a.threads, a.iters);
+  const double err = (y.to(torch::kFloat) - io.at("y")).abs().max().item<double>();
+  const double sec = time_split([&](int64_t lo, int64_t hi) {
+    AutocastGuard in_thread(p == Precision::kAmpBf16, torch::kCPU);  // autocast state is per thread
+    swin->forward(x.slice(0, lo, hi));
+  }, x.size(0), a.split, a.threads, a.iters);
   profile_once(a, "swin", [&] { swin->forward(x); });
   auto r = result("Swin-T (florence, C++)", sec, x.size(0));
   r["max_abs_err"] = err;
@@ -196,6 +211,9 @@ nlohmann::json child_tower(const Args& a, const std::string& case_name, const st
                            const std::string& out_key, const std::string& who, bool image) {
   auto m = load_florence(a.work);
   m->eval();
+  const Precision p = parse_precision(a.precision);
+  m->to(storage_dtype(p));  // encode_image casts its input to the weights' dtype
+  m->set_autocast_bf16(p == Precision::kAmpBf16);
   const auto in = core::load_safetensors(a.work + "/inputs.safetensors").tensors;
   const torch::Tensor x = in.at(in_key);
   auto encode = [&](const torch::Tensor& t) { return image ? m->encode_image(t) : m->encode_text(t); };
@@ -218,11 +236,16 @@ nlohmann::json child_train(const Args& a) {
   train::GroupedAdamW grouped(train::decay_groups(*m), hp[0].item<double>(), hp[1].item<double>(),
                               hp[2].item<double>(), hp[3].item<double>(), 1e-8);
   torch::optim::AdamW& opt = grouped.adamw();
+  const Precision p = parse_precision(a.precision);
+  if (p == Precision::kBf16) throw std::runtime_error("train: --precision bf16 is for inference; use amp_bf16");
   std::vector<double> times, losses;
   for (int it = 0; it <= a.iters; ++it) {
     auto t0 = Clock::now();
     opt.zero_grad();
-    train::ContrastiveStep cs = train::contrastive_backward(m, images, ids, labels, 1);
+    train::ContrastiveStep cs = [&] {
+      AutocastGuard amp(p == Precision::kAmpBf16, torch::kCPU);  // as train/run.cpp around a step
+      return train::contrastive_backward(m, images, ids, labels, 1);
+    }();
     opt.step();
     losses.push_back(cs.loss.item<double>());
     if (it > 0) times.push_back(seconds_since(t0));
@@ -230,7 +253,10 @@ nlohmann::json child_train(const Args& a) {
   core::save_safetensors(a.work + "/ours_train.safetensors", {{"losses", torch::tensor(losses, torch::kFloat64)}});
   profile_once(a, "train", [&] {
     opt.zero_grad();
-    train::contrastive_backward(m, images, ids, labels, 1);
+    {
+      AutocastGuard amp(p == Precision::kAmpBf16, torch::kCPU);
+      train::contrastive_backward(m, images, ids, labels, 1);
+    }
     opt.step();
   });
   return result("florence-t UniCL step (florence, C++)", median(times), images.size(0));
@@ -306,29 +332,35 @@ int parent(const Args& a) {
   prepare_florence(a, cfg);
 
   struct Row {
-    std::string name, peer_name;
-    nlohmann::json ours, peer;
+    std::string name, peer_name, precision;
+    nlohmann::json ours, peer;  ///< peer: null when it failed (peer_error says why)
+    std::string peer_error;
     double gflop_per_item = 0;
     std::string check;
   };
   std::vector<Row> rows;
   auto has = [&](const std::string& c) { return ("," + a.cases + ",").find("," + c + ",") != std::string::npos; };
-  const std::string me = self_path() + " --work " + a.work + common + " --split " + std::to_string(a.split) +
-                         (a.profile ? " --profile" : "") + " --child ";
-  const std::string size = std::to_string(cfg.vision.image_size);
-  if (has("swin")) {
-    Row r;
-    r.name = "Swin-T forward, batch " + std::to_string(a.image_batch);
-    r.peer = run_json(py + " " + src + "/bench/swin_peer.py " + a.work + common + " --batch " +
-                      std::to_string(a.image_batch) + " --size 224");
-    r.ours = run_json(me + "swin");
-    auto sc = *model::resolve_model("swin-t").vision;
-    sc.num_classes = 1000;
-    r.gflop_per_item = model::count_vision(sc, 224, 224).gflops();
-    r.peer_name = "torchvision swin_t";
-    r.check = "logits max |diff| " + fmt::format("{:.1e}", r.ours["max_abs_err"].get<double>());
-    rows.push_back(r);
+  std::vector<std::string> precisions;
+  {
+    std::stringstream ss(a.precisions);
+    for (std::string p; std::getline(ss, p, ',');) {
+      if (p == "amp_bf16") p = "bf16";  // the list names the inference precision; training maps bf16 to amp_bf16
+      parse_precision(p);               // throws on an unknown name
+      precisions.push_back(p);
+    }
   }
+  const std::string me_base = self_path() + " --work " + a.work + common + " --split " + std::to_string(a.split) +
+                              (a.profile ? " --profile" : "");
+  // A peer that throws in a precision is a result ("fails"), not the end of the benchmark.
+  auto run_peer = [&](Row& r, const std::string& cmd) {
+    try {
+      r.peer = run_json(cmd);
+    } catch (const std::exception& e) {
+      r.peer = nullptr;
+      r.peer_error = "fails (see its stderr above)";
+    }
+  };
+  const std::string size = std::to_string(cfg.vision.image_size);
   const std::string fpeer = py + " " + src + "/bench/florence_peer.py ";
   // The two florence-t towers at inference: (case, peer mode, output key, row label, peer label, GFLOP/item).
   struct Tower {
@@ -341,52 +373,108 @@ int parent(const Args& a) {
        model::count_vision(cfg.vision, cfg.vision.image_size, cfg.vision.image_size).gflops()},
       {"text", "text", "text_embeds", "text tower encode_text", "Python text tower", a.text_batch,
        model::count_text(cfg.text, int(cfg.text.context_length)).gflops()}};
-  for (const Tower& t : towers) {
-    if (!has(t.name)) continue;
-    Row r;
-    r.name = std::string(t.label) + ", batch " + std::to_string(t.batch);
-    write_inputs(a, cfg, t.mode);
-    r.peer = run_json(fpeer + t.mode + " " + a.work + common);
-    r.ours = run_json(me + t.name);
-    r.gflop_per_item = t.gflop;
-    r.peer_name = t.peer;
-    r.check = fmt::format("embeds max |diff| {:.1e}", max_abs_diff(a.work + "/ours_" + t.name + ".safetensors",
-                                                                  a.work + "/peer_out.safetensors", t.key));
-    rows.push_back(r);
-  }
-  if (has("train")) {
-    Row r;
-    r.name = "florence-t UniCL step, batch " + std::to_string(a.train_batch);
-    write_inputs(a, cfg, "train");
-    r.peer = run_json(fpeer + "train " + a.work + common);
-    r.ours = run_json(me + "train");
-    r.gflop_per_item = 3.0 * (model::count_vision(cfg.vision, cfg.vision.image_size, cfg.vision.image_size).gflops() +
-                              model::count_text(cfg.text, int(cfg.text.context_length)).gflops());
-    r.peer_name = "Python florence-t step";
-    const auto lo = core::load_safetensors(a.work + "/ours_train.safetensors").tensors.at("losses");
-    const auto lp = core::load_safetensors(a.work + "/peer_out.safetensors").tensors.at("losses").to(torch::kFloat64);
-    r.check = fmt::format("loss step 1 {:.5f} vs {:.5f}, last {:.5f} vs {:.5f}", lo[0].item<double>(),
-                          lp[0].item<double>(), lo[-1].item<double>(), lp[-1].item<double>());
-    rows.push_back(r);
+  for (const std::string& prec : precisions) {
+    const std::string me = me_base + " --precision " + prec + " --child ";
+    const std::string pp = " --precision " + prec;
+    if (has("swin")) {
+      Row r;
+      r.precision = prec;
+      r.name = "Swin-T forward, batch " + std::to_string(a.image_batch);
+      run_peer(r, py + " " + src + "/bench/swin_peer.py " + a.work + common + " --batch " +
+                      std::to_string(a.image_batch) + " --size 224" + pp);
+      if (!fs::exists(a.work + "/swin_t.pt")) throw std::runtime_error("swin peer wrote no weights");
+      r.ours = run_json(me + "swin");
+      auto sc = *model::resolve_model("swin-t").vision;
+      sc.num_classes = 1000;
+      r.gflop_per_item = model::count_vision(sc, 224, 224).gflops();
+      r.peer_name = "torchvision swin_t";
+      r.check = "logits max |diff| to fp32 peer " + fmt::format("{:.1e}", r.ours["max_abs_err"].get<double>());
+      rows.push_back(r);
+    }
+    for (const Tower& t : towers) {
+      if (!has(t.name)) continue;
+      Row r;
+      r.precision = prec;
+      r.name = std::string(t.label) + ", batch " + std::to_string(t.batch);
+      write_inputs(a, cfg, t.mode);
+      run_peer(r, fpeer + t.mode + " " + a.work + common + pp);
+      r.ours = run_json(me + t.name);
+      r.gflop_per_item = t.gflop;
+      r.peer_name = t.peer;
+      r.check = r.peer.is_null() ? "-"
+                                 : fmt::format("embeds max |diff| {:.1e}",
+                                               max_abs_diff(a.work + "/ours_" + t.name + ".safetensors",
+                                                            a.work + "/peer_out.safetensors", t.key));
+      rows.push_back(r);
+    }
+    if (has("train")) {
+      const std::string tp = prec == "bf16" ? "amp_bf16" : prec;
+      Row r;
+      r.precision = tp;
+      r.name = "florence-t UniCL step, batch " + std::to_string(a.train_batch);
+      write_inputs(a, cfg, "train");
+      run_peer(r, fpeer + "train " + a.work + common + " --precision " + tp);
+      r.ours = run_json(me_base + " --precision " + tp + " --child train");
+      r.gflop_per_item = 3.0 * (model::count_vision(cfg.vision, cfg.vision.image_size, cfg.vision.image_size).gflops() +
+                                model::count_text(cfg.text, int(cfg.text.context_length)).gflops());
+      r.peer_name = "Python florence-t step";
+      const auto lo = core::load_safetensors(a.work + "/ours_train.safetensors").tensors.at("losses");
+      if (r.peer.is_null()) {
+        r.check = fmt::format("ours: loss step 1 {:.5f}, last {:.5f}", lo[0].item<double>(), lo[-1].item<double>());
+      } else {
+        const auto lp =
+            core::load_safetensors(a.work + "/peer_out.safetensors").tensors.at("losses").to(torch::kFloat64);
+        r.check = fmt::format("loss step 1 {:.5f} vs {:.5f}, last {:.5f} vs {:.5f}", lo[0].item<double>(),
+                              lp[0].item<double>(), lo[-1].item<double>(), lp[-1].item<double>());
+      }
+      rows.push_back(r);
+    }
   }
 
-  std::printf("\n%d threads, float32, median of %d timed calls after a warm-up; matmul peak %.1f GFLOP/s%s\n\n",
+  std::printf("\n%d threads, median of %d timed calls after a warm-up; float32 matmul peak %.1f GFLOP/s%s\n\n",
               at::get_num_threads(), a.iters, peak,
               a.split > 1 ? fmt::format("; ours split into {} threads", a.split).c_str() : "");
-  std::printf("| case | ours items/s | peer items/s | ratio | ours GFLOP/s | %% of peak | ours peak MiB | peer peak MiB | same result |\n");
-  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+  std::printf("| case | precision | ours items/s | peer items/s | ratio | ours GFLOP/s | %% of fp32 peak | ours peak MiB | peer peak MiB | same result |\n");
+  std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
   for (const auto& r : rows) {
-    const double o = r.ours["items_per_s"].get<double>(), p = r.peer["items_per_s"].get<double>();
+    const double o = r.ours["items_per_s"].get<double>();
     const double gfs = o * r.gflop_per_item;
-    std::printf("| %s (peer: %s) | %.2f | %.2f | %.2fx | %.1f | %.1f%% | %.0f | %.0f | %s |\n", r.name.c_str(),
-                r.peer_name.c_str(), o, p, o / p, gfs, 100.0 * gfs / peak, r.ours["peak_rss_mib"].get<double>(),
-                r.peer["peak_rss_mib"].get<double>(), r.check.c_str());
+    if (r.peer.is_null()) {
+      std::printf("| %s (peer: %s) | %s | %.2f | %s | - | %.1f | %.1f%% | %.0f | - | %s |\n", r.name.c_str(),
+                  r.peer_name.c_str(), r.precision.c_str(), o, r.peer_error.c_str(), gfs, 100.0 * gfs / peak,
+                  r.ours["peak_rss_mib"].get<double>(), r.check.c_str());
+      continue;
+    }
+    const double p = r.peer["items_per_s"].get<double>();
+    std::printf("| %s (peer: %s) | %s | %.2f | %.2f | %.2fx | %.1f | %.1f%% | %.0f | %.0f | %s |\n", r.name.c_str(),
+                r.peer_name.c_str(), r.precision.c_str(), o, p, o / p, gfs, 100.0 * gfs / peak,
+                r.ours["peak_rss_mib"].get<double>(), r.peer["peak_rss_mib"].get<double>(), r.check.c_str());
+  }
+  if (precisions.size() > 1) {
+    // Best against best: each side's fastest precision that ran, per case.
+    std::printf("\nbest against best (each side's fastest precision that ran):\n\n");
+    std::printf("| case | ours best | peer best | ratio |\n| --- | --- | --- | ---: |\n");
+    std::vector<std::string> seen;
+    for (const auto& r : rows) {
+      if (std::find(seen.begin(), seen.end(), r.name) != seen.end()) continue;
+      seen.push_back(r.name);
+      double ob = 0, pb = 0;
+      std::string op, ppn;
+      for (const auto& q : rows) {
+        if (q.name != r.name) continue;
+        const double o = q.ours["items_per_s"].get<double>();
+        if (o > ob) ob = o, op = q.precision;
+        if (!q.peer.is_null() && q.peer["items_per_s"].get<double>() > pb) pb = q.peer["items_per_s"].get<double>(), ppn = q.precision;
+      }
+      std::printf("| %s | %.2f (%s) | %.2f (%s) | %.2fx |\n", r.name.c_str(), ob, op.c_str(), pb, ppn.c_str(), ob / pb);
+    }
   }
   if (a.profile) {
-    for (const char* c : {"swin", "coswin", "text", "train"}) {
-      const std::string trace = a.work + "/profile_" + c + ".json";
+    for (const std::string c : {"swin", "coswin", "text", "train"})
+    for (const std::string p : {"fp32", "bf16", "amp_bf16"}) {
+      const std::string trace = a.work + "/profile_" + c + "_" + p + ".json";
       if (!has(c) || !fs::exists(trace)) continue;
-      std::printf("\nprofile of one call, case %s (self time per operator):\n", c);
+      std::printf("\nprofile of one call, case %s, %s (self time per operator):\n", c.c_str(), p.c_str());
       std::fflush(stdout);
       const std::string cmd = py + " " + src + "/bench/profile_summary.py " + trace;
       if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "profile summary failed: %s\n", cmd.c_str());
@@ -413,6 +501,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--train-batch") a.train_batch = std::stoll(v());
     else if (k == "--child") a.child = v();
     else if (k == "--profile") a.profile = true;
+    else if (k == "--precisions") a.precisions = v();
+    else if (k == "--precision") a.precision = v();
     else throw std::runtime_error("unknown argument " + k);
   }
   if (a.iters < 1 || a.split < 1) throw std::runtime_error("--iters and --split must be >= 1");

@@ -345,8 +345,8 @@ class Florence(nn.Module):
 
     def encode_image(self, images):
         v = self.cfg["vision"]
-        if images.dim() != 4 or images.shape[1] != v["in_chans"] or images.dtype != torch.float32:
-            raise PeerError(f"image: images must be float32 [N, {v['in_chans']}, H, W], "
+        if images.dim() != 4 or images.shape[1] != v["in_chans"] or images.dtype not in (torch.float32, torch.bfloat16):
+            raise PeerError(f"image: images must be float32 or bfloat16 [N, {v['in_chans']}, H, W], "
                             f"got {images.dtype} {list(images.shape)}")
         return F.normalize(self.image_encoder.forward_features(images) @ self.image_projection, dim=-1)
 
@@ -445,22 +445,30 @@ def run(a):
     inp = SafetensorsFile(os.path.join(a.workdir, "inputs.safetensors"))
     times, out = [], {}
 
+    # --precision: bf16 = weights and inputs bfloat16 (inference); amp_bf16 = torch.autocast("cpu").
+    if a.precision == "bf16" and a.mode == "train":
+        raise PeerError("--precision bf16 is for inference; train with amp_bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "amp_bf16")
     if a.mode in ("text", "image"):
         model.eval()
+        if a.precision == "bf16":
+            model.to(torch.bfloat16)
         if a.mode == "text":
             x = inp.tensor("ids", torch.int64, 2)
             fn, key = model.encode_text, "text_embeds"
         else:
             x = inp.tensor("images", torch.float32, 4)
+            if a.precision == "bf16":
+                x = x.to(torch.bfloat16)
             fn, key = model.encode_image, "image_embeds"
         batch = x.shape[0]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for i in range(a.warmup + a.iters):
                 t0 = time.perf_counter()
                 y = fn(x)
                 dt = time.perf_counter() - t0
                 if i == 0:
-                    out[key] = y.clone()
+                    out[key] = y.float().clone()
                 if i >= a.warmup:
                     times.append(dt)
     else:
@@ -487,9 +495,10 @@ def run(a):
         for i in range(a.warmup + a.iters):
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            u = model.encode_image(images)
-            v = model.encode_text(ids)
-            loss = unicl_loss(u, v, labels, model.temperature())
+            with autocast:
+                u = model.encode_image(images)
+                v = model.encode_text(ids)
+            loss = unicl_loss(u.float(), v.float(), labels, model.temperature())
             loss.backward()
             opt.step()
             dt = time.perf_counter() - t0
@@ -504,7 +513,8 @@ def run(a):
     sec = statistics.median(times)
     print(json.dumps({"peer": "florence_peer.py (PyTorch eager: torchvision SwinTransformerBlock, "
                               "nn.TransformerEncoderLayer)",
-                      "mode": a.mode, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "mode": a.mode, "precision": a.precision, "torch": torch.__version__,
+                      "threads": torch.get_num_threads(),
                       "sec_per_call": sec, "items_per_s": batch / sec,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
@@ -516,6 +526,7 @@ def main():
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--iters", type=int, required=True)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--precision", choices=["fp32", "bf16", "amp_bf16"], default="fp32")
     a = p.parse_args()
     try:
         run(a)
