@@ -57,12 +57,13 @@ nlohmann::json cache_identity(const EvalModel& m, const std::string& data_spec, 
           {"class_field", o.class_field},
           {"max_samples", o.max_samples},
           {"subset_seed", o.max_samples > 0 ? int64_t(o.seed) : 0},
-          {"preprocess", m.preprocess.to_json()}};
+          {"preprocess", m.preprocess.to_json()},
+          {"precision", m.precision}};
 }
 
 torch::Tensor forward_features(EvalModel& m, const torch::Tensor& images, const std::string& kind) {
   if (kind == "embed") return m.model->encode_image(images);
-  return m.model->image_encoder->forward_features(images);
+  return m.model->image_features(images);
 }
 
 }  // namespace

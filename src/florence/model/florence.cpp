@@ -77,15 +77,22 @@ torch::Tensor normalized_embedding(torch::Tensor f) {
   return torch::nn::functional::normalize(f, torch::nn::functional::NormalizeFuncOptions().dim(-1));
 }
 
+// Pixels in the weights' dtype (bfloat16 under --precision bf16).
+torch::Tensor as_weight_dtype(const torch::Tensor& images, torch::ScalarType weights) {
+  return images.is_floating_point() && images.scalar_type() != weights ? images.to(weights) : images;
+}
+
 }  // namespace
 
 torch::Tensor FlorenceModelImpl::encode_image(const torch::Tensor& images) {
   AutocastGuard autocast(autocast_bf16_, images.device());
-  const torch::Tensor x = images.is_floating_point() && images.scalar_type() != image_projection.scalar_type()
-                              ? images.to(image_projection.scalar_type())
-                              : images;
-  torch::Tensor f = image_encoder->forward_features(x);
+  torch::Tensor f = image_encoder->forward_features(as_weight_dtype(images, image_projection.scalar_type()));
   return normalized_embedding(torch::matmul(f, image_projection));
+}
+
+torch::Tensor FlorenceModelImpl::image_features(const torch::Tensor& images) {
+  AutocastGuard autocast(autocast_bf16_, images.device());
+  return image_encoder->forward_features(as_weight_dtype(images, image_projection.scalar_type())).to(torch::kFloat);
 }
 
 torch::Tensor FlorenceModelImpl::encode_text(const torch::Tensor& ids) {

@@ -45,9 +45,13 @@ class FlorenceModelImpl : public torch::nn::Module {
   /// ids: [M, L] int64 token ids (each row with an EOT). Returns [M, D] L2-normalised embeddings
   /// (dtype as encode_image).
   torch::Tensor encode_text(const torch::Tensor& ids);
+  /// images as for encode_image. Returns [N, C_img] float32: the image tower's pooled features
+  /// before the projection (linear probe and few-shot `--features pooled`), in the precision set.
+  torch::Tensor image_features(const torch::Tensor& images);
   /// Runs encode_image / encode_text under bfloat16 autocast (core/precision.h; --precision
   /// amp_bf16 at inference). Training sets autocast around its whole step instead.
   void set_autocast_bf16(bool on) { autocast_bf16_ = on; }
+  bool autocast_bf16() const { return autocast_bf16_; }
   /// exp(logit_scale) clamped at logit_scale_max: the scalar tau multiplying cosine similarities.
   torch::Tensor temperature() const;
   /// Similarity logits tau * u v^T: [N, M] for N images and M texts.

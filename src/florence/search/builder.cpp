@@ -247,6 +247,7 @@ class Progress {
 nlohmann::json comparable(nlohmann::json id) {
   id.erase("temperature");
   id.erase("vocab");
+  id.erase("precision");  // bf16 / amp_bf16 embeddings stay within cosine 0.999 of fp32 (docs/performance.md)
   if (id.contains("preprocess")) id["preprocess"].erase("batch_size");
   return id;
 }

@@ -135,6 +135,18 @@ TEST(Precision, Bf16EmbeddingsMatchFloat32OnRealImagesAndTexts) {
   // Not the same numbers: bfloat16 really ran.
   EXPECT_GT((i16 - i32).abs().max().item<double>(), 1e-6);
   EXPECT_GT((t16 - t32).abs().max().item<double>(), 1e-6);
+  EXPECT_GT((iamp - i32).abs().max().item<double>(), 1e-6);
+  // The pooled image features (linear probe / few-shot `--features pooled`) in the same precision.
+  torch::NoGradGuard ng;
+  torch::manual_seed(5);
+  const torch::Tensor px = torch::randn({2, 3, 224, 224});
+  const torch::Tensor p32 = f32.model->image_features(px), p16 = b16.model->image_features(px);
+  const torch::Tensor pamp = amp.model->image_features(px);
+  for (const auto& t : {p32, p16, pamp}) EXPECT_EQ(t.scalar_type(), torch::kFloat);
+  EXPECT_GE(min_row_cosine(p16, p32), 0.999);
+  EXPECT_GE(min_row_cosine(pamp, p32), 0.999);
+  EXPECT_GT((p16 - p32).abs().max().item<double>(), 1e-6);
+  EXPECT_GT((pamp - p32).abs().max().item<double>(), 1e-6);
 }
 
 }  // namespace test_precision

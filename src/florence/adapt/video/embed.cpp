@@ -6,6 +6,7 @@
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/precision.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -60,7 +61,10 @@ VideoEmbedResult embed_videos(const std::vector<std::string>& paths, const Video
   const auto start = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> rows;
-  const auto encode = [&](const torch::Tensor& clips) { return enc(clips.to(m.device)).cpu(); };
+  const auto encode = [&](const torch::Tensor& clips) {
+    AutocastGuard amp(m.model->autocast_bf16(), m.device);  // --precision amp_bf16
+    return enc(clips.to(m.device)).to(torch::kCPU, torch::kFloat);
+  };
   for (const auto& path : paths) {
     try {
       data::Views v = data::read_views(path, views, o.read);
