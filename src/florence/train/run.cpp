@@ -43,8 +43,8 @@ void RunOptions::validate_run(bool steps_or_epochs) const {
     throw Error(fmt::format("--stop-after-steps must be >= 0 (0 = run to the end), got {}", stop_after_steps));
   if (log_every < 1) throw Error(fmt::format("--log-every must be >= 1, got {}", log_every));
   if (parse_precision(precision) == Precision::kBf16)
-    throw Error("--precision bf16 (bfloat16 weights) is for inference; train with --precision amp_bf16 (bfloat16 "
-                "autocast, float32 master weights and optimizer state)");
+    throw Error("--precision bf16 (bfloat16 weights) is for inference; training takes fp32, or amp_bf16 (bfloat16 "
+                "autocast, float32 master weights and optimizer state) in pretrain and finetune");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,19 +138,32 @@ std::string resolve_resume_checkpoint(const std::string& arg) {
 
 nlohmann::json load_saved_options(const std::string& arg, const SavedRunKind& k) {
   std::error_code ec;
+  nlohmann::json options;
+  fs::path run_dir;  // the run folder given (or holding the checkpoint given): the run continued
   if (fs::is_directory(arg, ec) && fs::exists(fs::path(arg) / "config.json")) {
     const auto j = core::read_json_file(fs::path(arg) / "config.json");
     if (!j.is_object() || (!k.config_kind.empty() && j.value("kind", "") != k.config_kind) || !j.contains("options"))
       throw Error(fmt::format("'{}/config.json' is not a {} run", arg, k.what));
-    return j.at("options");
+    options = j.at("options");
+    run_dir = arg;
+  } else {
+    const std::string ckpt = resolve_resume_checkpoint(arg);
+    const std::string side_path = model::sidecar_path(ckpt);
+    const auto side = core::read_json_file(side_path);
+    const nlohmann::json::json_pointer ptr("/train_state/options");
+    if (!side.is_object() || (!k.sidecar_key.empty() && !side.contains(k.sidecar_key)) ||
+        (!k.sidecar_kind.empty() && side.value("kind", "") != k.sidecar_kind) || !side.contains(ptr))
+      throw Error(fmt::format("'{}' is not a {} checkpoint", side_path, k.what));
+    options = side[ptr];
+    const fs::path parent = fs::absolute(ckpt).parent_path();
+    if (fs::is_directory(arg, ec)) run_dir = arg;
+    else if (parent.filename() == "checkpoints" && fs::exists(parent.parent_path() / "config.json", ec))
+      run_dir = parent.parent_path();
   }
-  const std::string side_path = model::sidecar_path(resolve_resume_checkpoint(arg));
-  const auto side = core::read_json_file(side_path);
-  const nlohmann::json::json_pointer ptr("/train_state/options");
-  if (!side.is_object() || (!k.sidecar_key.empty() && !side.contains(k.sidecar_key)) ||
-      (!k.sidecar_kind.empty() && side.value("kind", "") != k.sidecar_kind) || !side.contains(ptr))
-    throw Error(fmt::format("'{}' is not a {} checkpoint", side_path, k.what));
-  return side[ptr];
+  // A run folder copied or moved elsewhere is continued where it now is, not in the folder its
+  // config.json names (which may hold the original run); --out given on resume still wins.
+  if (!run_dir.empty() && options.is_object()) options["out_dir"] = run_dir.lexically_normal().string();
+  return options;
 }
 
 Checkpointer::Checkpointer(fs::path dir, int keep_periodic, bool writer)

@@ -128,7 +128,9 @@ struct SavedRunKind {
 /// it): RUN_DIR/config.json "options" when RUN_DIR holds a config.json, else the
 /// "train_state"."options" of the checkpoint resolve_resume_checkpoint names. Throws
 /// florence::Error "'PATH' is not a WHAT run|checkpoint" when the kind or key does not match or the
-/// options are missing, and what resolve_resume_checkpoint and the JSON reader throw.
+/// options are missing, and what resolve_resume_checkpoint and the JSON reader throw. Its "out_dir"
+/// is the run folder given (or the one holding the checkpoint given), so a copied or moved run
+/// continues where it now is.
 nlohmann::json load_saved_options(const std::string& run_dir_or_checkpoint, const SavedRunKind& kind);
 
 class Checkpointer {

@@ -216,6 +216,36 @@ TEST(RunLayer, ResumeEqualsTheUninterruptedRun) {
   for (size_t i = 0; i < 12; ++i) EXPECT_EQ(la[i].at("loss"), lc[i].at("loss")) << i;
 }
 
+// A run folder copied elsewhere resumes in the copy: the options read for --resume name the folder
+// given (or the one holding the checkpoint given), not the out_dir the original run saved, and the
+// original's files stay as they were.
+TEST(RunLayer, ResumedCopyWritesIntoTheCopy) {
+  ToyOptions o = toy("copy_src");
+  o.stop_after_steps = 6;
+  ToyTask t(o);
+  EXPECT_TRUE(train::run_task(t).interrupted);
+  const fs::path copy = kTmp / "copy_dst";
+  fs::remove_all(copy);
+  fs::copy(o.out_dir, copy, fs::copy_options::recursive);
+  const train::SavedRunKind any{"", "", "", "toy"};
+  EXPECT_EQ(train::load_saved_options(copy.string(), any).at("out_dir"), copy.string());
+  const std::string ckpt = (copy / "checkpoints" / "step_0000006.safetensors").string();
+  EXPECT_EQ(train::load_saved_options(ckpt, any).at("out_dir"), copy.string());
+  const std::string metrics_before = core::read_text_file(fs::path(o.out_dir) / "metrics.jsonl");
+  ToyOptions r;
+  train::options_from_json(r, train::load_saved_options(copy.string(), any), "toy");
+  r.resume = copy.string();
+  r.stop_after_steps = 0;  // per invocation (the resume merge takes it from the command line)
+  r.progress = 0;
+  ToyTask tr(r);
+  const train::RunResult res = train::run_task(tr);
+  EXPECT_EQ(res.start_step, 6);
+  EXPECT_EQ(res.steps_done, 12);
+  EXPECT_TRUE(fs::exists(copy / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "model.safetensors"));
+  EXPECT_EQ(core::read_text_file(fs::path(o.out_dir) / "metrics.jsonl"), metrics_before);
+}
+
 TEST(RunLayer, NonFiniteLossAndGradientStopBeforeTheStep) {
   ToyOptions o = toy("nan");
   o.debug_nan_at_step = 8;
@@ -414,7 +444,7 @@ TEST(RunOptionsTable, RangeChecksNameTheFlag) {
   EXPECT_NE(msg([](auto& o) { o.log_every = 0; }).find("--log-every must be >= 1"), std::string::npos);
   EXPECT_NE(msg([](auto& o) { o.out_dir.clear(); }).find("--out RUN_DIR is required"), std::string::npos);
   EXPECT_EQ(msg([](auto& o) { o.precision = "amp_bf16"; }), "");
-  EXPECT_NE(msg([](auto& o) { o.precision = "bf16"; }).find("train with --precision amp_bf16"), std::string::npos);
+  EXPECT_NE(msg([](auto& o) { o.precision = "bf16"; }).find("training takes fp32, or amp_bf16"), std::string::npos);
   EXPECT_NE(msg([](auto& o) { o.precision = "fp16"; }).find("unknown --precision 'fp16'"), std::string::npos);
 }
 
