@@ -17,6 +17,7 @@
 #include <random>
 #include <string_view>
 
+#include "florence/core/device.h"
 #include "florence/core/threads.h"
 #include "florence/data/readers.h"
 #include "florence/data/transforms.h"
@@ -72,23 +73,6 @@ std::vector<uint8_t> read_image_file(const std::string& path) {
 }
 
 // The device of ModelOptions: "cpu" or "cuda[:N]" with a GPU present; anything else is an error naming it.
-void check_device(const std::string& device) {
-  torch::Device d(torch::kCPU);
-  try {
-    d = torch::Device(device);
-  } catch (const c10::Error& e) {
-    throw Error("device '" + device + "': " + e.what_without_backtrace());
-  }
-  if (d.is_cpu() && d.has_index() && d.index() != 0)
-    throw Error("device '" + device + "': the CPU has no index other than 0 (use \"cpu\")");
-  if (d.is_cuda()) {
-    if (!torch::cuda::is_available()) throw Error("device '" + device + "': this LibTorch build sees no CUDA GPU");
-    if (d.has_index() && d.index() >= int(torch::cuda::device_count()))
-      throw Error(fmt::format("device '{}': only {} CUDA device(s)", device, torch::cuda::device_count()));
-  }
-  if (!d.is_cpu() && !d.is_cuda()) throw Error("device '" + device + "': only cpu and cuda devices are supported");
-}
-
 // The library logs through spdlog's default logger. spdlog's own default (unnamed) writes to
 // stdout, where a program's output goes: replace it with a stderr logger named "florence". A
 // logger the program installed (it has a name) is kept.
@@ -141,7 +125,7 @@ Model Model::load(const ModelOptions& options) {
     if (options.threads < 0 || options.threads > 4 * cores)
       throw Error(fmt::format("florence::Model::load: threads {} (0 = automatic, else 1..{}: 4x the {} cores)", options.threads,
                               4 * cores, cores));
-    check_device(options.device);
+    parse_device(options.device, "device");
     log_to_stderr_unless_set();
     configure_threads(options.threads);
     eval::LoadOptions lo;

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/precision.h"
 #include "florence/data/loader.h"
@@ -129,11 +130,7 @@ EvalModel load_eval_model(const LoadOptions& o) {
   }
   m.context_length = m.spec.florence->text.context_length;
 
-  try {
-    m.device = torch::Device(o.device);
-  } catch (const c10::Error& e) {
-    throw Error("bad --device '" + o.device + "': " + e.what_without_backtrace());
-  }
+  m.device = parse_device(o.device);
   const Precision precision = resolve_precision(parse_precision(o.precision), m.device, "inference");
   m.precision = precision_name(precision);
   m.model = model::load_florence(m.spec, o.checkpoint);

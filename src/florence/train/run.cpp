@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/core/precision.h"
@@ -282,12 +283,7 @@ RunResult run_task(TrainTask& task) {
   task.validate();
   const RunOptions& o = task.options();
   const auto t_start = Clock::now();
-  torch::Device device(torch::kCPU);
-  try {
-    device = torch::Device(o.device);
-  } catch (const c10::Error& e) {
-    throw Error(fmt::format("bad --device '{}': {}", o.device, e.what_without_backtrace()));
-  }
+  torch::Device device = parse_device(o.device);
   // Join the process group first: a missing peer is reported before any expensive setup.
   dist::DistContext dist = task.join_process_group(device);
   QuietScope quiet(!dist.is_main());

@@ -17,6 +17,7 @@
 #include "florence/adapt/vlp/objectives.h"
 #include "florence/adapt/vlp/param_groups.h"
 #include "florence/core/checkpoint.h"
+#include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/data/loader.h"
@@ -714,7 +715,7 @@ VqaModel load_vqa_model(const std::string& weights, const std::string& device, c
                             weights));
   VqaModel m;
   m.weights = weights;
-  m.device = torch::Device(device);
+  m.device = parse_device(device);
   try {
     const MeterConfig cfg = MeterConfig::from_json(side["meter"]);
     m.answers = answer_vocab_from_list(side["answers"].get<std::vector<std::string>>(), model::sidecar_path(weights));
