@@ -163,10 +163,13 @@ TEST(PretrainE2E, LossFallsAndHeldOutRetrievalBeatsChance) {
   };
   const double first = mean_loss(0, 10), last = mean_loss(m.size() - 10, m.size());
   std::cout << "loss: first 10 steps " << first << ", last 10 steps " << last << "\n";
-  // A model that has learned nothing sits at 2 ln(64) = 8.32 (UniCL sums both directions);
-  // observed here: ~8.7 -> ~6.7.
+  // A model that has learned nothing sits at 2 ln(64) = 8.32 (UniCL sums both directions).
+  // Observed 8.74 -> 6.73 with OpenBLAS's Haswell kernels and 8.74 -> 7.59 with its SkylakeX ones
+  // (2026-12-06, same binary, OPENBLAS_CORETYPE): when the model leaves the plateau depends on the
+  // rounding of the matmuls, so the bar is 0.5 below chance, and learning is also checked on
+  // held-out retrieval below.
   EXPECT_LT(last, first - 1.0);
-  EXPECT_LT(last, 2.0 * std::log(64.0) - 1.0);
+  EXPECT_LT(last, 2.0 * std::log(64.0) - 0.5);
   EXPECT_TRUE(fs::exists(run / "config.json"));
   EXPECT_TRUE(fs::exists(run / "model.safetensors"));
 
