@@ -34,6 +34,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -97,9 +98,13 @@ struct RunStats {
 };
 
 /// `clients` keep-alive clients send bodies[0..n) (each once, in order of taking) to POST /knn.
-RunStats drive(int port, const std::vector<std::string>& bodies, int clients) {
+// Sends bodies[from, to) over `clients` keep-alive connections. The bodies are not copied: the
+// load mode reads the process's resident memory between two calls.
+RunStats drive(int port, const std::vector<std::string>& bodies, int clients, size_t from = 0,
+               size_t to = std::numeric_limits<size_t>::max()) {
+  to = std::min(to, bodies.size());
   RunStats st;
-  std::atomic<size_t> next{0};
+  std::atomic<size_t> next{from};
   std::mutex mu;
   std::vector<std::thread> th;
   const auto t0 = Clock::now();
@@ -111,7 +116,7 @@ RunStats drive(int port, const std::vector<std::string>& bodies, int clients) {
       cl.set_read_timeout(120, 0);
       std::vector<double> mine;
       int err = 0;
-      for (size_t i = next++; i < bodies.size(); i = next++) {
+      for (size_t i = next++; i < to; i = next++) {
         const auto t = Clock::now();
         auto r = cl.Post("/knn", bodies[i], "application/json");
         mine.push_back(secs(t) * 1000);
@@ -212,9 +217,9 @@ int load(const std::map<std::string, std::string>& a) {
   for (size_t i = 0; i < n; ++i)
     bodies.push_back(double(i % 100) < text_share * 100 ? texts[i % texts.size()] : embs[i]);
   const size_t fifth = n / 5;
-  const RunStats first = drive(srv.port, std::vector<std::string>(bodies.begin(), bodies.begin() + long(fifth)), clients);
+  const RunStats first = drive(srv.port, bodies, clients, 0, fifth);
   const int64_t rss1 = resident_memory_bytes();
-  const RunStats rest = drive(srv.port, std::vector<std::string>(bodies.begin() + long(fifth), bodies.end()), clients);
+  const RunStats rest = drive(srv.port, bodies, clients, fifth, bodies.size());
   const int64_t rss2 = resident_memory_bytes();
   print_header();
   print_row("first fifth", clients, first);
@@ -340,7 +345,7 @@ int synthetic(const std::map<std::string, std::string>& a) {
     const torch::Tensor v = q[int64_t(i % size_t(nq))];
     bodies.push_back(nlohmann::json{{"embedding", std::vector<float>(v.data_ptr<float>(), v.data_ptr<float>() + d)}, {"k", 10}}.dump());
   }
-  drive(srv.port, std::vector<std::string>(bodies.begin(), bodies.begin() + 50), 1);
+  drive(srv.port, bodies, 1, 0, std::min<size_t>(50, bodies.size()));
   print_header();
   for (int cl : int_list(a.count("clients") ? a.at("clients") : "1,8")) print_row("embedding (synthetic 1M)", cl, drive(srv.port, bodies, cl));
   return 0;
