@@ -2,6 +2,8 @@
 #include "florence/search/server.h"
 
 #include <httplib.h>
+
+#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -310,10 +312,38 @@ struct Server::Impl {
     };
   }
 
+  /// A POST route whose body is read through a content reader. Debian's compiled cpp-httplib 0.11
+  /// refuses a body typed application/x-www-form-urlencoded (curl -d's default) above 8 KiB when it
+  /// reads the body itself; read this way only --max-body (payload_max_length) applies, and the
+  /// body is parsed as JSON whatever its type.
+  void post_json(const char* path, Fn fn) {
+    const int64_t limit = opt.max_body_bytes;
+    http.Post(path, [fn, limit](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      if (req.is_multipart_form_data()) {
+        send_json(res, 415, {{"error", "send the body as JSON (Content-Type: application/json), not multipart/form-data"}});
+        return;
+      }
+      httplib::Request with_body = req;
+      const bool read = reader([&](const char* data, size_t n) {
+        with_body.body.append(data, n);
+        return true;
+      });
+      if (!read) {  // over --max-body (the reader set 413), or the connection broke
+        if (res.status == 413)
+          send_json(res, 413, {{"error", "the request body is larger than the limit of " + std::to_string(limit) +
+                                             " bytes (--max-body)"}});
+        else
+          send_json(res, 400, {{"error", "the request body could not be read"}});
+        return;
+      }
+      fn(with_body, res);
+    });
+  }
+
   void routes() {
-    http.Post("/knn", guarded([this](const auto& q, auto& r) { handle_knn(q, r); }));
-    http.Post("/embed", guarded([this](const auto& q, auto& r) { handle_embed(q, r); }));
-    http.Post("/classify", guarded([this](const auto& q, auto& r) { handle_classify(q, r); }));
+    post_json("/knn", guarded([this](const auto& q, auto& r) { handle_knn(q, r); }));
+    post_json("/embed", guarded([this](const auto& q, auto& r) { handle_embed(q, r); }));
+    post_json("/classify", guarded([this](const auto& q, auto& r) { handle_classify(q, r); }));
     http.Get("/", [](const httplib::Request&, httplib::Response& res) {
       res.set_header("Content-Security-Policy",
                      "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: blob:; "
@@ -346,10 +376,22 @@ struct Server::Impl {
     };
     for (const char* p : {"/knn", "/embed", "/classify"}) http.Get(p, wrong_method("POST"));
     for (const char* p : {"/", "/health", "/indices", "/metrics"}) http.Post(p, wrong_method("GET"));
-    http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    http.Post(R"(/images/.*)", wrong_method("GET"));
+    // Every other method on a known path: 405 with Allow (PUT, PATCH, DELETE, OPTIONS).
+    const std::pair<const char*, const char*> known[] = {
+        {"/knn", "POST"}, {"/embed", "POST"}, {"/classify", "POST"}, {"/", "GET"}, {"/health", "GET"},
+        {"/indices", "GET"}, {"/metrics", "GET"}, {R"(/images/.*)", "GET"}};
+    for (const auto& [p, allow] : known) {
+      http.Put(p, wrong_method(allow));
+      http.Patch(p, wrong_method(allow));
+      http.Delete(p, wrong_method(allow));
+      http.Options(p, wrong_method(allow));
+    }
+    const int64_t max_body = opt.max_body_bytes;
+    http.set_error_handler(httplib::Server::HandlerWithResponse([max_body](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // a JSON error of ours
       std::string msg = "not found: " + req.path;
-      if (res.status == 413) msg = "the request body is larger than the limit";
+      if (res.status == 413) msg = "the request body is larger than the limit of " + std::to_string(max_body) + " bytes (--max-body)";
       else if (res.status == 400) msg = "bad request (malformed HTTP)";
       else if (res.status != 404) msg = "HTTP error " + std::to_string(res.status);
       send_json(res, res.status, {{"error", msg}});
@@ -404,6 +446,12 @@ Server::Server(eval::EvalModel& model, ServeOptions options) : impl_(std::make_u
   const int threads = s.opt.threads;
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   s.http.set_payload_max_length(size_t(s.opt.max_body_bytes));
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which let a second `serve` bind a
+  // port already in use and take half of its connections.
+  s.http.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   s.http.set_keep_alive_max_count(1000);
   // cpp-httplib 0.11 leaves Nagle's algorithm on: a response written in two parts then waits for
   // the client's delayed ACK (measured: ~95 ms per keep-alive request on loopback, whatever the work).

@@ -78,6 +78,7 @@ class ServeApi : public ::testing::Test {
     bo.handle_signals = false;
     build_index(*model_, (root / "pictures").string(), bo);
     index_ = SearchIndex::open((root / "pictures").string());
+    dir_ = (root / "pictures").string();
     embeds_ = new torch::Tensor(index_->store().load_embeddings());
     ServeOptions o;
     o.indices = {(root / "pictures").string(), "second=" + (root / "pictures").string()};
@@ -118,6 +119,7 @@ class ServeApi : public ::testing::Test {
   }
   static inline eval::EvalModel* model_ = nullptr;
   static inline std::shared_ptr<SearchIndex> index_;
+  static inline std::string dir_;
   static inline torch::Tensor* embeds_ = nullptr;
   static inline Running main_, tight_;
 };
@@ -278,6 +280,18 @@ TEST_F(ServeApi, HostileRequestsGetJsonErrorsAndTheServerKeepsServing) {
   }
   expect_error(get("/knn"), 405, "POST");
   expect_error(post("/health", "{}"), 405, "GET");
+  {
+    httplib::Client c("127.0.0.1", main_.port);
+    const auto allow_post = [](const httplib::Result& r) {
+      expect_error(r, 405, "POST");
+      if (r) EXPECT_EQ(r->get_header_value("Allow"), "POST");
+    };
+    allow_post(c.Put("/knn", "{}", "application/json"));
+    allow_post(c.Delete("/knn"));
+    allow_post(c.Options("/knn"));
+    expect_error(c.Patch("/indices", "{}", "application/json"), 405, "GET");
+    expect_error(c.Post("/images/3", "{}", "application/json"), 405, "GET");
+  }
   expect_error(get("/nowhere"), 404, "not found");
   // Raw garbage on a socket: the connection is dropped, the server lives on.
   {
@@ -303,8 +317,30 @@ TEST_F(ServeApi, HostileRequestsGetJsonErrorsAndTheServerKeepsServing) {
 }
 
 TEST_F(ServeApi, LimitsGive413AndAFullQueueGives503) {
-  // Body over --max-body (64 KiB).
-  expect_error(post("/knn", nlohmann::json{{"text", std::string(100000, 'a')}}.dump(), tight_), 413, "larger than the limit");
+  // Body over --max-body (64 KiB); the message states the limit.
+  expect_error(post("/knn", nlohmann::json{{"text", std::string(100000, 'a')}}.dump(), tight_), 413,
+               "larger than the limit of 65536 bytes");
+  // A JSON body under the limit sent with curl -d's default type (form-urlencoded) is read as JSON:
+  // cpp-httplib's own 8 KiB cap for form bodies does not apply.
+  {
+    httplib::Client c("127.0.0.1", tight_.port);
+    auto r = c.Post("/knn", nlohmann::json{{"text", std::string(20000, 'a')}}.dump(), "application/x-www-form-urlencoded");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  // A port in use is refused, not shared (no SO_REUSEPORT).
+  {
+    ServeOptions o;
+    o.indices = {dir_};
+    o.port = tight_.port;
+    Server second(*model_, o);
+    try {
+      second.bind();
+      ADD_FAILURE() << "a second server bound port " << tight_.port;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use"), std::string::npos) << e.what();
+    }
+  }
   // An image over --max-pixels (10,000): 200 x 100.
   cv::Mat big(100, 200, CV_8UC3, cv::Scalar(1, 2, 3));
   expect_error(post("/knn", nlohmann::json{{"image", b64(ts::png(big))}}.dump(), tight_), 413, "image");
