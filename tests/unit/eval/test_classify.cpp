@@ -13,6 +13,7 @@
 #include "florence/eval/zero_shot.h"
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -22,8 +23,6 @@ using namespace florence;
 namespace fs = std::filesystem;
 
 namespace {
-
-const std::string kVocab = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
 
 struct Fixture {
   eval::EvalModel m;
@@ -36,7 +35,7 @@ Fixture& fixture() {
     Fixture x;
     eval::LoadOptions lo;
     lo.model = "florence-nano";
-    lo.vocab = kVocab;
+    lo.vocab = ::test::clip_vocab();
     lo.preprocess.crop_pct = 1.0;
     x.m = eval::load_eval_model(lo);
     fs::path d = fs::path(FLORENCE_TEST_TMP) / "unit_eval_classify";

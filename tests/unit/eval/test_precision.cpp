@@ -19,6 +19,7 @@
 #include "florence/model/florence.h"
 #include "florence/model/registry.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -29,8 +30,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kClipVocab = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
-
 struct Anyway {
   Anyway() { setenv("FLORENCE_BF16_ANYWAY", "1", 1); }
 };
@@ -38,7 +37,7 @@ struct Anyway {
 eval::EvalModel load(const std::string& precision) {
   eval::LoadOptions o;
   o.model = "florence-t";  // the CLIP vocabulary fits its text tower; random init, same seed
-  o.vocab = kClipVocab;
+  o.vocab = ::test::clip_vocab();
   o.precision = precision;
   o.preprocess.batch_size = 8;
   o.preprocess.num_workers = 1;
