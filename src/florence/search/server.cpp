@@ -42,6 +42,11 @@ void send_json(httplib::Response& res, int status, const nlohmann::json& j) {
   res.set_content(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
 }
 
+// The 413 message for a body over --max-body (from the content reader and from httplib's own check).
+std::string body_too_large(int64_t limit) {
+  return "the request body is larger than the limit of " + std::to_string(limit) + " bytes (--max-body)";
+}
+
 /// The body as a JSON object whose fields are all in `allowed`.
 nlohmann::json parse_body(const httplib::Request& req, const std::vector<std::string>& allowed) {
   if (req.body.empty()) throw HttpError(400, "the request body is empty; expected a JSON object");
@@ -330,8 +335,7 @@ struct Server::Impl {
       });
       if (!read) {  // over --max-body (the reader set 413), or the connection broke
         if (res.status == 413)
-          send_json(res, 413, {{"error", "the request body is larger than the limit of " + std::to_string(limit) +
-                                             " bytes (--max-body)"}});
+          send_json(res, 413, {{"error", body_too_large(limit)}});
         else
           send_json(res, 400, {{"error", "the request body could not be read"}});
         return;
@@ -391,7 +395,7 @@ struct Server::Impl {
     http.set_error_handler(httplib::Server::HandlerWithResponse([max_body](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // a JSON error of ours
       std::string msg = "not found: " + req.path;
-      if (res.status == 413) msg = "the request body is larger than the limit of " + std::to_string(max_body) + " bytes (--max-body)";
+      if (res.status == 413) msg = body_too_large(max_body);
       else if (res.status == 400) msg = "bad request (malformed HTTP)";
       else if (res.status != 404) msg = "HTTP error " + std::to_string(res.status);
       send_json(res, res.status, {{"error", msg}});
