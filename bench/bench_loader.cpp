@@ -19,6 +19,7 @@
 #include "florence/data/readers.h"
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 using namespace florence;
 
@@ -36,8 +37,7 @@ int main(int argc, char** argv) {
   o.train = true;
   o.num_workers = int(std::thread::hardware_concurrency());
   int64_t max_batches = 0;  // 0 = whole epoch
-  std::string vocab =
-      std::string(FLORENCE_SOURCE_DIR) + "/../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";
+  std::string vocab = ::test::clip_vocab();
   const std::string spec = argv[1];
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];

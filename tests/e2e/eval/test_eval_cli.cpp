@@ -21,6 +21,7 @@
 #include "florence/model/registry.h"
 #include "support/cli.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -31,10 +32,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kVocab = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
+const std::string kVocab = ::test::clip_vocab();
 
 fs::path root() {
-  static const fs::path d = test::fresh_scratch("e2e_eval_cli");
+  static const fs::path d = florence::test::fresh_scratch("e2e_eval_cli");
   return d;
 }
 

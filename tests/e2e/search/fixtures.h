@@ -18,12 +18,13 @@
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 namespace florence::test::search {
 
 namespace fs = std::filesystem;
 
-inline std::string vocab() { return std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz"; }
+inline std::string vocab() { return ::test::clip_vocab(); }
 
 /// A fresh folder FLORENCE_TEST_TMP/<name>.
 inline fs::path scratch(const std::string& name) {

@@ -22,6 +22,7 @@
 #include "support/files.h"
 #include "support/paths.h"
 #include "support/sprite_corpora.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -32,14 +33,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using ::test::clip_vocab;
+
 fs::path root() {
-  static const fs::path d = test::fresh_scratch("e2e_vlp_cli");
+  static const fs::path d = florence::test::fresh_scratch("e2e_vlp_cli");
   return d;
 }
 
-/// Runs the CLI in root(); see test::run_cli.
+/// Runs the CLI in root(); see florence::test::run_cli.
 int run(const std::string& args, std::string& out, std::string* err = nullptr) {
-  return test::run_cli(root(), args, out, err);
+  return florence::test::run_cli(root(), args, out, err);
 }
 
 /// 24 train / 4 val / 8 test scenes of 64 px from the fixture sprites.
@@ -48,7 +51,7 @@ const std::string& vqa_set() {
     const fs::path out = root() / "vqa";
     vlp::VqaSetOptions o;
     o.out_dir = out.string();
-    o.sprites = test::test_sprite_options();
+    o.sprites = florence::test::test_sprite_options();
     o.train_images = 24, o.val_images = 4, o.test_images = 8;
     o.image_size = 64;
     o.min_answer_count = 2;
@@ -61,11 +64,9 @@ const std::string& vqa_set() {
   return dir;
 }
 
-std::string clip_vocab() { return std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz"; }
-
 std::vector<nlohmann::json> metrics_lines(const fs::path& run_dir) {
   std::vector<nlohmann::json> v;
-  std::stringstream ss(test::read_text(run_dir / "metrics.jsonl"));
+  std::stringstream ss(florence::test::read_text(run_dir / "metrics.jsonl"));
   std::string line;
   while (std::getline(ss, line))
     if (!line.empty()) v.push_back(nlohmann::json::parse(line));
@@ -80,9 +81,9 @@ std::string vqa_args(const std::string& init, const fs::path& out, int steps) {
 }  // namespace
 
 TEST(VlpCli, PretrainVqaTrainEvalAskResume) {
-  if (!test::sprite_sources_available())
+  if (!florence::test::sprite_sources_available())
     GTEST_SKIP() << "needs openclipart-svg, librsvg2-bin and emoji-datasource-google (scripts/setup)";
-  const auto& corpora = test::sprite_corpora();
+  const auto& corpora = florence::test::sprite_corpora();
   std::string out, err;
 
   // ITM + MLM from random towers with CLIP's vocabulary (49,408 ids).

@@ -12,6 +12,7 @@
 #include "florence/data/webdataset.h"
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -89,8 +90,7 @@ std::shared_ptr<ShardSource> shard_source() {
 
 std::shared_ptr<const florence::text::Tokenizer> tokenizer() {
   static auto tok = std::make_shared<const florence::text::Tokenizer>(
-      florence::text::Tokenizer::from_file(std::string(FLORENCE_SHARED_DIR) +
-                                           "/data/clip/bpe_simple_vocab_16e6.txt.gz"));
+      florence::text::Tokenizer::from_file(::test::clip_vocab()));
   return tok;
 }
 

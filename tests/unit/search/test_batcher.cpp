@@ -12,6 +12,7 @@
 #include "florence/search/metrics.h"
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -27,7 +28,7 @@ eval::EvalModel& nano() {
     torch::manual_seed(11);
     eval::LoadOptions o;
     o.model = "florence-nano";
-    o.vocab = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
+    o.vocab = ::test::clip_vocab();
     return eval::load_eval_model(o);
   }();
   return m;

@@ -17,6 +17,7 @@
 #include "florence/core/error.h"
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -28,7 +29,7 @@ using florence::text::Tokenizer;
 
 namespace {
 
-const std::string kVocabGz = std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz";
+const std::string kVocabGz = ::test::clip_vocab();
 const std::string kCases = std::string(FLORENCE_SHARED_DIR) + "/fixtures/clip_tokenizer_cases.jsonl";
 
 const Tokenizer& clip() {
