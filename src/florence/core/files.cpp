@@ -1,10 +1,17 @@
 // Text-file helpers; see files.h.
 #include "florence/core/files.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 
 #include "florence/core/error.h"
@@ -13,19 +20,54 @@ namespace florence::core {
 
 namespace fs = std::filesystem;
 
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw Error(fmt::format("cannot write '{}'", tmp.string()));
-    f << text;
-    f.flush();
-    if (!f) throw Error(fmt::format("cannot write '{}'", tmp.string()));
+void write_file_atomic(const fs::path& path, const std::vector<std::string_view>& parts) {
+  // A unique temporary in the target folder (concurrent writers of one path never share one).
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  int fd = -1;
+  std::string tmp;
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  for (int attempt = 0; attempt < 16 && fd < 0; ++attempt) {
+    tmp = (dir / fmt::format(".{}.tmp-{}-{}-{:x}", path.filename().string(), ::getpid(), counter++, rd())).string();
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error(fmt::format("cannot rename '{}' to '{}': {}", tmp.string(), path.string(), ec.message()));
+  if (fd < 0) throw Error(fmt::format("cannot write '{}': cannot create a file in '{}': {}", path.string(), dir.string(),
+                                      std::strerror(errno)));
+  auto abandon = [&](const char* step) {
+    const std::string err = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("cannot write '{}': {}: {}", path.string(), step, err));
+  };
+  for (std::string_view part : parts) {
+    const char* p = part.data();
+    size_t n = part.size();
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));  // Linux moves <= ~2 GiB per call
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        abandon("write failed");
+      }
+      p += w;
+      n -= size_t(w);
+    }
+  }
+  if (::fsync(fd) != 0) abandon("fsync failed");
+  const int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) abandon("close failed");
+  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon("rename failed");
+  // Make the rename durable; a folder that cannot be synced (some network file systems) still
+  // holds a complete file, so this step is best-effort.
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
 }
+
+void write_text_atomic(const fs::path& path, const std::string& text) { write_file_atomic(path, {text}); }
 
 std::string read_text_file(const fs::path& path) {
   std::ifstream f(path, std::ios::binary);

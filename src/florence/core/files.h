@@ -8,11 +8,18 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace florence::core {
 
-/// Writes `text` to `path` atomically: `.NAME.tmp` beside it, flushed, then renamed over `path`.
-/// The parent folder must exist. Throws florence::Error naming the file on any I/O failure.
+/// Writes the concatenation of `parts` to `path` atomically: a unique `.NAME.tmp-…` beside it,
+/// fsync'ed, renamed over `path`, then the folder fsync'ed (best-effort). The parent folder must
+/// exist. On any failure (full disk, file-size limit, permissions) the temporary file is removed,
+/// `path` keeps its old content, and florence::Error says "cannot write 'PATH': STEP: REASON"
+/// with the system's words (e.g. "No space left on device", "File too large").
+void write_file_atomic(const std::filesystem::path& path, const std::vector<std::string_view>& parts);
+
+/// write_file_atomic of one text.
 void write_text_atomic(const std::filesystem::path& path, const std::string& text);
 
 /// The whole file as bytes. Throws florence::Error("cannot read '...'") when it cannot be opened.

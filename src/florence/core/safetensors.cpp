@@ -5,6 +5,7 @@
 // never allocates more than the file could hold and never reads outside the file.
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 
 #include <torch/torch.h>
 
@@ -264,22 +265,6 @@ void parse_header(const std::string& path, const std::string& text, uint64_t dat
 
 std::string errno_str() { return std::strerror(errno); }
 
-/// write(2) all of [p, p + n), retrying partial writes and EINTR. False on error (errno set).
-bool write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    // Linux transfers at most ~2 GiB per call; chunk explicitly.
-    const size_t chunk = std::min<size_t>(n, size_t{1} << 30);
-    const ssize_t w = ::write(fd, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 }  // namespace
 
 SafetensorsFile load_safetensors(const std::string& path) {
@@ -387,51 +372,11 @@ void save_safetensors(const std::string& path, const TensorMap& tensors,
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(n >> (8 * i));
 
-  // Atomic replace: unique temporary in the target folder, fsync, rename, fsync the folder.
-  static std::atomic<uint64_t> counter{0};
-  std::random_device rd;
-  int fd = -1;
-  std::string tmp;
-  for (int attempt = 0; attempt < 16 && fd < 0; ++attempt) {
-    std::ostringstream name;
-    name << path << ".tmp-" << ::getpid() << "-" << counter++ << "-" << std::hex << rd();
-    tmp = name.str();
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) break;
-  }
-  if (fd < 0) fail("cannot create temporary file '" + tmp + "': " + errno_str());
-
-  auto abandon = [&](const std::string& what) {
-    const std::string err = errno_str();
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    fail(what + " (temporary file '" + tmp + "'): " + err);
-  };
-  if (!write_all(fd, reinterpret_cast<const char*>(len_bytes), 8) ||
-      !write_all(fd, text.data(), text.size()))
-    abandon("cannot write");
-  for (const auto& t : data) {
-    const size_t nbytes = t.numel() * t.element_size();
-    if (nbytes > 0 && !write_all(fd, static_cast<const char*>(t.data_ptr()), nbytes))
-      abandon("cannot write");
-  }
-  if (::fsync(fd) != 0) abandon("cannot fsync");
-  if (::close(fd) != 0) {
-    fd = -1;
-    abandon("cannot close");
-  }
-  fd = -1;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon("cannot rename the temporary file onto the target");
-
-  // Make the rename itself durable. A folder that cannot be opened or synced (some network
-  // file systems) leaves a complete file in place, so this step is best-effort.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  // Atomic replace (core/files.h): the old file stays whole if anything fails.
+  std::vector<std::string_view> parts = {std::string_view(reinterpret_cast<const char*>(len_bytes), 8), text};
+  for (const auto& t : data)
+    if (t.numel() > 0) parts.emplace_back(static_cast<const char*>(t.data_ptr()), size_t(t.numel()) * size_t(t.element_size()));
+  write_file_atomic(path, parts);
 }
 
 }  // namespace florence::core

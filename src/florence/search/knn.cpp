@@ -4,6 +4,7 @@
 #include <faiss/AutoTune.h>
 #include <faiss/Index.h>
 #include <faiss/impl/FaissException.h>
+#include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <spdlog/spdlog.h>
@@ -20,6 +21,7 @@
 #include <set>
 
 #include "florence/core/error.h"
+#include "florence/core/files.h"
 #include "florence/search/store.h"
 
 namespace fs = std::filesystem;
@@ -159,16 +161,15 @@ int64_t KnnIndex::ntotal() const { return index_ ? int64_t(index_->ntotal) : 0; 
 int64_t KnnIndex::dim() const { return index_ ? int64_t(index_->d) : 0; }
 
 void KnnIndex::save(const std::string& path) const {
-  const fs::path p(path);
-  const std::string tmp = (p.parent_path() / ("." + p.filename().string() + ".tmp")).string();
+  // Serialised in memory, then written atomically (core/files.h): a full disk leaves the old
+  // index (or none) in place, never a cut one.
+  faiss::VectorIOWriter w;
   try {
-    faiss::write_index(index_.get(), tmp.c_str());
+    faiss::write_index(index_.get(), &w);
   } catch (const faiss::FaissException& e) {
-    throw Error("cannot write FAISS index '" + tmp + "': " + e.msg);
+    throw Error("cannot serialise the FAISS index for '" + path + "': " + e.msg);
   }
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  if (ec) throw Error("cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
+  core::write_file_atomic(path, {std::string_view(reinterpret_cast<const char*>(w.data.data()), w.data.size())});
 }
 
 // ---------------------------------------------------------------------------------------------

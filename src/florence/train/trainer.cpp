@@ -374,9 +374,11 @@ void PretrainTask::write_files() {
   // Keep a copy of the vocabulary with the run.
   const std::string ext = fs::path(o_.vocab).extension() == ".gz" ? ".bpe.gz" : ".bpe";
   const fs::path dst = ctx_.run_dir / ("vocab" + ext);
+  // Atomically, and a failure is an error: a run folder without (or with half) its vocabulary
+  // could not be evaluated later.
   std::error_code ec;
   if (!fs::exists(dst, ec) || !fs::equivalent(dst, o_.vocab, ec))
-    fs::copy_file(o_.vocab, dst, fs::copy_options::overwrite_existing, ec);
+    core::write_text_atomic(dst, core::read_text_file(o_.vocab));
 }
 
 }  // namespace

@@ -1,13 +1,18 @@
-// Issue 23, faults: a full disk during `florence data build` and `florence curate` is a clear error
-// naming the file, leaves nothing half-written that looks valid, and a later run recovers. The
-// disk fills through the file-size limit (`ulimit -f`, SIGXFSZ ignored): writes past it fail with
-// EFBIG exactly as they fail with ENOSPC on a full disk, without needing root to mount a tmpfs.
+// Issue 23, faults: a full disk during `florence data build`, `curate`, `pretrain` and `index build`
+// is a clear error naming the file, leaves nothing half-written that looks valid, and a later run
+// recovers. The disk fills through the file-size limit (`ulimit -f`, SIGXFSZ ignored): writes past
+// it fail with EFBIG exactly as they fail with ENOSPC on a full disk, without needing root to mount
+// a tmpfs. A read-only output folder is refused with the path named, for the same four commands.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 
+#include <unistd.h>
+
 #include "support/cli.h"
+#include "support/vocab.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -43,11 +48,40 @@ int count_files(const fs::path& root, const std::string& suffix, const std::stri
   return n;
 }
 
+/// 300 real Fashion-MNIST images per original split in shards of 100, built once per process:
+/// DIR/fm/{train,val,test}/00000N.tar.
+const fs::path& fashion_mnist() {
+  static const fs::path fm = [] {
+    const fs::path dir = fresh_scratch("disk_full_data");
+    std::string out;
+    const int rc = run_cli(dir, "data build fashion-mnist --limit 300 --shard-size 100 --out " + (dir / "fm").string(), out);
+    if (rc != 0) throw std::runtime_error("data build fashion-mnist failed");
+    return dir / "fm";
+  }();
+  return fm;
+}
+
+/// Path -> size of every file below `root` (to show that inputs are untouched).
+std::map<std::string, uintmax_t> listing(const fs::path& root) {
+  std::map<std::string, uintmax_t> m;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    if (e.is_regular_file()) m[fs::relative(e.path(), root).string()] = e.file_size();
+  return m;
+}
+
+/// Files below `root` whose name contains `part`.
+int count_named(const fs::path& root, const std::string& part) {
+  int n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    if (e.path().filename().string().find(part) != std::string::npos) ++n;
+  return n;
+}
+
 TEST(DiskFull, DataBuildAndCurateFailCleanlyAndRecover) {
   const fs::path dir = fresh_scratch("disk_full");
   std::string out, err;
-  // Input: 300 real Fashion-MNIST images per original split, in shards of 100.
-  ASSERT_EQ(run_cli(dir, "data build fashion-mnist --limit 300 --shard-size 100 --out " + (dir / "fm").string(), out), 0);
+  fs::create_directories(dir / "fm");
+  fs::copy(fashion_mnist(), dir / "fm", fs::copy_options::recursive);
 
   // data build with 64 KiB per file: the first shard (~200 KiB) cannot be written.
   const fs::path full = dir / "fm_full";
@@ -78,6 +112,129 @@ TEST(DiskFull, DataBuildAndCurateFailCleanlyAndRecover) {
   EXPECT_TRUE(fs::exists(cur / "report.json"));
   EXPECT_FALSE(fs::exists(cur / ".curate-tmp"));
   EXPECT_GT(count_files(cur, ".tar"), 0);
+}
+
+// pretrain: the optimizer state of the first checkpoint cannot be written (florence-nano with the
+// CLIP vocabulary: ~68 MB of AdamW moments, 34 MB of weights; 4 MiB per file lets the run's small
+// files and the 1.3 MB vocabulary copy through). The error names the file; no checkpoint, no
+// `latest`, no temporary file is left; the same command without the limit then runs. Resumed from a
+// complete checkpoint, a failing next checkpoint leaves `latest` on the old one, which resumes.
+TEST(DiskFull, PretrainKeepsTheLastCheckpointAndResumes) {
+  const fs::path dir = fresh_scratch("disk_full_pretrain");
+  const auto inputs = listing(fashion_mnist());
+  const std::string args = "--threads 2 pretrain --model florence-nano --vocab " + ::test::clip_vocab() + " --shards " +
+                           (fashion_mnist() / "train").string() +
+                           " --batch-size 16 --steps 4 --ckpt-every 2 --workers 1 --no-progress";
+  std::string out, err;
+  const fs::path run = dir / "run";
+  EXPECT_EQ(run_with_file_limit(dir, 4096, args + " --out " + run.string(), err), 2 << 8) << err;
+  const fs::path first = run / "checkpoints" / "step_0000002.optim.safetensors";
+  EXPECT_NE(err.find("cannot write '" + first.string() + "'"), std::string::npos) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  EXPECT_TRUE(fs::is_empty(run / "checkpoints")) << "a checkpoint, `latest` or a temporary file was left";
+  EXPECT_FALSE(fs::exists(run / "model.safetensors"));
+  ASSERT_EQ(run_cli(dir, args + " --out " + run.string(), out), 0) << "the same command without the limit";
+  EXPECT_TRUE(fs::exists(run / "model.safetensors"));
+
+  const fs::path run2 = dir / "run2";
+  ASSERT_EQ(run_cli(dir, args + " --stop-after-steps 2 --out " + run2.string(), out), 0);
+  ASSERT_EQ(florence::test::read_text(run2 / "checkpoints" / "latest"), "step_0000002.safetensors\n");
+  EXPECT_EQ(run_with_file_limit(dir, 4096, "--threads 2 pretrain --no-progress --resume " + run2.string(), err), 2 << 8)
+      << err;
+  EXPECT_NE(err.find("cannot write '" + (run2 / "checkpoints" / "step_0000003.optim.safetensors").string() + "'"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(florence::test::read_text(run2 / "checkpoints" / "latest"), "step_0000002.safetensors\n");
+  EXPECT_EQ(count_named(run2, "step_0000003"), 0);
+  EXPECT_EQ(count_named(run2, ".tmp"), 0);
+  ASSERT_EQ(run_cli(dir, "--threads 2 pretrain --no-progress --resume " + run2.string(), out), 0);
+  EXPECT_EQ(florence::test::read_text(run2 / "checkpoints" / "latest"), "step_0000004.safetensors\n");
+  EXPECT_TRUE(fs::exists(run2 / "model.safetensors"));
+  EXPECT_EQ(listing(fashion_mnist()), inputs) << "the input shards changed";
+}
+
+// index build: with 48 KiB per file the first chunk's embeddings (~51 KB) cannot be written; with
+// 64 KiB the chunks are written and the FAISS index (~148 KB) is not. Either way the error names
+// the file, nothing half-written is left, `index info` says what is unfinished, and the same
+// command finishes the index.
+TEST(DiskFull, IndexBuildFailsCleanlyAndResumes) {
+  const fs::path dir = fresh_scratch("disk_full_index");
+  std::string out, err;
+  // A florence-nano checkpoint (2 steps on the shards are enough: the test is about the files).
+  const fs::path run = dir / "run";
+  ASSERT_EQ(run_cli(dir, "--threads 2 pretrain --model florence-nano --vocab " + ::test::clip_vocab() + " --shards " +
+                             (fashion_mnist() / "train").string() +
+                             " --batch-size 16 --steps 2 --workers 1 --no-progress --out " + run.string(),
+                    out),
+            0);
+  const std::string build = "--threads 2 index build --checkpoint " + (run / "model.safetensors").string() + " " +
+                            (fashion_mnist() / "train").string() + " --progress 0 --out ";
+  // 48 KiB: the first chunk's embeddings.
+  const fs::path idx = dir / "idx";
+  EXPECT_EQ(run_with_file_limit(dir, 48, build + idx.string(), err), 2 << 8) << err;
+  EXPECT_NE(err.find("cannot write '" + (idx / "chunks" / "000000.npy").string() + "'"), std::string::npos) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  EXPECT_TRUE(fs::is_empty(idx / "chunks")) << "a partial chunk or temporary file was left";
+  ASSERT_EQ(run_cli(dir, "index info " + idx.string(), out), 0);
+  EXPECT_NE(out.find("UNFINISHED `index build`: 0 of 3 chunks done"), std::string::npos) << out;
+  ASSERT_EQ(run_cli(dir, build + idx.string(), out), 0);
+  ASSERT_EQ(run_cli(dir, "index info " + idx.string(), out), 0);
+  EXPECT_NE(out.find("288 images"), std::string::npos) << out;  // the train split: 300 less 12 held out as val
+  EXPECT_NE(out.find("vector index: Flat"), std::string::npos) << out;
+
+  // 64 KiB: every chunk is written, the FAISS index is not.
+  const fs::path idx2 = dir / "idx2";
+  EXPECT_EQ(run_with_file_limit(dir, 64, build + idx2.string(), err), 2 << 8) << err;
+  EXPECT_NE(err.find("cannot write '" + (idx2 / "knn.index").string() + "'"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(idx2 / "knn.index"));
+  EXPECT_EQ(count_named(idx2, ".tmp"), 0);
+  ASSERT_EQ(run_cli(dir, "index info " + idx2.string(), out), 0);
+  EXPECT_NE(out.find("vector index: none yet"), std::string::npos) << out;
+  ASSERT_EQ(run_cli(dir, build + idx2.string(), out), 0);
+  ASSERT_EQ(run_cli(dir, "index info " + idx2.string(), out), 0);
+  EXPECT_NE(out.find("vector index: Flat"), std::string::npos) << out;
+}
+
+// A read-only output folder: each command exits with an error naming the folder and the reason,
+// and writes nothing. Root ignores file permissions, so as root the commands run as `nobody`
+// (setpriv, util-linux).
+TEST(ReadOnlyOutput, EveryWritingCommandNamesTheFolder) {
+  const fs::path dir = fresh_scratch("read_only_out");
+  std::string prefix;
+  if (::geteuid() == 0) {
+    if (std::system("command -v setpriv > /dev/null") != 0) GTEST_SKIP() << "running as root without setpriv";
+    prefix = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  }
+  // A checkpoint for `index build` (written before the folder is locked).
+  std::string out, err;
+  const fs::path run = dir / "run";
+  const std::string pretrain = "--threads 2 pretrain --model florence-nano --vocab " + ::test::clip_vocab() +
+                               " --shards " + (fashion_mnist() / "train").string() +
+                               " --batch-size 16 --steps 1 --workers 1 --no-progress --out ";
+  ASSERT_EQ(run_cli(dir, pretrain + run.string(), out), 0);
+  const fs::path ro = dir / "ro";
+  fs::create_directories(ro);
+  fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read | fs::perms::group_exec |
+                          fs::perms::others_read | fs::perms::others_exec);
+  const std::string fm = fashion_mnist().string();
+  const std::map<std::string, std::string> commands = {
+      {"fm", "data build fashion-mnist --limit 300 --shard-size 100 --out "},
+      {"curated", "curate " + fm + "/train --stages validate --out "},
+      {"run", pretrain},
+      {"idx", "--threads 2 index build --checkpoint " + (run / "model.safetensors").string() + " " + fm +
+                  "/train --progress 0 --out "}};
+  const auto inputs = listing(fashion_mnist());
+  for (const auto& [name, args] : commands) {
+    const fs::path o = dir / "stdout.txt", e = dir / "stderr.txt";
+    const std::string cmd = prefix + std::string(FLORENCE_CLI) + " " + args + (ro / name).string() + " > " + o.string() +
+                            " 2> " + e.string();
+    EXPECT_EQ(std::system(cmd.c_str()), 2 << 8) << cmd;
+    err = florence::test::read_text(e);
+    EXPECT_NE(err.find((ro / name).string()), std::string::npos) << name << ": the error does not name the folder:\n" << err;
+    EXPECT_NE(err.find("Permission denied"), std::string::npos) << name << ": the error does not say why:\n" << err;
+  }
+  EXPECT_TRUE(fs::is_empty(ro));
+  EXPECT_EQ(listing(fashion_mnist()), inputs);
 }
 
 }  // namespace test_disk_full
