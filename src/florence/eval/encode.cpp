@@ -122,10 +122,21 @@ EvalModel load_eval_model(const LoadOptions& o) {
   if (!vocab.empty() && o.vocab.empty()) spdlog::info("eval: vocabulary {} (from the checkpoint's run)", vocab);
   if (!vocab.empty()) {
     auto tok = std::make_shared<text::Tokenizer>(text::Tokenizer::from_file(vocab));
-    if (tok->vocab_size() > m.spec.florence->text.vocab_size)
+    auto& text_cfg = m.spec.florence->text;
+    if (o.checkpoint.empty()) {
+      // Random init: the text tower follows the vocabulary, as `pretrain --vocab` makes it.
+      text_cfg.vocab_size = int(tok->vocab_size());
+      text_cfg.sot_token = tok->sot_id();
+      text_cfg.eot_token = tok->eot_id();
+    } else if (tok->vocab_size() > text_cfg.vocab_size) {
       throw Error("vocabulary '" + vocab + "' has " + std::to_string(tok->vocab_size()) +
-                  " tokens but the text tower of '" + m.spec.name + "' only " +
-                  std::to_string(m.spec.florence->text.vocab_size));
+                  " tokens but the text tower of '" + m.spec.name + "' only " + std::to_string(text_cfg.vocab_size));
+    } else if (tok->eot_id() != text_cfg.eot_token) {
+      // The tower pools at its EOT id: with another one every text would fail at the first query.
+      throw Error("vocabulary '" + vocab + "' ends texts with token " + std::to_string(tok->eot_id()) +
+                  " but the text tower of '" + m.spec.name + "' expects EOT " + std::to_string(text_cfg.eot_token) +
+                  ": pass the vocabulary the model was trained with (--vocab)");
+    }
     m.tokenizer = tok;
   }
   m.context_length = m.spec.florence->text.context_length;
