@@ -34,6 +34,15 @@ void setup_serve(CLI::App& root) {
   cmd->add_option("--timeout", o->timeout_seconds, "Seconds a request may wait for the model (503 after)")
       ->capture_default_str()
       ->check(cli::positive());
+  cmd->add_option("--io-timeout", o->io_timeout_seconds,
+                  "Seconds a client may take to send the next part of a request or take the response (then the "
+                  "connection is closed); a stalled client holds one handler thread this long")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 3600.0));
+  cmd->add_option("--keep-alive", o->keep_alive_seconds,
+                  "Seconds an idle keep-alive connection keeps its handler thread before it is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   cmd->callback([=] {
     o->max_body_bytes = search::parse_bytes(*max_body);
     const std::string& spec = o->indices.front();

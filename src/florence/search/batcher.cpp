@@ -107,7 +107,14 @@ void ModelBatcher::run() {
       if (metrics_)
         metrics_->observe_batch(ti + ii, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     } catch (...) {
-      spdlog::error("serve: a batched model call failed");
+      std::string why = "unknown exception";
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        why = e.what();
+      } catch (...) {
+      }
+      spdlog::error("serve: a batched model call of {} request(s) failed: {}", batch.size(), why.substr(0, why.find('\n')));
       for (auto& j : batch) {
         try {
           j.done.set_exception(std::current_exception());

@@ -138,7 +138,11 @@ struct Server::Impl {
     std::future<JobEmbeddings> f = batcher->submit(std::move(ids), std::move(images));
     if (f.wait_for(std::chrono::duration<double>(opt.timeout_seconds)) != std::future_status::ready)
       throw HttpError(503, "the model did not answer within " + std::to_string(int(opt.timeout_seconds)) + " s");
-    return f.get();
+    try {
+      return f.get();
+    } catch (const Error& e) {  // the request was validated: a failing model call is the server's fault
+      throw HttpError(500, std::string("the model call failed: ") + e.what());
+    }
   }
 
   torch::Tensor tokenize(const std::vector<std::string>& texts, const std::string& field) {
@@ -303,6 +307,7 @@ struct Server::Impl {
       try {
         fn(req, res);
       } catch (const HttpError& e) {
+        if (e.status >= 500) spdlog::error("serve: {} {}: {}", req.method, req.path, e.what());
         send_json(res, e.status, {{"error", e.what()}});
       } catch (const QueueFull& e) {
         metrics.count_rejection();
@@ -460,8 +465,15 @@ Server::Server(eval::EvalModel& model, ServeOptions options) : impl_(std::make_u
   // cpp-httplib 0.11 leaves Nagle's algorithm on: a response written in two parts then waits for
   // the client's delayed ACK (measured: ~95 ms per keep-alive request on loopback, whatever the work).
   s.http.set_tcp_nodelay(true);
-  s.http.set_read_timeout(10, 0);
-  s.http.set_write_timeout(10, 0);
+  if (!(s.opt.io_timeout_seconds > 0 && s.opt.io_timeout_seconds <= 3600))
+    throw Error("serve: --io-timeout must be in (0, 3600] seconds");
+  const auto io_sec = time_t(s.opt.io_timeout_seconds);
+  const auto io_usec = time_t((s.opt.io_timeout_seconds - double(io_sec)) * 1e6);
+  if (s.opt.keep_alive_seconds < 1 || s.opt.keep_alive_seconds > 3600)
+    throw Error("serve: --keep-alive must be in [1, 3600] seconds");
+  s.http.set_keep_alive_timeout(time_t(s.opt.keep_alive_seconds));
+  s.http.set_read_timeout(io_sec, io_usec);
+  s.http.set_write_timeout(io_sec, io_usec);
   s.routes();
 }
 

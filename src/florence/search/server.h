@@ -47,6 +47,11 @@ struct ServeOptions {
   int64_t max_images = 16;                ///< images per /embed
   int64_t max_labels = 100;               ///< labels per /classify
   double timeout_seconds = 60;            ///< a request waiting longer for the model gets 503
+  /// Seconds a connection may take to send the next part of a request (and to take a response)
+  /// before it is closed. A stalled client holds one handler thread for at most this long.
+  double io_timeout_seconds = 10;
+  /// Seconds an idle keep-alive connection (between requests) keeps its handler thread.
+  int keep_alive_seconds = 5;
 };
 
 class Server {

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "e2e/search/fixtures.h"
@@ -362,11 +363,67 @@ TEST_F(ServeApi, LimitsGive413AndAFullQueueGives503) {
   EXPECT_EQ(get("/health", tight_)->status, 200);
 }
 
+TEST_F(ServeApi, StalledUploadsAreDroppedAfterTheIoTimeout) {
+  // 2 handler threads, --io-timeout 0.5, --keep-alive 1: two clients that send half a request and
+  // stall hold both threads; after 0.5 s each gets 400, after 1 s more without a next request its
+  // connection is closed, and the server answers again (with the former fixed 10 s read timeout
+  // and 5 s keep-alive, /health stayed unanswered for 15 s).
+  Running r;
+  ServeOptions o;
+  o.indices = {dir_};
+  o.threads = 2;
+  o.io_timeout_seconds = 0.5;
+  o.keep_alive_seconds = 1;
+  r.start(*model_, o);
+  auto stalled = [&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(r.port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const std::string part = "POST /knn HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"te";
+    EXPECT_GT(::send(fd, part.data(), part.size(), 0), 0);
+    return fd;
+  };
+  const int s1 = stalled(), s2 = stalled();
+  const auto t0 = std::chrono::steady_clock::now();
+  httplib::Client c("127.0.0.1", r.port);
+  c.set_connection_timeout(5, 0);
+  c.set_read_timeout(5, 0);
+  auto h = c.Get("/health");
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_LT(waited, 3.0) << "the stalled clients held the handler threads past the I/O timeout";
+  // The server answered the stalled requests (400: the body never came) and closed the connections.
+  for (int fd : {s1, s2}) {
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[1024];
+    std::string got;
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, size_t(n));
+    EXPECT_EQ(n, 0) << "the stalled connection was not closed by the server";
+    EXPECT_EQ(got.rfind("HTTP/1.1 400", 0), 0u) << got;
+    ::close(fd);
+  }
+  r.stop();
+  EXPECT_THROW(Server(*model_, [&] {
+                 ServeOptions bad = o;
+                 bad.io_timeout_seconds = 0;
+                 return bad;
+               }()),
+               Error);
+}
+
 TEST_F(ServeApi, ShortLoadTestHasNoErrorsAndNoMemoryGrowth) {
   // 16 keep-alive clients, 2 x 1,000 requests (3 of 4 by embedding, 1 of 4 by text); the
   // resident memory after the second half may not exceed the first half's by more than 16 MiB.
   const int clients = 16, per_half = 1000;
   std::atomic<int> errors{0};
+  std::mutex why_mu;
+  std::vector<std::string> why;  // what each failed request got
   auto run_half = [&](int half) {
     std::atomic<int> next{0};
     std::vector<std::thread> th;
@@ -380,7 +437,11 @@ TEST_F(ServeApi, ShortLoadTestHasNoErrorsAndNoMemoryGrowth) {
           const std::string body = i % 4 == 3 ? nlohmann::json{{"text", "picture number " + std::to_string(id)}, {"k", 10}}.dump()
                                               : nlohmann::json{{"embedding", index_->embedding(id)}, {"k", 10}}.dump();
           auto r = cl.Post("/knn", body, "application/json");
-          if (!r || r->status != 200) errors++;
+          if (!r || r->status != 200) {
+            errors++;
+            std::lock_guard<std::mutex> lock(why_mu);
+            why.push_back(r ? "status " + std::to_string(r->status) + ": " + r->body : "no response: " + httplib::to_string(r.error()));
+          }
         }
       });
     for (auto& t : th) t.join();
@@ -391,7 +452,7 @@ TEST_F(ServeApi, ShortLoadTestHasNoErrorsAndNoMemoryGrowth) {
   run_half(1);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t rss2 = resident_memory_bytes();
-  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(errors.load(), 0) << (why.empty() ? std::string() : why.front());
   EXPECT_LT(rss2 - rss1, int64_t(16) << 20) << "rss " << rss1 << " -> " << rss2;
   std::cout << "load: " << per_half << " requests by " << clients << " clients in " << secs << " s (" << per_half / secs
             << " req/s); rss " << rss1 / (1 << 20) << " -> " << rss2 / (1 << 20) << " MiB\n";
