@@ -132,3 +132,38 @@ put("image", "png_base64", b"\x01data:image/png;base64," + base64.b64encode(img)
 put("image", "png_composite", b"\x02" + png(5, 2, (0, 0, 255)))
 put("image", "ppm", b"\x00P6\n2 1\n255\n" + bytes([255, 0, 0, 0, 255, 0]))
 put("image", "bmp_header_only", b"\x00BM" + b"\x00" * 50)
+
+# http: raw requests to `florence serve` (the harness's index is named "pics"; the model's
+# embeddings have 128 numbers).
+def request(method, path, body=b"", headers=(("Content-Type", "application/json"),), close=True):
+    body = body if isinstance(body, bytes) else body.encode()
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"] + [f"{k}: {v}" for k, v in headers]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+img64 = base64.b64encode(img).decode()
+for name, path in [("health", "/health"), ("indices", "/indices"), ("metrics", "/metrics"), ("page", "/"),
+                   ("image_named", "/images/pics/0"), ("image_default", "/images/3"),
+                   ("image_tricks", "/images/..%2f..%2fetc%2fpasswd"), ("unknown", "/nowhere?x=1")]:
+    put("http", "get_" + name, request("GET", path, headers=()))
+put("http", "knn_text", request("POST", "/knn", json.dumps({"text": "a red disc", "k": 3, "index": "pics"})))
+put("http", "knn_id", request("POST", "/knn", json.dumps({"id": 2, "k": 2, "dedup": 0.5})))
+put("http", "knn_embedding", request("POST", "/knn", json.dumps({"embedding": [0.1] * 128, "k": 4})))
+put("http", "knn_image", request("POST", "/knn", json.dumps({"image": img64, "k": 1})))
+put("http", "embed", request("POST", "/embed", json.dumps({"texts": ["a", "a green square"], "images": [img64]})))
+put("http", "classify", request("POST", "/classify", json.dumps({"image": img64, "labels": ["disc", "square"],
+                                                                  "templates": ["a photo of a {}."]})))
+put("http", "bad_json", request("POST", "/knn", '{"text": "a", "k": '))
+put("http", "form_body", request("POST", "/embed", "texts=a&images=b",
+                                 headers=(("Content-Type", "application/x-www-form-urlencoded"),)))
+put("http", "chunked", b"POST /knn HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                       b"b\r\n{\"text\": \"a\r\n2\r\n\"}\r\n0\r\n\r\n")
+put("http", "pipelined", request("GET", "/health", headers=(), close=False) +
+    request("POST", "/knn", json.dumps({"text": "x", "k": 1}), close=False) + request("DELETE", "/knn", headers=()))
+put("http", "put_method", request("PUT", "/knn", "{}"))
+put("http", "short_body", b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"texts\": [\"a\"]}")
+put("http", "not_http", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")  # a TLS ClientHello's start
