@@ -328,25 +328,13 @@ std::vector<ParamGroup> FinetuneTask::param_groups() {
 
 void FinetuneTask::open_loader(int64_t epoch, int64_t skip) {
   loader_.reset();
-  data::LoaderOptions lo;
-  lo.batch_size = o_.batch_size;
-  lo.image_size = image_size_;
-  lo.train = o_.augment == "rrc";
-  lo.hflip = o_.augment == "rrc";
-  lo.crop_pct = 1.0;
+  data::LoaderOptions lo = training_loader_options(o_, o_.augment, image_size_);
   lo.mean = mean_;
   lo.std = std_;
-  lo.seed = o_.seed;
-  lo.num_workers = o_.workers;
-  lo.drop_last = true;
   lo.require_text = !classify();
   if (!classify()) lo.context_length = spec_.florence->text.context_length;
   loader_ = std::make_unique<data::Loader>(train_.source, lo, nullptr);
-  loader_->start_epoch(epoch);
-  data::Batch b;
-  for (int64_t i = 0; i < skip; ++i)
-    if (!loader_->next(b))
-      throw Error(fmt::format("resume: epoch {} has only {} batches, the checkpoint consumed {}", epoch, i, skip));
+  start_epoch_after(*loader_, epoch, skip);
 }
 
 data::LoaderOptions FinetuneTask::eval_loader_options() const {

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 
+#include "florence/core/error.h"
 #include "florence/data/relabel.h"
 #include "florence/train/mixture.h"
 
@@ -86,6 +87,27 @@ ClassView pair_view(std::shared_ptr<const data::SampleSource> src, int64_t max_s
   v.size = subset.empty() ? int64_t(idx.keys.size()) : int64_t(subset.size());
   if (v.size > 0) v.source = data::relabelled_view(std::move(src), idx, subset);
   return v;
+}
+
+data::LoaderOptions training_loader_options(const RunOptions& o, const std::string& augment, int image_size) {
+  data::LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.image_size = image_size;
+  lo.train = augment == "rrc";
+  lo.hflip = augment == "rrc";
+  lo.crop_pct = 1.0;
+  lo.seed = o.seed;
+  lo.num_workers = o.workers;
+  lo.drop_last = true;
+  return lo;
+}
+
+void start_epoch_after(data::Loader& loader, int64_t epoch, int64_t consumed) {
+  loader.start_epoch(epoch);
+  data::Batch b;
+  for (int64_t i = 0; i < consumed; ++i)
+    if (!loader.next(b))
+      throw Error(fmt::format("resume: epoch {} has only {} batches, the checkpoint consumed {}", epoch, i, consumed));
 }
 
 }  // namespace florence::train

@@ -1,13 +1,16 @@
 #pragma once
-// Fine-tuning data views (finetune.h): a corpus split as a source, the samples of a split whose
-// class is among the training classes (relabelled to their ids), or its image-text pairs, each
-// optionally a seeded random subset.
+// Data of the training tasks. Fine-tuning views (finetune.h): a corpus split as a source, the
+// samples of a split whose class is among the training classes (relabelled to their ids), or its
+// image-text pairs, each optionally a seeded random subset. And the loader set-up the tasks share:
+// the options of a training epoch and the skip past the batches a resumed checkpoint consumed.
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "florence/data/loader.h"
 #include "florence/data/readers.h"
+#include "florence/train/options.h"
 
 namespace florence::train {
 
@@ -32,5 +35,16 @@ ClassView class_view(std::shared_ptr<const data::SampleSource> src, const std::s
 /// Image-text view for retrieval fine-tuning: samples with a non-empty text (label -1); empty
 /// texts are counted under "empty_text".
 ClassView pair_view(std::shared_ptr<const data::SampleSource> src, int64_t max_samples, uint64_t seed);
+
+/// Loader options of a training epoch from the engine options: o.batch_size, o.seed, o.workers,
+/// full batches only (drop_last), `image_size` pixels; augment "rrc": RandomResizedCrop + flip,
+/// else the whole image resized (crop_pct 1). Normalisation, texts and context length stay at the
+/// LoaderOptions defaults for the caller to set.
+data::LoaderOptions training_loader_options(const RunOptions& o, const std::string& augment, int image_size);
+
+/// Starts `epoch` on `loader` and reads past the `consumed` batches of it that a resumed checkpoint
+/// had trained on (the epoch's order is seeded, so the rest follows exactly). Throws florence::Error
+/// when the epoch has fewer batches than that.
+void start_epoch_after(data::Loader& loader, int64_t epoch, int64_t consumed);
 
 }  // namespace florence::train

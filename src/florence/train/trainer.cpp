@@ -17,6 +17,7 @@
 #include "florence/model/registry.h"
 #include "florence/text/tokenizer.h"
 #include "florence/train/contrastive.h"
+#include "florence/train/finetune_data.h"
 #include "florence/train/mixture.h"
 #include "florence/train/prompts.h"
 #include "florence/train/seeding.h"
@@ -284,28 +285,13 @@ int64_t PretrainTask::count_steps_per_epoch() const {
 
 void PretrainTask::open_loader(int64_t epoch, int64_t skip_batches, int image_size) {
   loader_.reset();
-  data::LoaderOptions lo;
-  lo.batch_size = o_.batch_size;
-  lo.image_size = image_size;
-  lo.train = o_.augment == "rrc";
-  lo.hflip = o_.augment == "rrc";
-  lo.crop_pct = 1.0;
-  lo.seed = o_.seed;
-  lo.num_workers = o_.workers;
-  lo.drop_last = true;
+  data::LoaderOptions lo = training_loader_options(o_, o_.augment, image_size);
   lo.require_text = true;
   lo.context_length = spec_.florence->text.context_length;
   loader_ = std::make_unique<data::Loader>(mixture_for_epoch(epoch), lo, nullptr);
   loader_image_size_ = image_size;
-  loader_->start_epoch(epoch);
   if (epoch == 0 && skip_batches == 0) spdlog::info("data: {}", loader_->source().describe());
-  data::Batch skip;
-  for (int64_t i = 0; i < skip_batches; ++i) {
-    if (!loader_->next(skip)) {
-      throw Error(fmt::format("resume: epoch {} has only {} batches, the checkpoint consumed {}", epoch, i,
-                              skip_batches));
-    }
-  }
+  start_epoch_after(*loader_, epoch, skip_batches);
   if (skip_batches > 0) spdlog::info("data: epoch {} restarted, {} consumed batches skipped", epoch, skip_batches);
 }
 

@@ -318,12 +318,7 @@ class VlpPretrainTask : public train::TrainTask {
   void open_epoch(const Position& pos) override {
     loader_.reset();
     loader_ = std::make_unique<data::Loader>(train_, loader_options(true), init_.tokenizer);
-    loader_->start_epoch(pos.epoch);
-    data::Batch b;
-    for (int64_t i = 0; i < pos.batches_in_epoch; ++i)
-      if (!loader_->next(b))
-        throw Error(fmt::format("resume: epoch {} has only {} batches, the checkpoint consumed {}", pos.epoch, i,
-                                pos.batches_in_epoch));
+    train::start_epoch_after(*loader_, pos.epoch, pos.batches_in_epoch);
   }
   bool next_batch(const Position&) override { return loader_->next(batch_); }
   std::string data_summary() const override { return loader_ ? loader_->stats().summary() : std::string(); }
