@@ -33,6 +33,7 @@
 #include "florence/data/corpus.h"
 #include "florence/data/webdataset.h"
 #include "florence/text/bpe_trainer.h"
+#include "support/emoji_corpus.h"
 #include "support/paths.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
@@ -95,51 +96,18 @@ int run_program(const std::string& program, const std::string& args, const fs::p
 
 int run_cli(const std::string& args, const fs::path& log) { return run_program(FLORENCE_CLI, args, log); }
 
-struct Corpus {
-  bool available = false;
-  std::string skip_reason;
-  fs::path train_shards, vocab, model;
-  int64_t train_samples = 0;
+struct Corpus : florence::test::EmojiCorpus {
+  fs::path model;  ///< the tiny two-tower config below
 };
 
-// The first 40 Emoji entries (with their skin-tone variants), a BPE vocabulary from their
-// train texts and a tiny two-tower config, built once per test binary.
+// The first 40 Emoji entries (with their skin-tone variants; shards of 16, so the loader shuffles
+// their order), a 700-token BPE vocabulary from their train texts and a tiny two-tower config,
+// built once per test binary.
 const Corpus& corpus() {
   static Corpus c = [] {
     Corpus c;
-    if (!fs::exists(fs::path(data::default_emoji_dir()) / "emoji.json")) {
-      c.skip_reason = "emoji package missing at " + data::default_emoji_dir() + " (run scripts/setup)";
-      return c;
-    }
-    const fs::path out = kRoot / "emoji40";
-    if (!fs::exists(out / "summary.json")) {
-      data::CorpusOptions o;
-      o.source = "emoji";
-      o.out_dir = out.string();
-      o.limit = 40;
-      o.shard_size = 16;  // several shards: the loader shuffles their order
-      o.threads = 2;
-      o.overwrite = true;
-      o.progress = false;
-      data::build_corpus(o);
-    }
-    const auto summary = nlohmann::json::parse(read_text(out / "summary.json"));
-    c.train_samples = summary["splits"]["train"].get<int64_t>();
-    c.train_shards = out / "train";
-    c.vocab = kRoot / "emoji40_bpe.txt";
-    if (!fs::exists(c.vocab)) {
-      const fs::path texts = kRoot / "emoji40_texts.txt";
-      std::ofstream f(texts);
-      for (const auto& shard : data::list_shards(c.train_shards.string())) {
-        data::ShardReader r(shard);
-        data::Sample s;
-        while (r.next(s)) f << s.text << "\n";
-      }
-      f.close();
-      text::BpeTrainerOptions bo;
-      bo.vocab_size = 700;
-      text::train_bpe({texts.string()}, bo, c.vocab.string());
-    }
+    static_cast<florence::test::EmojiCorpus&>(c) = florence::test::emoji_corpus(kRoot, "emoji40", 40, 16, 700);
+    if (!c.available) return c;
     // CoSwin with 2 stages at 32 px (8x8 then 4x4 tokens, window 4), a 1-layer text tower.
     c.model = kRoot / "tiny.json";
     std::ofstream(c.model) << R"({"type": "florence", "name": "tiny", "embed_dim": 32,

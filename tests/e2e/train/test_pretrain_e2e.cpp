@@ -33,6 +33,7 @@
 #include "florence/model/io.h"
 #include "florence/text/bpe_trainer.h"
 #include "florence/text/tokenizer.h"
+#include "support/emoji_corpus.h"
 #include "support/paths.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
@@ -78,51 +79,12 @@ pid_t spawn_cli(const std::string& args, const fs::path& log) {
   return pid;
 }
 
-struct Corpus {
-  bool available = false;
-  std::string skip_reason;
-  fs::path train_shards, heldout_dir, vocab;
-};
+using Corpus = florence::test::EmojiCorpus;
 
-// Builds (once per test binary) the Emoji corpus and the BPE vocabulary.
+// The Emoji corpus (all entries, shards of 500) and a 1,200-token BPE vocabulary from its train
+// texts, built once per test binary.
 const Corpus& corpus() {
-  static Corpus c = [] {
-    Corpus c;
-    if (!fs::exists(fs::path(data::default_emoji_dir()) / "emoji.json")) {
-      c.skip_reason = "emoji package missing at " + data::default_emoji_dir() + " (run scripts/setup)";
-      return c;
-    }
-    const fs::path out = kRoot / "emoji";
-    if (!fs::exists(out / "summary.json")) {
-      data::CorpusOptions o;
-      o.source = "emoji";
-      o.out_dir = out.string();
-      o.shard_size = 500;
-      o.threads = 2;
-      o.overwrite = true;
-      o.progress = false;
-      data::build_corpus(o);
-    }
-    c.train_shards = out / "train";
-    c.heldout_dir = out;
-    // BPE vocabulary from the train texts only.
-    c.vocab = kRoot / "emoji_bpe.txt";
-    if (!fs::exists(c.vocab)) {
-      const fs::path texts = kRoot / "train_texts.txt";
-      std::ofstream f(texts);
-      for (const auto& shard : data::list_shards(c.train_shards.string())) {
-        data::ShardReader r(shard);
-        data::Sample s;
-        while (r.next(s)) f << s.text << "\n";
-      }
-      f.close();
-      text::BpeTrainerOptions bo;
-      bo.vocab_size = 1200;
-      text::train_bpe({texts.string()}, bo, c.vocab.string());
-    }
-    c.available = true;
-    return c;
-  }();
+  static const Corpus c = florence::test::emoji_corpus(kRoot, "emoji", 0, 500, 1200);
   return c;
 }
 
@@ -181,8 +143,8 @@ TEST(PretrainE2E, LossFallsAndHeldOutRetrievalBeatsChance) {
   model::FlorenceModel net = model::load_florence(spec, (run / "model.safetensors").string());
   net->eval();
   auto tok = std::make_shared<text::Tokenizer>(text::Tokenizer::from_file(c.vocab.string()));
-  std::vector<std::string> shards = data::list_shards((c.heldout_dir / "val").string());
-  for (const auto& s : data::list_shards((c.heldout_dir / "test").string())) shards.push_back(s);
+  std::vector<std::string> shards = data::list_shards((c.root / "val").string());
+  for (const auto& s : data::list_shards((c.root / "test").string())) shards.push_back(s);
   data::LoaderOptions lo;
   lo.batch_size = 128;
   lo.image_size = 64;
