@@ -18,6 +18,7 @@
 #include "florence/data/loader.h"
 #include "florence/data/readers.h"
 #include "florence/text/tokenizer.h"
+#include "support/args.h"
 #include "support/paths.h"
 #include "support/vocab.h"
 
@@ -39,27 +40,21 @@ int main(int argc, char** argv) {
   int64_t max_batches = 0;  // 0 = whole epoch
   std::string vocab = ::test::clip_vocab();
   const std::string spec = argv[1];
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "missing value after %s\n", a.c_str());
-        std::exit(2);
+  try {  // bad arguments (a missing value, a non-number) end in the catch below
+    for (int i = 2; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&] { return florence::test::arg_value(i, argc, argv); };
+      if (a == "--workers") o.num_workers = std::stoi(value());
+      else if (a == "--batch") o.batch_size = std::stoll(value());
+      else if (a == "--size") o.image_size = std::stoi(value());
+      else if (a == "--batches") max_batches = std::stoll(value());
+      else if (a == "--eval") o.train = false;
+      else if (a == "--vocab") vocab = value();
+      else {
+        std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+        return 2;
       }
-      return argv[++i];
-    };
-    if (a == "--workers") o.num_workers = std::stoi(value());
-    else if (a == "--batch") o.batch_size = std::stoll(value());
-    else if (a == "--size") o.image_size = std::stoi(value());
-    else if (a == "--batches") max_batches = std::stoll(value());
-    else if (a == "--eval") o.train = false;
-    else if (a == "--vocab") vocab = value();
-    else {
-      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
-      return 2;
     }
-  }
-  try {
     spdlog::set_level(spdlog::level::warn);
     auto source = data::ShardSource::from_spec(spec);
     std::shared_ptr<const text::Tokenizer> tok;

@@ -36,6 +36,8 @@
 #include "florence/data/readers.h"
 #include "florence/data/transforms.h"
 #include "florence/data/webdataset.h"
+#include "support/args.h"
+#include "unit/curate/real_images.h"
 #include "support/paths.h"
 
 using namespace florence;
@@ -52,16 +54,7 @@ struct Image {
   std::string key;
 };
 
-std::vector<uint8_t> encode(const cv::Mat& rgb, int jpeg_quality = 0) {
-  cv::Mat bgr;
-  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-  std::vector<uint8_t> out;
-  if (jpeg_quality > 0)
-    cv::imencode(".jpg", bgr, out, {cv::IMWRITE_JPEG_QUALITY, jpeg_quality});
-  else
-    cv::imencode(".png", bgr, out);
-  return out;
-}
+using curate_test::encode;  // PNG, or JPEG at a quality > 0
 
 /// Up to `n` samples of a shard spec, skipping those marked duplicate_of and exact pixel copies of
 /// earlier ones (and of `seen`).
@@ -133,30 +126,24 @@ int main(int argc, char** argv) {
   size_t scale = 1000000;
   uint64_t seed = 0;
   std::string json_path;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "missing value after %s\n", a.c_str());
-        std::exit(2);
+  try {  // bad arguments (a missing value, a non-number) end in the catch below
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&] { return florence::test::arg_value(i, argc, argv); };
+      if (a == "--input") input = value();
+      else if (a == "--distinct") distinct_spec = value();
+      else if (a == "--originals") n_orig = std::stoul(value());
+      else if (a == "--distinct-count") n_distinct = std::stoul(value());
+      else if (a == "--emoji-count") n_emoji = std::stoul(value());
+      else if (a == "--threads") threads = std::stoi(value());
+      else if (a == "--scale") scale = std::stoul(value());
+      else if (a == "--seed") seed = std::stoull(value());
+      else if (a == "--json") json_path = value();
+      else {
+        std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+        return 2;
       }
-      return argv[++i];
-    };
-    if (a == "--input") input = value();
-    else if (a == "--distinct") distinct_spec = value();
-    else if (a == "--originals") n_orig = std::stoul(value());
-    else if (a == "--distinct-count") n_distinct = std::stoul(value());
-    else if (a == "--emoji-count") n_emoji = std::stoul(value());
-    else if (a == "--threads") threads = std::stoi(value());
-    else if (a == "--scale") scale = std::stoul(value());
-    else if (a == "--seed") seed = std::stoull(value());
-    else if (a == "--json") json_path = value();
-    else {
-      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
-      return 2;
     }
-  }
-  try {
     std::set<std::pair<uint64_t, uint64_t>> seen;
     const auto originals = take(input, n_orig, 0, seen);
     const auto distinct = take(input, n_distinct, 0, seen);

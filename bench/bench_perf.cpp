@@ -60,6 +60,7 @@
 #include "florence/train/schedule.h"
 #include "florence/vision/swin.h"
 #include "florence/vision/swin_import.h"
+#include "support/args.h"
 #include "support/paths.h"
 
 using namespace florence;
@@ -487,10 +488,7 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
-    auto v = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::runtime_error("missing value after " + k);
-      return argv[++i];
-    };
+    auto v = [&] { return florence::test::arg_value(i, argc, argv); };
     if (k == "--threads") a.threads = std::stoi(v());
     else if (k == "--iters") a.iters = std::stoi(v());
     else if (k == "--split") a.split = std::stoi(v());

@@ -2,8 +2,6 @@
 // Real images for the curation tests: Google emoji PNGs (npm emoji-datasource-google, unpacked by
 // scripts/setup) and OpenClipArt SVGs (Debian openclipart-svg) rendered with rsvg-convert
 // (Debian librsvg2-bin), both composited on white like the corpus builders do.
-#include <gtest/gtest.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
