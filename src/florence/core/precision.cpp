@@ -45,9 +45,11 @@ std::string cpu_flags() {
   return {};
 }
 
-bool anyway() {
+// FLORENCE_BF16_ANYWAY=1: bfloat16 even where it is emulated; =0: float32 even where it is native
+// (what a machine without bfloat16 does, for tests of the fallback).
+std::string bf16_override() {
   const char* v = std::getenv("FLORENCE_BF16_ANYWAY");
-  return v != nullptr && std::string(v) == "1";
+  return v ? std::string(v) : std::string();
 }
 
 // Float32 LayerNorm / GroupNorm under CPU autocast: a bfloat16 input (a linear layer's output) and
@@ -105,7 +107,9 @@ bool native_bf16(const torch::Device& device, std::string* why) {
 Precision resolve_precision(Precision requested, const torch::Device& device, const std::string& what) {
   if (requested == Precision::kFp32) return requested;
   std::string why;
-  if (native_bf16(device, &why) || anyway()) return requested;
+  const std::string force = bf16_override();
+  if (force == "1" || (force != "0" && native_bf16(device, &why))) return requested;
+  if (force == "0") why = "FLORENCE_BF16_ANYWAY=0";
   static std::atomic<bool> warned{false};
   if (!warned.exchange(true))
     spdlog::warn("{}: --precision {} asked for, but bfloat16 would be emulated and slower than float32 here ({}); "

@@ -9,7 +9,8 @@
 //             float32 weights and fails; AutocastGuard registers float32 LayerNorm / GroupNorm).
 // Whether bfloat16 pays is decided at run time: on a CPU without avx512_bf16 or amx_bf16 (read from
 // /proc/cpuinfo) it is emulated and slower than float32, so resolve_precision() says so once and
-// falls back to fp32, unless FLORENCE_BF16_ANYWAY=1 (tests of the numerics on any CPU).
+// falls back to fp32, unless FLORENCE_BF16_ANYWAY=1 (tests of the numerics on any CPU); =0 forces
+// that fallback where bfloat16 is native (tests of the fallback).
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/types.h>
 
@@ -31,7 +32,8 @@ std::string precision_name(Precision p);
 bool native_bf16(const torch::Device& device, std::string* why = nullptr);
 
 /// `requested`, or kFp32 with one warning per process when bfloat16 would be emulated on `device`
-/// (see native_bf16; FLORENCE_BF16_ANYWAY=1 keeps bfloat16). `what` names the command in the warning.
+/// (see native_bf16; FLORENCE_BF16_ANYWAY=1 keeps bfloat16, =0 always falls back). `what` names the
+/// command in the warning.
 Precision resolve_precision(Precision requested, const torch::Device& device, const std::string& what);
 
 /// The dtype weights and activations are held in: kBFloat16 for kBf16, else kFloat.

@@ -340,6 +340,9 @@ RunResult run_task(TrainTask& task) {
     task.write_files();
     nlohmann::json cfg = task.config();
     cfg["options"] = task.options_json();
+    // What ran: options.precision is what was asked, this is what the machine gave (fp32 where
+    // bfloat16 would be emulated; core/precision.h).
+    cfg["precision"] = precision_name(precision);
     cfg["model"] = model::spec_to_json(task.spec());
     cfg["total_steps"] = total;
     cfg["schedule"] = schedule_json(sched);

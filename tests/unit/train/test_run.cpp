@@ -488,6 +488,22 @@ TEST(RunLayer, AmpBf16OnlyForTasksWrittenForIt) {
   EXPECT_NE(r.last_loss, r32.last_loss);  // bfloat16 really ran
   for (const auto& kv : weights(fs::path(a.out_dir) / "model.safetensors")) EXPECT_EQ(kv.second.scalar_type(), torch::kFloat);
   EXPECT_EQ(core::read_json_file(fs::path(a.out_dir) / "config.json")["options"]["precision"], "amp_bf16");
+  EXPECT_EQ(core::read_json_file(fs::path(a.out_dir) / "config.json")["precision"], "amp_bf16");
+
+  // Where bfloat16 would be emulated (forced here with FLORENCE_BF16_ANYWAY=0) the run falls back to
+  // float32, and config.json says so next to what was asked.
+  setenv("FLORENCE_BF16_ANYWAY", "0", 1);
+  ToyOptions fb = toy("amp_fallback");
+  fb.precision = "amp_bf16";
+  fb.steps = 2;
+  ToyTask fallback(fb);
+  fallback.amp_ok = true;
+  train::run_task(fallback);
+  unsetenv("FLORENCE_BF16_ANYWAY");
+  EXPECT_EQ(fallback.forward_dtype, torch::kFloat);
+  const nlohmann::json cfg = core::read_json_file(fs::path(fb.out_dir) / "config.json");
+  EXPECT_EQ(cfg["options"]["precision"], "amp_bf16");
+  EXPECT_EQ(cfg["precision"], "fp32");
 }
 
 }  // namespace test_run
