@@ -23,6 +23,7 @@
 #include "florence/search/searcher.h"
 #include "florence/text/tokenizer.h"
 #include "florence/train/run_state.h"
+#include "florence/core/json_get.h"
 
 namespace florence::search {
 
@@ -203,7 +204,11 @@ struct Server::Impl {
       double norm = 0;
       for (const auto& v : a) {
         if (!v.is_number() || !std::isfinite(v.get<double>())) throw HttpError(400, "'embedding' holds a value that is not a finite number");
-        q.push_back(v.get<float>());
+        try {
+          q.push_back(core::json_get<float>(v, "'embedding'"));  // 1e300 is finite but no float
+        } catch (const Error& e) {
+          throw HttpError(400, e.what());
+        }
         norm += double(q.back()) * q.back();
       }
       if (!(norm > 0)) throw HttpError(400, "'embedding' is the zero vector");

@@ -10,6 +10,7 @@
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/search/npy.h"
+#include "florence/core/json_get.h"
 
 namespace fs = std::filesystem;
 
@@ -33,13 +34,13 @@ ImageRow ImageRow::from_json(const nlohmann::json& j, const std::string& where) 
     r.key = j.at("key").get<std::string>();
     r.source = j.at("source").get<std::string>();
     r.caption = j.value("caption", std::string());
-    r.width = j.value("width", 0);
-    r.height = j.value("height", 0);
+    r.width = j.contains("width") ? core::json_get<int>(j.at("width"), "\"width\"") : 0;
+    r.height = j.contains("height") ? core::json_get<int>(j.at("height"), "\"height\"") : 0;
     if (j.contains("thumb")) {
       const auto& t = j.at("thumb");
       if (!t.is_array() || t.size() != 3) throw Error("\"thumb\" must be [offset, bytes, mime]");
-      r.thumb_offset = t[0].get<int64_t>();
-      r.thumb_size = t[1].get<int32_t>();
+      r.thumb_offset = core::json_get<int64_t>(t[0], "\"thumb\" offset");
+      r.thumb_size = core::json_get<int32_t>(t[1], "\"thumb\" size");
       r.thumb_type = t[2].get<std::string>();
     }
     if (j.contains("meta")) r.meta = j.at("meta");
@@ -93,14 +94,14 @@ IndexStore IndexStore::open(const std::string& dir) {
     if (s.manifest_.value("version", 0) != kIndexVersion)
       throw Error(where + ": index version " + s.manifest_.value("version", nlohmann::json()).dump() +
                   " is not supported (this build reads version " + std::to_string(kIndexVersion) + ")");
-    s.dim_ = s.manifest_.at("dim").get<int64_t>();
+    s.dim_ = core::json_get<int64_t>(s.manifest_.at("dim"), where + ": \"dim\"");
     if (s.dim_ < 1) throw Error(where + ": \"dim\" must be >= 1");
     int64_t first = 0;
     for (const auto& c : s.manifest_.at("chunks")) {
       ChunkInfo ci;
-      ci.id = c.at("id").get<int64_t>();
-      ci.first_row = c.at("first_row").get<int64_t>();
-      ci.rows = c.at("rows").get<int64_t>();
+      ci.id = core::json_get<int64_t>(c.at("id"), where + ": chunk \"id\"");
+      ci.first_row = core::json_get<int64_t>(c.at("first_row"), where + ": chunk \"first_row\"");
+      ci.rows = core::json_get<int64_t>(c.at("rows"), where + ": chunk \"rows\"");
       ci.what = c.value("what", std::string());
       ci.skipped = c.value("skipped", nlohmann::json::object());
       if (ci.id != int64_t(s.chunks_.size()) || ci.first_row != first || ci.rows < 0)
@@ -109,7 +110,7 @@ IndexStore IndexStore::open(const std::string& dir) {
       s.chunks_.push_back(ci);
     }
     s.rows_ = first;
-    if (s.manifest_.at("rows").get<int64_t>() != s.rows_)
+    if (core::json_get<int64_t>(s.manifest_.at("rows"), where + ": \"rows\"") != s.rows_)
       throw Error(where + ": \"rows\" is " + s.manifest_.at("rows").dump() + " but the chunks hold " + std::to_string(s.rows_));
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": malformed manifest: " + e.what());

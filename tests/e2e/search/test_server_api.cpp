@@ -256,6 +256,11 @@ TEST_F(ServeApi, HostileRequestsGetJsonErrorsAndTheServerKeepsServing) {
   expect_error(post("/knn", nlohmann::json{{"image", b64({'h', 'e', 'l', 'l', 'o', '!'})}}.dump()), 400, "not a decodable image");
   expect_error(post("/knn", R"({"embedding": [1, 2, 3]})"), 400, "array of 128 numbers");
   expect_error(post("/knn", nlohmann::json{{"embedding", std::vector<float>(128, 0.f)}}.dump()), 400, "zero vector");
+  {  // finite as a double, out of a float's range (before: an unchecked double-to-float cast)
+    std::vector<double> huge(128, 0.5);
+    huge[7] = 1e300;
+    expect_error(post("/knn", nlohmann::json{{"embedding", huge}}.dump()), 400, "'embedding': 1e+300 is not a finite number in range");
+  }
   expect_error(post("/knn", R"({"id": 40})"), 404, "not in index");
   expect_error(post("/knn", R"({"id": -1})"), 404, "not in index");
   expect_error(post("/knn", R"({"id": 1, "index": "nope"})"), 404, "no index named 'nope'");

@@ -70,6 +70,19 @@ TEST_F(DetectorTest, NamedConfigsAndJsonRoundTrip) {
   j = detector_config_to_json(n);
   j["channels"] = 40;  // not a multiple of 16
   EXPECT_THROW(detector_config_from_json(j, "x.json"), Error);
+  // Out of range for the field's type: an error naming it (before: unchecked cast, undefined behaviour).
+  for (const char* field : {"channels", "topk", "image_size"}) {
+    j = detector_config_to_json(n);
+    j[field] = 1e30;
+    try {
+      detector_config_from_json(j, "x.json");
+      ADD_FAILURE() << field;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("x.json: field '") + field + "': 1e+30 is not an integer in range"),
+                std::string::npos)
+          << e.what();
+    }
+  }
   EXPECT_THROW(resolve_detector("dyhead-q"), Error);
 }
 

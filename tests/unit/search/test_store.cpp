@@ -151,6 +151,27 @@ TEST(IndexStore, ChunksRowsAndEmbeddingsRoundTrip) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("index.json"), std::string::npos) << e.what();
   }
+  // Numbers no integer can hold (before: an unchecked float-to-int cast, undefined behaviour) are
+  // refused with the field named.
+  for (const char* field : {"rows", "dim"}) {
+    nlohmann::json h = m;
+    h[field] = 1e300;
+    core::write_text_atomic(d / "index.json", h.dump());
+    try {
+      IndexStore::open(d.string());
+      ADD_FAILURE() << field;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("\"") + field + "\": 1e+300 is not an integer in range"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  {
+    nlohmann::json h = m;
+    h["chunks"][0]["rows"] = 3.5;
+    core::write_text_atomic(d / "index.json", h.dump());
+    EXPECT_THROW(IndexStore::open(d.string()), Error);
+  }
   // A metadata file with a missing row.
   m["rows"] = 5;
   core::write_text_atomic(d / "index.json", m.dump());

@@ -229,6 +229,17 @@ TEST(MeterConfig, JsonRegistryAndErrors) {
     EXPECT_NE(std::string(e.what()).find("meter-nano"), std::string::npos) << e.what();
   }
   EXPECT_THROW(MeterConfig::from_json(nlohmann::json{{"hidden_size", 3}}), Error);
+  // Out of range for an int: an error naming the field (before: unchecked cast, undefined behaviour).
+  for (const char* field : {"hidden", "heads", "num_answers"}) {
+    try {
+      MeterConfig::from_json(nlohmann::json{{field, 3e9}});
+      ADD_FAILURE() << field;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("meter config field '") + field + "': 3000000000.0 is not an integer in range"),
+                std::string::npos)
+          << e.what();
+    }
+  }
   MeterConfig bad = tiny_config();
   bad.heads = 5;  // 32 % 5 != 0
   EXPECT_THROW(MeterModel{bad}, Error);

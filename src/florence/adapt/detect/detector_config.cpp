@@ -10,6 +10,7 @@
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/model/registry.h"
+#include "florence/core/json_get.h"
 
 namespace florence::detect {
 namespace {
@@ -48,11 +49,8 @@ const std::map<std::string, std::function<DetectorConfig()>>& registry() {
 
 template <class T>
 T get(const nlohmann::json& v, const std::string& key, const std::string& origin) {
-  try {
-    return v.get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw Error(fmt::format("{}: field '{}' has the wrong type ({})", origin, key, v.dump()));
-  }
+  // Kind and range checked (core/json_get.h): 1e30 for an integer field is an error, not UB.
+  return core::json_get<T>(v, fmt::format("{}: field '{}'", origin, key));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "florence/core/error.h"
 #include "florence/core/files.h"
 #include "florence/model/registry.h"
+#include "florence/core/json_get.h"
 
 namespace florence::vlp {
 
@@ -55,15 +56,15 @@ MeterConfig MeterConfig::from_json(const nlohmann::json& j) {
         // A registered two-tower name ("florence-nano") or the full config object.
         c.towers = v.is_string() ? model::resolve_florence_config(v.get<std::string>())
                                  : model::FlorenceConfig::from_json(v);
-      } else if (k == "hidden") c.hidden = v.get<int>();
-      else if (k == "heads") c.heads = v.get<int>();
-      else if (k == "layers") c.layers = v.get<int>();
-      else if (k == "intermediate") c.intermediate = v.get<int>();
-      else if (k == "norm_eps") c.norm_eps = v.get<double>();
-      else if (k == "dropout") c.dropout = v.get<double>();
-      else if (k == "itm_head") c.itm_head = v.get<bool>();
-      else if (k == "mlm_head") c.mlm_head = v.get<bool>();
-      else if (k == "num_answers") c.num_answers = v.get<int>();
+      } else if (k == "hidden") c.hidden = core::json_get<int>(v, "meter config field 'hidden'");
+      else if (k == "heads") c.heads = core::json_get<int>(v, "meter config field 'heads'");
+      else if (k == "layers") c.layers = core::json_get<int>(v, "meter config field 'layers'");
+      else if (k == "intermediate") c.intermediate = core::json_get<int>(v, "meter config field 'intermediate'");
+      else if (k == "norm_eps") c.norm_eps = core::json_get<double>(v, "meter config field 'norm_eps'");
+      else if (k == "dropout") c.dropout = core::json_get<double>(v, "meter config field 'dropout'");
+      else if (k == "itm_head") c.itm_head = core::json_get<bool>(v, "meter config field 'itm_head'");
+      else if (k == "mlm_head") c.mlm_head = core::json_get<bool>(v, "meter config field 'mlm_head'");
+      else if (k == "num_answers") c.num_answers = core::json_get<int>(v, "meter config field 'num_answers'");
       else throw Error("unknown meter config field '" + k + "'");
     } catch (const nlohmann::json::exception& e) {
       throw Error("meter config field '" + k + "': " + e.what());
