@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "florence/core/bounded_queue.h"
+#include "florence/core/strings.h"
 #include "florence/curate/balance.h"
 #include "florence/curate/phash.h"
 #include "florence/data/readers.h"
@@ -45,10 +46,6 @@ bool only_ascii_space(const std::string& s) {
   });
 }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 /// One member group of a tar, from its headers.
 struct MemberGroup {
@@ -80,7 +77,7 @@ std::vector<MemberGroup> list_member_groups(const std::string& path) {
     if (archive_entry_filetype(e) != AE_IFREG || !archive_entry_pathname(e)) continue;
     const auto [key, ext] = data::split_member_name(archive_entry_pathname(e));
     if (groups.empty() || groups.back().key != key) groups.push_back({key});
-    const std::string lext = lower(ext);
+    const std::string lext = core::ascii_lower(ext);
     if (data::is_image_extension(lext)) groups.back().has_image = true;
     if (data::is_unsupported_image_extension(lext)) groups.back().has_unsupported = true;
   }

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "florence/core/error.h"
+#include "florence/core/strings.h"
 #include "florence/data/webdataset.h"
 
 namespace fs = std::filesystem;
@@ -23,15 +24,11 @@ namespace {
 // How many bad manifest lines are logged individually before only the count is reported.
 constexpr int kMaxLoggedBadLines = 10;
 
-std::string lower(std::string s) {
-  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::string extension_of(const fs::path& p) {
   std::string e = p.extension().string();
   if (!e.empty() && e[0] == '.') e.erase(0, 1);
-  return lower(e);
+  return core::ascii_lower(e);
 }
 
 void check_part(size_t part, size_t n, const std::string& what) {
@@ -238,7 +235,7 @@ ManifestSource::ManifestSource(const std::string& path, ManifestFormat format) :
         const auto cols = split_tabs(line);
         ncols = cols.size();
         for (size_t i = 0; i < cols.size(); ++i) {
-          const std::string c = lower(cols[i]);
+          const std::string c = core::ascii_lower(cols[i]);
           if (c == "image") col_image = int(i);
           if (c == "text") col_text = int(i);
           if (c == "label") col_label = int(i);

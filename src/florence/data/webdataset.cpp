@@ -16,6 +16,7 @@
 #include <system_error>
 
 #include "florence/core/error.h"
+#include "florence/core/strings.h"
 
 namespace fs = std::filesystem;
 
@@ -43,10 +44,6 @@ std::string archive_message(archive* ar) {
 bool is_image_ext(const std::string& e) { return is_image_extension(e); }
 bool is_text_ext(const std::string& e) { return e == "txt" || e == "text" || e == "caption"; }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 /// Strict UTF-8 validation (no overlongs, no surrogates, max U+10FFFF).
 bool valid_utf8(const std::string& s) {
@@ -319,7 +316,7 @@ bool ShardReader::next(Sample& out) {
       }
       auto [key, ext] = split_member_name(name);
       m.key = std::move(key);
-      m.ext = lower(std::move(ext));
+      m.ext = core::ascii_lower(std::move(ext));
       m.data.clear();
       if (archive_entry_size_is_set(entry)) m.data.reserve(size_t(archive_entry_size(entry)));
       char buf[1 << 16];

@@ -7,16 +7,13 @@
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/strings.h"
 #include "florence/vision/swin_import.h"
 
 namespace florence::model {
 namespace fs = std::filesystem;
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 using core::write_text_atomic;
 
@@ -36,7 +33,7 @@ static void check_weights_file(const std::string& path) {
   }
   const std::string name = p.filename().string();
   const std::string optim = ".optim.safetensors";
-  if (name.size() > optim.size() && ends_with(name, optim))
+  if (name.size() > optim.size() && core::ends_with(name, optim))
     throw Error("'" + path + "' is a checkpoint's optimizer state, not model weights; pass '" +
                 (p.parent_path() / (name.substr(0, name.size() - optim.size()) + ".safetensors")).string() + "'");
 }
@@ -69,7 +66,7 @@ void save_checkpoint(const torch::nn::Module& module, const ModelSpec& spec, con
 core::TensorMap read_weights(const std::string& path, const ModelSpec& spec) {
   if (!fs::is_regular_file(path)) throw Error("checkpoint '" + path + "' does not exist");
   check_weights_file(path);
-  if (ends_with(path, ".safetensors")) return core::load_safetensors(path).tensors;
+  if (core::ends_with(path, ".safetensors")) return core::load_safetensors(path).tensors;
   core::TensorMap raw = core::load_torch_state_dict(path);
   const bool torchvision_swin = raw.count("features.0.0.weight") > 0;
   if (torchvision_swin) {
@@ -97,7 +94,7 @@ std::optional<ModelSpec> read_checkpoint_spec(const std::string& path) {
       return spec_from_json(j["model"], side);
     }
   }
-  if (ends_with(path, ".safetensors") && fs::is_regular_file(path)) {
+  if (core::ends_with(path, ".safetensors") && fs::is_regular_file(path)) {
     auto meta = core::load_safetensors(path).metadata;
     if (auto it = meta.find("florence.model"); it != meta.end()) {
       nlohmann::json j;

@@ -3,14 +3,9 @@
 #include <cmath>
 
 #include "florence/core/error.h"
+#include "florence/core/strings.h"
 
 namespace florence::train {
-
-namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
 
 double LrSchedule::at(int64_t step) const {
   if (total_steps < 1) throw Error(fmt::format("lr schedule: total_steps must be >= 1, got {}", total_steps));
@@ -30,7 +25,7 @@ bool uses_weight_decay(const std::string& name, int64_t ndim) {
   if (ndim < 2) return false;
   for (const char* suffix : {"token_embedding.weight", "positional_embedding", "relative_position_bias_table",
                              "absolute_pos_embed", "logit_scale"}) {
-    if (ends_with(name, suffix)) return false;
+    if (core::ends_with(name, suffix)) return false;
   }
   return true;
 }

@@ -2,6 +2,7 @@
 #include "florence/vision/video_swin.h"
 
 #include "florence/core/error.h"
+#include "florence/core/strings.h"
 #include "florence/vision/json_field.h"
 #include "florence/vision/video_swin_layers.h"
 
@@ -15,10 +16,6 @@
 namespace florence::vision {
 
 // ------------------------------------------------------------------------------------ config
-
-namespace {
-
-}  // namespace
 
 std::array<int, 3> VideoSwinConfig::window(int stage) const {
   if (!windows.empty()) return windows.at(static_cast<size_t>(stage));
@@ -238,9 +235,6 @@ torch::Tensor inflate_table(const torch::Tensor& t, int w2d, const std::array<in
   return table.repeat({2 * win[0] - 1, 1}).contiguous();
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 }  // namespace
 
@@ -257,7 +251,7 @@ core::TensorMap inflate_from_2d(const core::TensorMap& image_state, const VideoS
   int dropped_head = 0;
   for (const auto& [key, value] : image_state) {
     std::smatch m;
-    if (ends_with(key, "relative_position_index") || ends_with(key, "attn_mask")) continue;  // derived
+    if (core::ends_with(key, "relative_position_index") || core::ends_with(key, "attn_mask")) continue;  // derived
     if (key == "patch_embed.proj.weight") {
       out[key] = inflate_kernel(value, cfg.tube, key);
     } else if (std::regex_match(key, m, downsample_re)) {
