@@ -35,6 +35,7 @@
 #include "florence/text/bpe_trainer.h"
 #include "support/emoji_corpus.h"
 #include "support/paths.h"
+#include "support/process.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -53,46 +54,9 @@ const fs::path kRoot = fs::path(FLORENCE_TEST_TMP) / "train_dist";
 
 
 
-std::vector<std::string> split_words(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream is(s);
-  for (std::string w; is >> w;) out.push_back(w);
-  return out;
-}
-
-// Starts `program args` (split on spaces; our paths have none) with extra environment variables,
-// stdout+stderr to `log`.
-pid_t spawn(const std::string& program, const std::string& args, const fs::path& log,
-            const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  std::vector<std::string> parts = split_words(args);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    FILE* f = std::freopen(log.c_str(), "w", stdout);
-    (void)f;
-    dup2(fileno(stdout), STDERR_FILENO);
-    std::vector<char*> argv;
-    std::string prog = program;
-    argv.push_back(prog.data());
-    for (auto& p : parts) argv.push_back(p.data());
-    argv.push_back(nullptr);
-    execv(prog.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int wait_status(pid_t pid) {
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return -1;
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
-
-int run_program(const std::string& program, const std::string& args, const fs::path& log) {
-  return wait_status(spawn(program, args, log));
-}
+using florence::test::run_program;
+using florence::test::spawn;
+using florence::test::wait_status;
 
 int run_cli(const std::string& args, const fs::path& log) { return run_program(FLORENCE_CLI, args, log); }
 

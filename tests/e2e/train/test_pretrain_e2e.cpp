@@ -35,6 +35,7 @@
 #include "florence/text/tokenizer.h"
 #include "support/emoji_corpus.h"
 #include "support/paths.h"
+#include "support/process.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
 // its own namespace.
@@ -51,33 +52,11 @@ const fs::path kRoot = fs::path(FLORENCE_TEST_TMP) / "train_e2e";
 
 
 
-// Runs the CLI with `args`, stdout+stderr to `log`; returns the exit status (or -1).
-int run_cli(const std::string& args, const fs::path& log) {
-  const std::string cmd = std::string(FLORENCE_CLI) + " " + args + " > '" + log.string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+// Runs the CLI with `args`, stdout+stderr to `log`; returns the exit status (128 + signal when killed).
+int run_cli(const std::string& args, const fs::path& log) { return florence::test::run_program(FLORENCE_CLI, args, log); }
 
-// Starts the CLI in the background (argv split on spaces; no quoting needed for our paths).
-pid_t spawn_cli(const std::string& args, const fs::path& log) {
-  std::vector<std::string> parts;
-  std::istringstream is(args);
-  for (std::string w; is >> w;) parts.push_back(w);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    FILE* f = std::freopen(log.c_str(), "w", stdout);
-    (void)f;
-    dup2(fileno(stdout), STDERR_FILENO);
-    std::vector<char*> argv;
-    std::string cli = FLORENCE_CLI;
-    argv.push_back(cli.data());
-    for (auto& p : parts) argv.push_back(p.data());
-    argv.push_back(nullptr);
-    execv(cli.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
-}
+// Starts the CLI in the background.
+pid_t spawn_cli(const std::string& args, const fs::path& log) { return florence::test::spawn(FLORENCE_CLI, args, log); }
 
 using Corpus = florence::test::EmojiCorpus;
 
