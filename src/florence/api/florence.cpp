@@ -1,6 +1,7 @@
 // The public API (florence/florence.h) over the library: eval::EvalModel for the model, the
 // search component's SearchIndex for the index. Each entry point turns library and LibTorch
 // exceptions into florence::Error, so callers see one exception type.
+#include "florence/core/parallel.h"
 #include "florence/florence.h"
 
 #include <fmt/format.h>
@@ -121,7 +122,7 @@ Model Model::load(const ModelOptions& options) {
   return guarded("florence::Model::load", [&] {
     if (options.checkpoint.empty()) throw Error("florence::Model::load: ModelOptions::checkpoint is empty");
     if (options.batch_size < 1) throw Error(fmt::format("florence::Model::load: batch_size {} (must be >= 1)", options.batch_size));
-    const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+    const int cores = core::resolve_threads(0);
     if (options.threads < 0 || options.threads > 4 * cores)
       throw Error(fmt::format("florence::Model::load: threads {} (0 = automatic, else 1..{}: 4x the {} cores)", options.threads,
                               4 * cores, cores));

@@ -6,6 +6,7 @@
 // way to abort a render), needs no GLib/Cairo development packages, and costs ~2 ms of fork/exec
 // against tens of ms of rendering. Work is spread over `threads` workers; results are committed in
 // source order so the shards are identical for any thread count.
+#include "florence/core/parallel.h"
 #include "florence/data/corpus.h"
 
 #include <fcntl.h>
@@ -72,11 +73,7 @@ std::string to_lower_ascii(std::string s) {
   return s;
 }
 
-int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hw = std::thread::hardware_concurrency();
-  return hw ? int(hw) : 1;
-}
+using core::resolve_threads;
 
 }  // namespace
 

@@ -1,4 +1,5 @@
 // Threaded deterministic loader; the design and its determinism argument are in loader.h.
+#include "florence/core/parallel.h"
 #include "florence/data/loader.h"
 
 #include <spdlog/spdlog.h>
@@ -404,8 +405,7 @@ Loader::Loader(std::shared_ptr<const SampleSource> source, LoaderOptions options
                             opt_.world_size));
   }
   if (opt_.context_length < 2) throw Error("Loader: context_length must be >= 2");
-  num_workers_ = opt_.num_workers > 0 ? opt_.num_workers
-                                      : std::max(1, int(std::thread::hardware_concurrency()));
+  num_workers_ = core::resolve_threads(opt_.num_workers);
   for (const auto& [reason, count] : source_->load_skips()) {
     spdlog::info("loader source {}: {} item(s) dropped while loading ({})", source_->describe(),
                  count, reason);

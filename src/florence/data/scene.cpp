@@ -1,4 +1,6 @@
 // Scene compositor: backgrounds, sprite transforms, owner-map compositing; see scene.h.
+#include "florence/core/parallel.h"
+#include "florence/core/strings.h"
 #include "florence/data/scene.h"
 
 #include <spdlog/spdlog.h>
@@ -43,7 +45,7 @@ uint64_t item_seed(uint64_t seed, const std::string& stream, uint64_t index) {
 
 void parallel_for_index(size_t n, int threads, const std::function<void(size_t)>& fn) {
   if (n == 0) return;
-  int nt = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  int nt = core::resolve_threads(threads);
   nt = int(std::min<size_t>(size_t(nt), n));
   std::atomic<size_t> next{0};
   std::atomic<bool> stop{false};
@@ -101,9 +103,8 @@ BackgroundBank::BackgroundBank(const BackgroundOptions& o) : opt_(o) {
   std::error_code ec;
   if (!o.photos_dir.empty() && fs::is_directory(o.photos_dir, ec)) {
     for (const auto& e : fs::directory_iterator(o.photos_dir, ec)) {
-      std::string ext = e.path().extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-      if (e.is_regular_file() && (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".webp"))
+      const std::string ext = e.path().extension().string();
+      if (e.is_regular_file() && ext.size() > 1 && is_image_extension(core::ascii_lower(ext.substr(1))))
         files.push_back(e.path());
     }
   }

@@ -1,4 +1,5 @@
 // Local process launcher; behaviour documented in launch.h.
+#include "florence/core/parallel.h"
 #include "florence/dist/launch.h"
 
 #include <netinet/in.h>
@@ -87,8 +88,7 @@ int launch(const LaunchOptions& o) {
   const std::string exe = o.executable.empty() ? self_executable() : o.executable;
   std::string omp;
   if (!std::getenv("OMP_NUM_THREADS")) {
-    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    omp = std::to_string(std::max(1u, cores / unsigned(o.nproc)));
+    omp = std::to_string(std::max(1, core::resolve_threads(0) / o.nproc));
   }
   spdlog::info("launch: {} process(es) on this node (node {}/{}), world size {}, master {}:{}{}", o.nproc,
                o.node_rank, o.nnodes, world, o.master_addr, port,
