@@ -13,7 +13,9 @@
 #include "run_flags.h"
 #include "florence/adapt/detect/detect_eval.h"
 #include "florence/adapt/detect/detect_task.h"
+#include "florence/core/device.h"
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 #include "florence/core/files.h"
 
 namespace {
@@ -78,7 +80,7 @@ void setup_detect_train(CLI::App* group) {
 void setup_detect_eval(CLI::App* group) {
   auto* cmd = group->add_subcommand("eval", "COCO bbox mAP of a trained detector on a split (pycocotools' numbers)");
   struct Args {
-    std::string checkpoint, data, split = "test", out, device = "cpu";
+    std::string checkpoint, data, split = "test", out, device = "cpu", precision = "fp32";
     int64_t batch_size = 16, max_images = 0, baseline_boxes = 0, train_for_baseline = 0;
     std::string baseline_split = "train";
     bool class_agnostic = false;
@@ -90,6 +92,7 @@ void setup_detect_eval(CLI::App* group) {
   cmd->add_option("--split", a->split, "Split to evaluate (annotations/instances_SPLIT.json)")->capture_default_str();
   cmd->add_option("--out", a->out, "Result JSON (default: RUN/eval/detection_SPLIT.json beside the checkpoint)");
   cmd->add_option("--device", a->device, "Torch device")->capture_default_str();
+  florence::cli::add_adapter_precision(cmd, &a->precision);
   cmd->add_option("--batch-size", a->batch_size, "Images per batch")->capture_default_str()->check(florence::cli::positive());
   cmd->add_option("--max-images", a->max_images, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
   cmd->add_flag("--class-agnostic", a->class_agnostic, "Pool all categories (COCOeval useCats 0)");
@@ -99,8 +102,9 @@ void setup_detect_eval(CLI::App* group) {
   cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
   cmd->callback([a] {
-    const torch::Device device(a->device);
+    const torch::Device device = florence::parse_device(a->device);
     auto d = florence::detect::load_detector(a->checkpoint, device);
+    d.model->set_autocast_bf16(florence::adapter_autocast(a->precision, device, "detect eval"));
     const auto split = florence::detect::open_detection_split(a->data, a->split, a->max_images);
     florence::detect::DetectEvalOptions eo;
     eo.batch_size = a->batch_size;
@@ -108,6 +112,7 @@ void setup_detect_eval(CLI::App* group) {
     const auto r = florence::detect::evaluate_detector(d.model, split, d.labels, d.preprocess, eo, device);
     nlohmann::json e = r.to_json(split);
     e["detector"] = d.config.name;
+    e["precision"] = d.model->autocast_bf16() ? "amp_bf16" : "fp32";
     e["weights"] = a->checkpoint;
     print_eval(e, r.metrics);
     if (r.dropped > 0)
@@ -138,7 +143,7 @@ void setup_detect_eval(CLI::App* group) {
 void setup_detect_predict(CLI::App* group) {
   auto* cmd = group->add_subcommand("predict", "Detect objects in one image; print them and draw them on a PNG");
   struct Args {
-    std::string checkpoint, image, out, device = "cpu";
+    std::string checkpoint, image, out, device = "cpu", precision = "fp32";
     double min_score = 0.3;
   };
   auto a = std::make_shared<Args>();
@@ -149,9 +154,11 @@ void setup_detect_predict(CLI::App* group) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--device", a->device, "Torch device")->capture_default_str();
+  florence::cli::add_adapter_precision(cmd, &a->precision);
   cmd->callback([a] {
-    const torch::Device device(a->device);
+    const torch::Device device = florence::parse_device(a->device);
     auto d = florence::detect::load_detector(a->checkpoint, device);
+    d.model->set_autocast_bf16(florence::adapter_autocast(a->precision, device, "detect predict"));
     const auto det = florence::detect::detect_image(d, a->image, a->min_score, device);
     const std::vector<std::string> names = d.config.class_agnostic ? std::vector<std::string>{"object"} : d.labels.names;
     const auto boxes = det.boxes.to(torch::kDouble).contiguous();

@@ -169,6 +169,7 @@ void setup_video_eval(CLI::App& root) {
   cmd->add_option("--crops", o->crops, "Spatial views averaged per clip")->capture_default_str()->check(cli::positive());
   cmd->add_option("--max-clips", o->max_clips, "First N clips of the split (0 = all)")->check(cli::non_negative());
   cmd->add_option("--device", o->device, "Torch device")->capture_default_str();
+  cli::add_adapter_precision(cmd, &o->precision);
   cmd->add_option("--result", *result, "Write the result JSON here");
   cmd->callback([o, result] {
     const nlohmann::json r = video::evaluate_actions(*o);

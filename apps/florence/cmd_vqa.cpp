@@ -12,6 +12,7 @@
 #include "florence/adapt/vlp/vlp_train.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/precision.h"
 
 namespace {
 
@@ -75,6 +76,7 @@ void setup_vqa(CLI::App& root) {
   ev->add_option("--train-split", eo->train_split, "Split of the prior baseline's answers ('' = no baseline)")
       ->capture_default_str();
   ev->add_option("--device", eo->device, "Torch device")->capture_default_str();
+  florence::cli::add_adapter_precision(ev, &eo->precision);
   ev->add_option("--batch-size", eo->batch_size, "Questions per forward")->capture_default_str()->check(florence::cli::positive());
   ev->add_option("--max-questions", eo->max_questions, "Questions of the first images up to N (0 = all)")
       ->check(florence::cli::non_negative());
@@ -94,13 +96,16 @@ void setup_vqa(CLI::App& root) {
   auto question = std::make_shared<std::string>();
   auto top_k = std::make_shared<int>(5);
   auto device = std::make_shared<std::string>("cpu");
+  auto precision = std::make_shared<std::string>("fp32");
   ask->add_option("--checkpoint", *checkpoint, "A `vqa train` run's model.safetensors")->required();
   ask->add_option("image", *image, "Image file")->required();
   ask->add_option("question", *question, "The question")->required();
   ask->add_option("--top-k", *top_k, "Answers shown")->capture_default_str()->check(florence::cli::positive());
   ask->add_option("--device", *device, "Torch device")->capture_default_str();
+  florence::cli::add_adapter_precision(ask, precision.get());
   ask->callback([=] {
     florence::vlp::VqaModel m = florence::vlp::load_vqa_model(*checkpoint, *device);
+    m.autocast_bf16 = florence::adapter_autocast(*precision, m.device, "vqa ask");
     for (const auto& [answer, score] : florence::vlp::vqa_ask(m, *image, *question, *top_k))
       std::cout << fmt::format("{:.4f}  {}\n", score, answer);
   });

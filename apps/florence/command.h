@@ -29,6 +29,10 @@ int requested_threads();
 const CLI::Validator& positive();      ///< a number > 0
 const CLI::Validator& non_negative();  ///< a number >= 0
 
+/// --precision of the adapters' inference commands (detect, vqa, video): fp32 | amp_bf16
+/// (florence::adapter_autocast).
+CLI::Option* add_adapter_precision(CLI::App* cmd, std::string* precision);
+
 }  // namespace florence::cli
 
 #define FLORENCE_CLI_CONCAT2(a, b) a##b

@@ -62,6 +62,14 @@ const CLI::Validator& non_negative() {
   return v;
 }
 
+CLI::Option* add_adapter_precision(CLI::App* cmd, std::string* precision) {
+  return cmd
+      ->add_option("--precision", *precision,
+                   "fp32 | amp_bf16 (bfloat16 autocast, float32 weights; fp32 where the CPU lacks bfloat16)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "amp_bf16"}));
+}
+
 }  // namespace florence::cli
 
 int main(int argc, char** argv) {

@@ -118,6 +118,14 @@ Precision resolve_precision(Precision requested, const torch::Device& device, co
   return Precision::kFp32;
 }
 
+bool adapter_autocast(const std::string& precision, const torch::Device& device, const std::string& what) {
+  const Precision p = parse_precision(precision);
+  if (p == Precision::kBf16)
+    throw Error(what + ": --precision bf16 (bfloat16 weights) is not offered for the adapters; use amp_bf16 "
+                       "(bfloat16 autocast, float32 weights) or fp32");
+  return resolve_precision(p, device, what) == Precision::kAmpBf16;
+}
+
 AutocastGuard::AutocastGuard(bool enabled, const torch::Device& device) : enabled_(enabled), cuda_(device.is_cuda()) {
   if (!enabled_) return;
   if (cuda_) {

@@ -42,6 +42,12 @@ torch::ScalarType storage_dtype(Precision p);
 /// Scoped autocast to bfloat16 on `device`'s type (CPU or CUDA), or nothing when `enabled` is false.
 /// Nests; the outermost guard clears autocast's cache of cast weights on exit. On the CPU it also
 /// makes LayerNorm and GroupNorm run in float32 (registered once per process).
+/// --precision of the adapters' inference (detect eval / predict, vqa eval / ask, video eval): "fp32",
+/// or "amp_bf16" (bfloat16 autocast around the network, resolved as resolve_precision: fp32 where
+/// bfloat16 would be emulated). Returns whether autocast is on. Throws florence::Error for "bf16"
+/// (bfloat16 weights: the adapters' heads and decoders are kept float32) and unknown names.
+bool adapter_autocast(const std::string& precision, const torch::Device& device, const std::string& what);
+
 class AutocastGuard {
  public:
   AutocastGuard(bool enabled, const torch::Device& device);

@@ -11,6 +11,7 @@
 #include "florence/adapt/detect/detector.h"
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 #include "florence/core/threads.h"
 #include "florence/model/florence.h"
 #include "florence/model/registry.h"
@@ -180,6 +181,42 @@ TEST_F(DetectorTest, PredictAndCocoResults) {
   EXPECT_NEAR(res[0].bbox[0], 2.0 * b0[0].item<double>(), 1e-4);
   EXPECT_NEAR(res[0].bbox[3], 0.5 * (b0[3] - b0[1]).item<double>(), 1e-4);
   EXPECT_THROW(to_coco_results(dets[0], 42, {10}, 1, 1), Error);
+}
+
+// --precision amp_bf16 (detect eval / predict): under bfloat16 autocast (the modulated deformable
+// convolutions take their bfloat16 offsets in float32) the head's outputs follow float32's: the box
+// deltas within 5% (relative L2, and not equal: bfloat16 ran), the class logits within 0.1; predict()
+// decodes float32 boxes and scores.
+TEST_F(DetectorTest, AmpBf16PredictFollowsFloat32) {
+  torch::manual_seed(3);
+  auto cfg = small("dyhead-nano", 3);
+  cfg.score_threshold = 0.0;
+  cfg.max_detections = 20;
+  Detector d(cfg);
+  d->eval();
+  torch::NoGradGuard ng;
+  const torch::Tensor x = torch::randn({1, 3, 128, 160});
+  const HeadOutputs f32 = d->forward(x);
+  HeadOutputs amp;
+  {
+    AutocastGuard guard(true, torch::kCPU);
+    amp = d->forward(x);
+  }
+  ASSERT_EQ(amp.box.size(), f32.box.size());
+  for (size_t l = 0; l < f32.box.size(); ++l) {
+    const double rel = (amp.box[l].to(torch::kFloat) - f32.box[l]).norm().item<double>() / f32.box[l].norm().item<double>();
+    EXPECT_LT(rel, 0.05) << "level " << l;
+    EXPECT_GT(rel, 0.0) << "level " << l << ": bfloat16 did not run";
+    EXPECT_LT((amp.cls[l].to(torch::kFloat) - f32.cls[l]).abs().max().item<double>(), 0.1) << "level " << l;
+  }
+  d->set_autocast_bf16(true);
+  const auto dets = d->predict(x)[0];
+  EXPECT_EQ(dets.boxes.scalar_type(), torch::kFloat);
+  EXPECT_EQ(dets.scores.scalar_type(), torch::kFloat);
+  EXPECT_EQ(dets.boxes.size(0), 20);
+  d->set_autocast_bf16(false);
+  EXPECT_THROW(adapter_autocast("bf16", torch::kCPU, "detect eval"), Error);
+  EXPECT_FALSE(adapter_autocast("fp32", torch::kCPU, "detect eval"));
 }
 
 TEST_F(DetectorTest, ClassAgnosticModeIgnoresLabels) {

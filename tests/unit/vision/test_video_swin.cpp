@@ -4,6 +4,7 @@
 // names and shapes, config JSON and errors.
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 #include "florence/vision/swin.h"
 #include "florence/vision/video_swin.h"
 #include "florence/vision/video_swin_layers.h"
@@ -314,6 +315,32 @@ TEST(VideoInflation, FreshlyInflatedModelCannotTellTimeReversal) {
   EXPECT_LE((f - m3d(clip.flip(2))).abs().max().item<double>(), 1e-4);
   auto still = clip.select(2, 0).unsqueeze(2).expand({1, 3, 8, 64, 64}).contiguous();
   EXPECT_GT((f - m3d(still)).abs().max().item<double>(), 1e-2);
+}
+
+// --precision amp_bf16 (video eval): the clip's class scores under bfloat16 autocast follow float32's
+// within 5% (relative L2).
+TEST(VideoInflation, AmpBf16FollowsFloat32) {
+  SwinConfig im = tower({1, 2, 2}, {1, 2, 4}, 4);
+  SwinTransformer m2d = random_2d(im, 31);
+  VideoSwinConfig vc;
+  vc.image = im;
+  vc.windows = {{2, 4, 4}, {2, 4, 4}, {4, 4, 4}};
+  VideoSwinTransformer m3d(vc);
+  load_inflated(m3d, core::state_dict(*m2d));
+  m3d->eval();
+  torch::NoGradGuard ng;
+  torch::manual_seed(6);
+  const auto clip = torch::randn({2, 3, 8, 64, 64});
+  const torch::Tensor f32 = m3d(clip);
+  torch::Tensor amp;
+  {
+    florence::AutocastGuard guard(true, torch::kCPU);
+    amp = m3d(clip);
+  }
+  // (the final LayerNorm runs in float32 under autocast, so the pooled feature is float32)
+  const double rel = (amp.to(torch::kFloat) - f32).norm().item<double>() / f32.norm().item<double>();
+  EXPECT_LT(rel, 0.05);
+  EXPECT_GT(rel, 0.0);
 }
 
 TEST(VideoInflation, KernelsAndTables) {

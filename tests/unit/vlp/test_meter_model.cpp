@@ -12,6 +12,7 @@
 #include "florence/adapt/vlp/param_groups.h"
 #include "florence/adapt/vlp/vqa_metric.h"
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 #include "florence/model/florence.h"
 #include "support/paths.h"
 #include "unit/vlp/meter_test_config.h"
@@ -83,6 +84,36 @@ TEST(MeterModel, NanoHeadShapesAndCounts) {
   EXPECT_THROW(bare->itm_logits(bare_out), Error);
   EXPECT_THROW(bare->mlm_logits(bare_out), Error);
   EXPECT_THROW(bare->vqa_logits(bare_out), Error);
+}
+
+// --precision amp_bf16 (vqa eval / ask): under bfloat16 autocast the fused features are computed in
+// bfloat16 and the VQA logits follow float32's within 5% (relative L2).
+TEST(MeterModel, AmpBf16VqaLogitsFollowFloat32) {
+  torch::manual_seed(5);
+  MeterConfig c = vlp::resolve_meter_config("meter-nano");
+  c.num_answers = 10;
+  MeterModel model(c);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = torch::zeros({2, 32}, torch::kLong);
+  for (int b = 0; b < 2; ++b) {
+    ids[b][0] = 49406;
+    ids[b][1] = 320 + b;
+    ids[b][2] = 1929;
+    ids[b][3] = 49407;
+  }
+  const auto images = torch::randn({2, 3, 64, 64});
+  const torch::Tensor f32 = model->vqa_logits(model->forward(images, ids));
+  torch::Tensor amp;
+  {
+    AutocastGuard guard(true, torch::kCPU);
+    const auto out = model->forward(images, ids);
+    EXPECT_EQ(out.cls_feats.scalar_type(), torch::kBFloat16);
+    amp = model->vqa_logits(out).to(torch::kFloat);
+  }
+  const double rel = (amp - f32).norm().item<double>() / f32.norm().item<double>();
+  EXPECT_LT(rel, 0.05);
+  EXPECT_GT(rel, 0.0);
 }
 
 TEST(MeterModel, PaddingIsIgnoredAndTextIsBidirectional) {

@@ -399,7 +399,15 @@ ModulatedDeformConvImpl::ModulatedDeformConvImpl(const ModulatedDeformConvOption
 torch::Tensor ModulatedDeformConvImpl::forward(const torch::Tensor& x, const torch::Tensor& offset,
                                                const torch::Tensor& mask) {
   const auto& o = options;
-  return deform_conv2d(x, offset, weight, bias, mask,
+  // Under bfloat16 autocast (--precision amp_bf16) the input and the offsets come from bfloat16
+  // convolutions; the sampling kernel runs in the weights' float32 (as autocast's fp32 ops do).
+  auto to_weight_dtype = [this](const torch::Tensor& t) {
+    return t.defined() && t.scalar_type() != weight.scalar_type() && t.is_floating_point() &&
+                   (t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf)
+               ? t.to(weight.scalar_type())
+               : t;
+  };
+  return deform_conv2d(to_weight_dtype(x), to_weight_dtype(offset), weight, bias, to_weight_dtype(mask),
                        {{o.stride(), o.stride()}, {o.padding(), o.padding()}, {o.dilation(), o.dilation()}});
 }
 

@@ -5,6 +5,7 @@
 
 #include "florence/adapt/detect/dyhead.h"
 #include "florence/core/error.h"
+#include "florence/core/precision.h"
 
 namespace florence::detect {
 
@@ -93,7 +94,14 @@ std::vector<Detections> DetectorImpl::predict(const torch::Tensor& images,
                                               std::vector<std::pair<int64_t, int64_t>> image_sizes) {
   torch::NoGradGuard ng;
   if (image_sizes.empty()) image_sizes.assign(size_t(images.size(0)), {images.size(2), images.size(3)});
-  const HeadOutputs out = forward(images);
+  HeadOutputs out;
+  {
+    AutocastGuard autocast(autocast_bf16_, images.device());
+    out = forward(images);
+  }
+  if (autocast_bf16_)
+    for (auto* maps : {&out.cls, &out.box, &out.centerness})
+      for (auto& t : *maps) t = t.to(torch::kFloat);
   PostprocessOptions o;
   o.score_threshold = cfg_.score_threshold;
   o.pre_nms_top_n = cfg_.pre_nms_top_n;

@@ -56,6 +56,10 @@ class DetectorImpl : public torch::nn::Module {
   /// (height, width) of each image inside a padded batch; empty = the tensor's size for all.
   std::vector<Detections> predict(const torch::Tensor& images,
                                   std::vector<std::pair<int64_t, int64_t>> image_sizes = {});
+  /// predict() runs the network under bfloat16 autocast (core/precision.h; --precision amp_bf16);
+  /// the head's outputs are cast back to float32 before decoding and NMS.
+  void set_autocast_bf16(bool on) { autocast_bf16_ = on; }
+  bool autocast_bf16() const { return autocast_bf16_; }
 
   /// Loads the image tower from a florence checkpoint's state dict (keys `image_encoder.*`; the
   /// other towers' keys are ignored) or a bare tower's (`patch_embed.*`, `layers.*`, ...). Strict:
@@ -74,6 +78,7 @@ class DetectorImpl : public torch::nn::Module {
 
  private:
   DetectorConfig cfg_;
+  bool autocast_bf16_ = false;
   std::map<std::vector<int64_t>, std::vector<torch::Tensor>> anchor_cache_;
 };
 TORCH_MODULE(Detector);

@@ -14,8 +14,10 @@
 
 #include "florence/adapt/video/configs.h"
 #include "florence/core/checkpoint.h"
+#include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/precision.h"
 #include "florence/data/transforms.h"
 #include "florence/data/video.h"
 #include "florence/eval/metrics.h"
@@ -574,12 +576,17 @@ nlohmann::json evaluate_actions(const VideoEvalOptions& o) {
   std::vector<ActionClip> clips = split.clips;
   if (o.max_clips > 0 && int64_t(clips.size()) > o.max_clips) clips.resize(size_t(o.max_clips));
 
-  const torch::Device device(o.device);
+  const torch::Device device = parse_device(o.device);
+  const bool autocast = adapter_autocast(o.precision, device, "video eval");
   vision::VideoSwinTransformer net(cfg);
   core::load_state_dict(*net, model::read_weights(o.checkpoint, model::ModelSpec{}));
   net->to(device);
   data::SkipCounts skipped = split.skipped;
-  auto [s, l] = predict_clips(net, clips, in, o.clips, o.crops, device, skipped);
+  torch::Tensor s, l;
+  {
+    AutocastGuard guard(autocast, device);  // predict_clips returns float32 scores
+    std::tie(s, l) = predict_clips(net, clips, in, o.clips, o.crops, device, skipped);
+  }
   if (!s.defined()) throw Error(fmt::format("video eval: none of the {} clips could be read (see the log)", clips.size()));
   return {{"task", "video-actions-eval"},
           {"checkpoint", o.checkpoint},
@@ -588,6 +595,7 @@ nlohmann::json evaluate_actions(const VideoEvalOptions& o) {
           {"input", in.input},
           {"frames", in.model_frames()},
           {"views", views_json(o.clips, o.crops)},
+          {"precision", autocast ? "amp_bf16" : "fp32"},
           {"metrics", eval::classification_metrics(s, l).to_json(classes)},
           {"skipped", skipped},
           {"seconds", std::chrono::duration<double>(Clock::now() - t0).count()}};

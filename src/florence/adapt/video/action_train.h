@@ -146,6 +146,7 @@ struct VideoEvalOptions {
   int clips = 2, crops = 1;      ///< multi-view testing
   int64_t max_clips = 0;         ///< first N clips of the split (0 = all)
   std::string device = "cpu";
+  std::string precision = "fp32";  ///< fp32 | amp_bf16 (florence::adapter_autocast)
 };
 
 /// Top-1 / top-5 with multi-view testing. Returns {"task": "video-actions-eval", "checkpoint",

@@ -137,6 +137,9 @@ struct VqaModel {
   bool blind = false;
   std::string weights;
   torch::Device device{torch::kCPU};
+  /// vqa_logits / vqa_ask run the network under bfloat16 autocast (--precision amp_bf16;
+  /// florence::adapter_autocast); logits and scores come back float32.
+  bool autocast_bf16 = false;
 };
 
 /// Loads a `vqa train` model (weights + sidecar: "meter", "answers", "preprocess", "blind"; the
@@ -158,6 +161,7 @@ struct VqaEvalOptions {
   std::string data;        ///< VQA set root
   std::string split = "test", train_split = "train";  ///< train_split: for the prior baseline ("" = none)
   std::string device = "cpu";
+  std::string precision = "fp32";  ///< fp32 | amp_bf16 (florence::adapter_autocast)
   int64_t batch_size = 64;
   int64_t max_questions = 0;
   std::string predictions;  ///< "" = none; else VQA results JSON [{question_id, answer}] written here

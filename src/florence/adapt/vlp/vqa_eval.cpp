@@ -14,6 +14,7 @@
 #include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/precision.h"
 #include "florence/model/io.h"
 #include "florence/model/run_artifacts.h"
 #include "florence/text/tokenizer.h"
@@ -147,6 +148,7 @@ VqaModel load_vqa_model(const std::string& weights, const std::string& device, c
 }
 
 torch::Tensor vqa_logits(VqaModel& m, const VqaSplit& split, const torch::Tensor& ids, int64_t batch_size) {
+  AutocastGuard autocast(m.autocast_bf16, m.device);  // split_logits returns float32
   return detail::split_logits(*m.model, split, ids, m.blind, m.image.image_size, m.device, batch_size);
 }
 
@@ -165,6 +167,7 @@ nlohmann::json vqa_evaluate(const VqaEvalOptions& o) {
   if (o.data.empty()) throw Error("vqa eval: --data is required");
   if (o.batch_size < 1) throw Error("--batch-size must be >= 1");
   VqaModel m = load_vqa_model(o.checkpoint, o.device);
+  m.autocast_bf16 = adapter_autocast(o.precision, m.device, "vqa eval");
   VqaImageOptions io = m.image;
   io.max_questions = o.max_questions;
   const VqaSplit s = load_vqa_split(o.data, o.split, io);
@@ -173,6 +176,7 @@ nlohmann::json vqa_evaluate(const VqaEvalOptions& o) {
   nlohmann::json r = {{"task", "vqa-eval"},
                       {"checkpoint", o.checkpoint},
                       {"blind", m.blind},
+                      {"precision", m.autocast_bf16 ? "amp_bf16" : "fp32"},
                       {"set", o.data},
                       {"split", o.split},
                       {"model", vqa_result_json(evaluate_vqa(s.questions(), pred))},
@@ -201,11 +205,13 @@ std::vector<std::pair<std::string, double>> vqa_ask(VqaModel& m, const std::stri
   const torch::Tensor ids = m.tokenizer->tokenize({question}, m.model->config().towers.text.context_length).to(m.device);
   torch::NoGradGuard ng;
   m.model->eval();
+  AutocastGuard autocast(m.autocast_bf16, m.device);
   torch::Tensor mask;
   const torch::Tensor text = m.model->encode_text(ids, &mask);
   torch::Tensor tokens = m.model->encode_image(img);
   if (m.blind) tokens = torch::zeros_like(tokens);
-  const torch::Tensor p = torch::sigmoid(m.model->vqa_logits(m.model->fuse(text, mask, tokens))[0]).to(torch::kCPU);
+  const torch::Tensor p =
+      torch::sigmoid(m.model->vqa_logits(m.model->fuse(text, mask, tokens))[0].to(torch::kFloat)).to(torch::kCPU);
   const auto top = p.topk(std::min<int64_t>(top_k, p.size(0)));
   std::vector<std::pair<std::string, double>> out;
   for (int64_t i = 0; i < std::get<1>(top).size(0); ++i)
