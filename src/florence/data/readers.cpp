@@ -67,6 +67,8 @@ std::vector<std::string> split_tabs(const std::string& line) {
 }  // namespace
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error("'" + path + "' is a folder, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open file '" + path + "'");
   in.seekg(0, std::ios::end);

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "florence/data/corpus.h"
+#include "florence/data/readers.h"
 #include "florence/data/transforms.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
@@ -268,6 +269,17 @@ TEST(Decode, UndecodableBytesThrowError) {
     FAIL() << "wrong error type";
   } catch (const florence::Error&) {
   }
+}
+
+TEST(ReadFileBytes, AFolderOrAMissingFileIsAClearError) {
+  // (before: a folder read as "basic_filebuf::underflow error reading the file: Is a directory")
+  try {
+    florence::data::read_file_bytes("/tmp");
+    FAIL() << "a folder was read";
+  } catch (const florence::Error& e) {
+    EXPECT_EQ(std::string(e.what()), "'/tmp' is a folder, not a file");
+  }
+  EXPECT_THROW(florence::data::read_file_bytes("/nonexistent/x.png"), florence::Error);
 }
 
 TEST(RandomResizedCrop, BoxesRespectScaleAndRatioAndSeed) {
