@@ -296,19 +296,25 @@ TEST(VideoInflation, StillClipGivesTheImageFeature) {
   }
 }
 
-TEST(VideoInflation, FreshlyInflatedModelCannotTellTimeReversal) {
-  // Every inflated piece is symmetric in time (equal kernel taps, a bias table equal for +dt and
-  // -dt) and with T' = 4 and Wt = 2 the windows map onto windows under t -> 3 - t: the inflated
-  // model gives a clip and its reverse the same feature (left vs right motion needs video
-  // training, docs/video.md). A clip with motion still differs from a still clip.
+/// A random 3-stage tower (64 px, window 4) inflated with temporal windows 2-2-4, in eval mode.
+VideoSwinTransformer inflated_nano_like(uint64_t seed) {
   SwinConfig im = tower({1, 2, 2}, {1, 2, 4}, 4);
-  SwinTransformer m2d = random_2d(im, 21);
+  SwinTransformer m2d = random_2d(im, seed);
   VideoSwinConfig vc;
   vc.image = im;
   vc.windows = {{2, 4, 4}, {2, 4, 4}, {4, 4, 4}};
   VideoSwinTransformer m3d(vc);
   load_inflated(m3d, core::state_dict(*m2d));
   m3d->eval();
+  return m3d;
+}
+
+TEST(VideoInflation, FreshlyInflatedModelCannotTellTimeReversal) {
+  // Every inflated piece is symmetric in time (equal kernel taps, a bias table equal for +dt and
+  // -dt) and with T' = 4 and Wt = 2 the windows map onto windows under t -> 3 - t: the inflated
+  // model gives a clip and its reverse the same feature (left vs right motion needs video
+  // training, docs/video.md). A clip with motion still differs from a still clip.
+  VideoSwinTransformer m3d = inflated_nano_like(21);
   torch::NoGradGuard ng;
   auto clip = torch::randn({1, 3, 8, 64, 64});
   auto f = m3d(clip);
@@ -320,14 +326,7 @@ TEST(VideoInflation, FreshlyInflatedModelCannotTellTimeReversal) {
 // --precision amp_bf16 (video eval): the clip's class scores under bfloat16 autocast follow float32's
 // within 5% (relative L2).
 TEST(VideoInflation, AmpBf16FollowsFloat32) {
-  SwinConfig im = tower({1, 2, 2}, {1, 2, 4}, 4);
-  SwinTransformer m2d = random_2d(im, 31);
-  VideoSwinConfig vc;
-  vc.image = im;
-  vc.windows = {{2, 4, 4}, {2, 4, 4}, {4, 4, 4}};
-  VideoSwinTransformer m3d(vc);
-  load_inflated(m3d, core::state_dict(*m2d));
-  m3d->eval();
+  VideoSwinTransformer m3d = inflated_nano_like(31);
   torch::NoGradGuard ng;
   torch::manual_seed(6);
   const auto clip = torch::randn({2, 3, 8, 64, 64});

@@ -95,13 +95,10 @@ TEST(MeterModel, AmpBf16VqaLogitsFollowFloat32) {
   MeterModel model(c);
   model->eval();
   torch::NoGradGuard no_grad;
-  auto ids = torch::zeros({2, 32}, torch::kLong);
-  for (int b = 0; b < 2; ++b) {
-    ids[b][0] = 49406;
-    ids[b][1] = 320 + b;
-    ids[b][2] = 1929;
-    ids[b][3] = 49407;
-  }
+  // Two 4-token texts (SOT, two words, EOT) padded to 32.
+  const auto ids = torch::constant_pad_nd(torch::tensor({49406, 320, 1929, 49407, 49406, 321, 1929, 49407}, torch::kLong)
+                                              .view({2, 4}),
+                                          {0, 28}, 0);
   const auto images = torch::randn({2, 3, 64, 64});
   const torch::Tensor f32 = model->vqa_logits(model->forward(images, ids));
   torch::Tensor amp;
