@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 
@@ -235,6 +236,55 @@ TEST(ReadOnlyOutput, EveryWritingCommandNamesTheFolder) {
   }
   EXPECT_TRUE(fs::is_empty(ro));
   EXPECT_EQ(listing(fashion_mnist()), inputs);
+}
+
+// A corrupt checkpoint (cut short, a flipped header byte, a forged header length) given to `embed`,
+// `convert` and `pretrain --resume`: exit status 2 with the file named, never a crash; `convert`
+// writes nothing.
+TEST(CorruptCheckpoint, EmbedConvertAndResumeRefuseItByName) {
+  const fs::path dir = fresh_scratch("corrupt_checkpoint");
+  std::string out, err;
+  const fs::path run = dir / "run";
+  ASSERT_EQ(run_cli(dir,
+                    "--threads 2 pretrain --model florence-nano --vocab " + ::test::clip_vocab() + " --shards " +
+                        (fashion_mnist() / "train").string() +
+                        " --batch-size 16 --steps 2 --ckpt-every 1 --workers 1 --no-progress --out " + run.string(),
+                    out),
+            0);
+  const std::string good = florence::test::read_text(run / "model.safetensors");
+  auto corrupt = [&](const std::string& name, std::string bytes) {
+    const fs::path p = dir / (name + ".safetensors");
+    std::ofstream(p, std::ios::binary) << bytes;
+    fs::copy_file(run / "model.json", dir / (name + ".json"), fs::copy_options::overwrite_existing);
+    return p;
+  };
+  std::string flipped = good;
+  flipped[12] = char(0xFF);  // inside the JSON header: not UTF-8 / not JSON any more
+  std::string forged = good;
+  for (int i = 0; i < 8; ++i) forged[size_t(i)] = char(0x7F);  // header length far past the end
+  const std::vector<fs::path> bad = {corrupt("cut", good.substr(0, good.size() / 2)), corrupt("flipped", flipped),
+                                     corrupt("forged", forged)};
+  for (const fs::path& b : bad) {
+    EXPECT_EQ(run_cli(dir, "embed --checkpoint " + b.string() + " --text hello --out " + (dir / "e.safetensors").string(), out, &err),
+              2 << 8)
+        << err;
+    EXPECT_NE(err.find(b.string()), std::string::npos) << "embed does not name the file:\n" << err;
+    const fs::path converted = dir / "converted.safetensors";
+    EXPECT_EQ(run_cli(dir, "convert " + b.string() + " " + converted.string() + " --model florence-nano", out, &err),
+              2 << 8)
+        << err;
+    EXPECT_NE(err.find(b.string()), std::string::npos) << "convert does not name the file:\n" << err;
+    EXPECT_FALSE(fs::exists(converted));
+  }
+  // Resume from a checkpoint whose weights, then whose optimizer state, were cut short.
+  for (const char* file : {"step_0000002.safetensors", "step_0000002.optim.safetensors"}) {
+    const fs::path victim = run / "checkpoints" / file;
+    const std::string whole = florence::test::read_text(victim);
+    std::ofstream(victim, std::ios::binary | std::ios::trunc) << whole.substr(0, whole.size() / 3);
+    EXPECT_EQ(run_cli(dir, "--threads 2 pretrain --no-progress --resume " + run.string(), out, &err), 2 << 8) << err;
+    EXPECT_NE(err.find(victim.string()), std::string::npos) << "resume does not name " << file << ":\n" << err;
+    std::ofstream(victim, std::ios::binary | std::ios::trunc) << whole;
+  }
 }
 
 }  // namespace test_disk_full
