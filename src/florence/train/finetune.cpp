@@ -249,7 +249,7 @@ void FinetuneTask::setup_data() {
 }
 
 void FinetuneTask::setup_model() {
-  torch::manual_seed(seed_mix({kTagInit, o_.seed}) >> 1);
+  seed_model_init(o_.seed);
   if (classify()) {
     vision::SwinConfig vc = init_spec_.florence ? init_spec_.florence->vision : *init_spec_.vision;
     vc.num_classes = int(classes_.size());

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "florence/core/error.h"
+#include "florence/train/seeding.h"
 
 namespace florence::train {
 
@@ -121,5 +122,7 @@ StopSignalScope::~StopSignalScope() {
 }
 
 int StopSignalScope::signal() { return g_stop_signal.load(); }
+
+void seed_model_init(uint64_t run_seed) { torch::manual_seed(seed_mix({kTagInit, run_seed}) >> 1); }
 
 }  // namespace florence::train

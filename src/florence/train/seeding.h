@@ -26,4 +26,9 @@ inline uint64_t seed_mix(std::initializer_list<uint64_t> values) {
 /// Stream tags: different purposes never share a generator.
 inline constexpr uint64_t kTagMixture = 11, kTagPrompt = 12, kTagInit = 13;
 
+/// Seeds LibTorch's global generator for a model's random initialisation from the run seed
+/// (stream kTagInit), so a task's weights before training are a function of --seed alone.
+/// Defined in run_state.cpp.
+void seed_model_init(uint64_t run_seed);
+
 }  // namespace florence::train

@@ -237,7 +237,7 @@ void PretrainTask::setup_model(const torch::Device& device) {
   cfg.validate();
   spec_.text = cfg.text;
   spec_.vision = cfg.vision;
-  torch::manual_seed(seed_mix({kTagInit, o_.seed}) >> 1);
+  seed_model_init(o_.seed);
   model_ = model::FlorenceModel(cfg);
   model_->to(device);
   model_->train();

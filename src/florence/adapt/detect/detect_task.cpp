@@ -134,7 +134,7 @@ int64_t DetectTask::setup(const train::RunContext& ctx) {
                             o_.batch_size));
   total_ = o_.steps > 0 ? o_.steps : o_.epochs * steps_per_epoch_;
 
-  torch::manual_seed(train::seed_mix({train::kTagInit, o_.seed}) >> 1);
+  train::seed_model_init(o_.seed);
   model_ = Detector(cfg_);
   if (!o_.checkpoint.empty() && o_.resume.empty()) {
     model::ModelSpec init = model::resolve_spec("", o_.checkpoint);

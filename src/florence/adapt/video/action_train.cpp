@@ -373,7 +373,7 @@ void ActionTask::setup_model() {
   if (in_.model_frames() < cfg_.tube)
     throw Error(fmt::format("--frames {} is fewer than the tokenizer's tube of {} frames", in_.model_frames(), cfg_.tube));
 
-  torch::manual_seed(train::seed_mix({train::kTagInit, o_.seed}) >> 1);
+  train::seed_model_init(o_.seed);
   net_ = vision::VideoSwinTransformer(cfg_);
   if (pretrained() && o_.resume.empty()) {
     const core::TensorMap w = model::read_weights(o_.checkpoint, init_spec_);

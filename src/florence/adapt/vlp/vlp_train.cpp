@@ -174,7 +174,7 @@ void load_meter_weights(MeterModelImpl& m, const std::string& path) {
 }
 
 MeterModel build_model(const Init& in, uint64_t seed, bool load) {
-  torch::manual_seed(seed_mix({train::kTagInit, seed}) >> 1);
+  train::seed_model_init(seed);
   MeterModel m(in.cfg);
   if (load && in.pretrained) {
     if (in.from_vlp) load_meter_weights(*m, in.checkpoint);
