@@ -15,6 +15,7 @@
 #include <string>
 
 #include "florence/core/error.h"
+#include "florence/core/json_get.h"
 
 namespace florence::train {
 
@@ -140,11 +141,9 @@ void options_from_json(O& o, const nlohmann::json& j, const std::string& what) {
     o.visit([&](const Field& f, auto& v) {
       if (known || it.key() != f.key) return;
       known = true;
-      try {
-        v = it.value().template get<std::decay_t<decltype(v)>>();
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(what + ": bad value for '" + it.key() + "': " + e.what());
-      }
+      // Kind and range checked (core/json_get.h): "steps": 1e300 is an error naming the key, not
+      // an unchecked cast.
+      v = core::json_get<std::decay_t<decltype(v)>>(it.value(), what + ": bad value for '" + it.key() + "'");
     });
     if (!known) throw Error(what + ": unknown key '" + it.key() + "'");
   }

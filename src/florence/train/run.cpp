@@ -12,6 +12,7 @@
 #include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/json_get.h"
 #include "florence/core/precision.h"
 #include "florence/core/threads.h"
 #include "florence/model/io.h"
@@ -325,9 +326,13 @@ RunResult run_task(TrainTask& task) {
     task.check_resume(head, path);
     const nlohmann::json side = ckpt.restore(path, task.module(), task.spec(), opt->adamw(), device);
     const auto& st = side.at("train_state");
-    pos.step = st.at("step").get<int64_t>();
-    pos.epoch = st.at("epoch").get<int64_t>();
-    pos.batches_in_epoch = st.at("batches_in_epoch").get<int64_t>();
+    const std::string where = model::sidecar_path(path) + ": train_state.";
+    pos.step = core::json_get<int64_t>(st.at("step"), where + "step");
+    pos.epoch = core::json_get<int64_t>(st.at("epoch"), where + "epoch");
+    pos.batches_in_epoch = core::json_get<int64_t>(st.at("batches_in_epoch"), where + "batches_in_epoch");
+    if (pos.step < 0 || pos.epoch < 0 || pos.batches_in_epoch < 0)
+      throw Error(fmt::format("{}: train_state step {} / epoch {} / batches_in_epoch {} must be >= 0",
+                              model::sidecar_path(path), pos.step, pos.epoch, pos.batches_in_epoch));
     if (st.contains("schedule") && st["schedule"] != schedule_json(sched))
       spdlog::warn("resume: the schedule differs from the checkpoint's ({}); continuing with the new one",
                    st["schedule"].dump());

@@ -187,6 +187,25 @@ TEST(RunLayer, CheckpointsEpochsAndPruning) {
   // A fresh run into a folder with checkpoints is refused.
   ToyTask again(o);
   EXPECT_THROW(train::run_task(again), Error);
+  // A checkpoint whose train_state holds a position no run has is refused naming the file (before:
+  // "step": 1e300 resumed at step -9223372036854775484).
+  const fs::path sidecar_file = fs::path(o.out_dir) / "checkpoints" / "step_0000012.json";
+  const nlohmann::json good = core::read_json_file(sidecar_file);
+  for (const nlohmann::json& bad : {nlohmann::json(1e300), nlohmann::json(-5)}) {
+    nlohmann::json forged = good;
+    forged["train_state"]["step"] = bad;
+    core::write_text_atomic(sidecar_file, forged.dump());
+    ToyOptions r = o;
+    r.resume = o.out_dir;
+    ToyTask resumed(r);
+    try {
+      train::run_task(resumed);
+      ADD_FAILURE() << "resumed from step " << bad.dump();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(sidecar_file.string()), std::string::npos) << e.what();
+    }
+  }
+  core::write_text_atomic(sidecar_file, good.dump());
 }
 
 TEST(RunLayer, ResumeEqualsTheUninterruptedRun) {
@@ -406,6 +425,18 @@ TEST(RunOptionsTable, JsonRoundTripUnknownKeysAndResumeMerge) {
     EXPECT_STREQ(e.what(), "toy options: unknown key 'nope'");
   }
   EXPECT_THROW(train::options_from_json(back, {{"lr", "fast"}}, "toy options"), Error);
+  // Numbers out of the field's range are errors naming the key (before: "steps": 1e300 became
+  // INT64_MIN and the message blamed --steps; "seed": 1e300 became 0 without a word).
+  for (const char* key : {"steps", "seed", "batch_size"}) {
+    try {
+      train::options_from_json(back, {{key, 1e300}}, "toy options");
+      ADD_FAILURE() << key;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("toy options: bad value for '") + key + "': 1e+300"),
+                std::string::npos)
+          << e.what();
+    }
+  }
   // Resume merge: given flags and per-invocation fields come from this invocation.
   ToyOptions saved;
   saved.lr = 0.5;
