@@ -199,21 +199,31 @@ WrittenShards write_shards(const Table& t, const std::vector<InputShard>& inputs
       }
       if (i < last) throw Error("curate: input shard '" + inputs[gi].path + "' changed during curation (fewer samples)");
       int64_t bytes = 0;
+      std::string done;
       if (w) {
         w->close();
         if (w->shards().size() != 1) throw Error("curate: internal: curated shard split unexpectedly");
-        const fs::path target = out / inputs[gi].out_rel;
-        fs::create_directories(target.parent_path());
-        fs::rename(w->shards().front(), target);
-        std::error_code ec;
-        fs::remove_all(tmp, ec);
-        bytes = int64_t(fs::file_size(target));
+        // Stays in the temporary folder until every shard is written (publish_shards): a failed
+        // run leaves nothing in out_dir that looks like curated output.
+        done = w->shards().front();
+        bytes = int64_t(fs::file_size(done));
       }
       std::lock_guard<std::mutex> lk(mu);
       written.push_back({gi, kept, bytes});
+      if (!done.empty()) res.finished.emplace_back(done, (out / inputs[gi].out_rel).string());
     }
   });
   return res;
+}
+
+void publish_shards(const WrittenShards& w) {
+  for (const auto& [done, target] : w.finished) {
+    std::error_code ec;
+    fs::create_directories(fs::path(target).parent_path(), ec);
+    fs::rename(done, target, ec);
+    if (ec) throw Error("curate: cannot move '" + done + "' to '" + target + "': " + ec.message());
+    fs::remove_all(fs::path(done).parent_path(), ec);
+  }
 }
 
 }  // namespace florence::curate::detail

@@ -1,8 +1,9 @@
 #pragma once
 // Internal to the curation pipeline (pipeline.h): the output folder. Before pass 1 it is only
 // checked (what a previous curate run left there, and nothing foreign); its old files are removed
-// only once every decision is taken; pass 3 writes the curated shards into it through a temporary
-// folder (kTmpDir) and renames each finished shard into place.
+// only once every decision is taken; pass 3 writes the curated shards into a temporary folder
+// (kTmpDir) and, once every rank has written all of its shards, renames them into place
+// (publish_shards), so a run that fails while writing (a full disk) leaves only kTmpDir.
 #include <cstdint>
 #include <filesystem>
 #include <set>
@@ -41,15 +42,22 @@ void remove_previous_output(const CurateOptions& opt, const PreviousOutput& prev
 /// balance section's examples, written [[shard, kept samples, bytes written]].
 struct WrittenShards {
   nlohmann::json thumbs = nlohmann::json::object(), texts = nlohmann::json::object(), written = nlohmann::json::array();
+  /// (finished shard in out_dir/kTmpDir, its place out_dir/<out_rel>) for publish_shards.
+  std::vector<std::pair<std::string, std::string>> finished;
 };
 
-/// Pass 3 over the shards `own`: copies the kept samples, bytes unchanged, into
-/// out_dir/<out_rel> (one curated shard per input shard that keeps any), on up to `threads`
+/// Pass 3 over the shards `own`: copies the kept samples, bytes unchanged, into a shard in
+/// out_dir/kTmpDir per input shard that keeps any (publish_shards moves them to out_dir/<out_rel>),
+/// on up to `threads`
 /// threads; decodes only the samples in `montage_idx` (thumbnails of opt.montage_tile px) and
 /// keeps the texts of `example_idx`. Throws florence::Error when an input shard changed since
 /// pass 1 (another key or fewer samples) or on an I/O error.
 WrittenShards write_shards(const Table& t, const std::vector<InputShard>& inputs, const std::vector<uint32_t>& own,
                            const std::vector<std::pair<size_t, size_t>>& ranges, const std::set<uint32_t>& montage_idx,
                            const std::set<uint32_t>& example_idx, const CurateOptions& opt, int threads);
+
+/// Renames the shards write_shards finished into out_dir (each rank its own, after every rank has
+/// written all of its shards). Throws florence::Error naming the file when a rename fails.
+void publish_shards(const WrittenShards& written);
 
 }  // namespace florence::curate::detail

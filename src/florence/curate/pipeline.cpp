@@ -130,6 +130,10 @@ json curate(const CurateOptions& opt, const Collective& coll) {
                        {"peak_rss_bytes", peak_rss_bytes()}};
   const std::vector<json> finals =
       gather_json(json{{"thumbs", w.thumbs}, {"texts", w.texts}, {"written", w.written}, {"perf", perf_here}}, coll);
+  // Every rank has written all of its shards: only now do they move into out_dir, and the report
+  // (rank 0) follows once every rank's are in place.
+  publish_shards(w);
+  if (coll.world_size > 1) gather_json(json::object(), coll);
 
   // The report, identical on every rank; rank 0 writes the files.
   std::map<uint32_t, std::vector<uint8_t>> thumbs;

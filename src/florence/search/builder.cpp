@@ -451,6 +451,14 @@ BuildReport build_index(eval::EvalModel& m, const std::string& dir, const BuildO
   }
   // A finished index: the same build again only (re)builds a missing or stale FAISS index.
   const nlohmann::json built = store.manifest().value("built_from", nlohmann::json());
+  if (built.is_null() && store.pending().is_null() && store.chunks().empty()) {
+    // Created, but the first build's plan was never recorded (e.g. the disk filled right after
+    // index.json): start that build now.
+    nlohmann::json plan = plan_for(store, "build", inputs, o);
+    store.set_pending(plan);
+    spdlog::info("index: '{}' holds no build yet; building {} inputs, {} chunks", dir, inputs.size(), plan["chunks"].size());
+    return run_plan(m, store, inputs, plan, o, false);
+  }
   if (built != specs_of(inputs))
     throw Error("'" + dir + "' already holds an index built from " + built.dump() +
                 "; use `florence index add` to append other images, or another folder");

@@ -113,6 +113,20 @@ TEST(DiskFull, DataBuildAndCurateFailCleanlyAndRecover) {
   EXPECT_TRUE(fs::exists(cur / "report.json"));
   EXPECT_FALSE(fs::exists(cur / ".curate-tmp"));
   EXPECT_GT(count_files(cur, ".tar"), 0);
+
+  // 100 KiB per file over all three splits: the val shard (43 KB) is finished, the others fail.
+  // Finished shards stay in .curate-tmp until every shard is written, so nothing in the output
+  // folder looks like curated output (before: val/000000.tar sat there without a report, and the
+  // rerun with --overwrite refused it as a file curate did not write).
+  const fs::path cur2 = dir / "curated_all";
+  const std::string curate_all = "curate " + (dir / "fm").string() + " --stages validate --out " + cur2.string();
+  EXPECT_EQ(run_with_file_limit(dir, 100, curate_all, err), 2 << 8) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  EXPECT_EQ(count_files(cur2, ".tar", ".curate-tmp"), 0) << "a curated shard was published before the run finished";
+  EXPECT_FALSE(fs::exists(cur2 / "report.json"));
+  ASSERT_EQ(run_cli(dir, curate_all + " --overwrite", out), 0);
+  EXPECT_EQ(count_files(cur2, ".tar", ".curate-tmp"), 7);  // train 3, val 1, test 3
+  EXPECT_FALSE(fs::exists(cur2 / ".curate-tmp"));
 }
 
 // pretrain: the optimizer state of the first checkpoint cannot be written (florence-nano with the
@@ -182,6 +196,15 @@ TEST(DiskFull, IndexBuildFailsCleanlyAndResumes) {
   ASSERT_EQ(run_cli(dir, "index info " + idx.string(), out), 0);
   EXPECT_NE(out.find("288 images"), std::string::npos) << out;  // the train split: 300 less 12 held out as val
   EXPECT_NE(out.find("vector index: Flat"), std::string::npos) << out;
+
+  // 1 KiB: even the first index.json's plan cannot be written; the same command then builds the
+  // index (before: "already holds an index built from null").
+  const fs::path idx1 = dir / "idx1";
+  EXPECT_EQ(run_with_file_limit(dir, 1, build + idx1.string(), err), 2 << 8) << err;
+  EXPECT_NE(err.find("cannot write '" + (idx1 / "index.json").string() + "'"), std::string::npos) << err;
+  ASSERT_EQ(run_cli(dir, build + idx1.string(), out), 0);
+  ASSERT_EQ(run_cli(dir, "index info " + idx1.string(), out), 0);
+  EXPECT_NE(out.find("288 images"), std::string::npos) << out;
 
   // 64 KiB: every chunk is written, the FAISS index is not.
   const fs::path idx2 = dir / "idx2";
