@@ -2,6 +2,7 @@
 #include "florence/search/searcher.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -62,6 +63,13 @@ std::pair<std::string, std::string> SearchIndex::thumbnail(int64_t id) const {
   const std::string path = store_.thumbs_path(r.chunk);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open '" + path + "'");
+  // Checked against the file before allocating: a forged row ("thumb": [0, 2147483647, ...]) must
+  // not make each request allocate 2 GiB.
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || r.thumb_offset > int64_t(st.st_size) || int64_t(r.thumb_size) > int64_t(st.st_size) - r.thumb_offset) {
+    ::close(fd);
+    throw Error("'" + path + "': thumbnail of image " + std::to_string(id) + " lies outside the file");
+  }
   std::string bytes(size_t(r.thumb_size), '\0');
   const ssize_t got = ::pread(fd, bytes.data(), bytes.size(), off_t(r.thumb_offset));
   ::close(fd);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <regex>
 #include <set>
@@ -89,9 +90,11 @@ int64_t get_int(const nlohmann::json& j, const std::string& key, int64_t def, in
   if (!j.contains(key)) return def;
   const auto& v = j.at(key);
   if (!v.is_number_integer()) throw HttpError(400, "'" + key + "' must be an integer");
-  const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi)
-    throw HttpError(400, "'" + key + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(x));
+  // (an unsigned value above INT64_MAX would wrap in get<int64_t>: compare it as what it is)
+  const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max());
+  const int64_t x = huge ? std::numeric_limits<int64_t>::max() : v.get<int64_t>();
+  if (huge || x < lo || x > hi)
+    throw HttpError(400, "'" + key + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v.dump());
   return x;
 }
 
@@ -215,8 +218,9 @@ struct Server::Impl {
     } else {
       const auto& v = body.at("id");
       if (!v.is_number_integer()) throw HttpError(400, "'id' must be an integer");
-      const int64_t id = v.get<int64_t>();
-      if (id < 0 || id >= idx.size()) throw HttpError(404, "image " + std::to_string(id) + " is not in index '" + idx.name() + "'");
+      const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max());
+      const int64_t id = huge ? -1 : v.get<int64_t>();
+      if (id < 0 || id >= idx.size()) throw HttpError(404, "image " + v.dump() + " is not in index '" + idx.name() + "'");
       q = idx.embedding(id);
     }
     const auto hits = idx.search(q.data(), 1, k, dedup);

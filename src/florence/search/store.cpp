@@ -52,6 +52,11 @@ ImageRow ImageRow::from_json(const nlohmann::json& j, const std::string& where) 
   return r;
 }
 
+namespace {
+// Bounds that no real index reaches and that keep the row arithmetic far from int64 overflow.
+constexpr int64_t kMaxDim = 65536, kMaxRows = int64_t(1) << 40;
+}  // namespace
+
 bool IndexStore::exists(const std::string& dir) { return fs::is_regular_file(fs::path(dir) / "index.json"); }
 
 IndexStore IndexStore::create(const std::string& dir, int64_t dim, const nlohmann::json& model) {
@@ -95,7 +100,7 @@ IndexStore IndexStore::open(const std::string& dir) {
       throw Error(where + ": index version " + s.manifest_.value("version", nlohmann::json()).dump() +
                   " is not supported (this build reads version " + std::to_string(kIndexVersion) + ")");
     s.dim_ = core::json_get<int64_t>(s.manifest_.at("dim"), where + ": \"dim\"");
-    if (s.dim_ < 1) throw Error(where + ": \"dim\" must be >= 1");
+    if (s.dim_ < 1 || s.dim_ > kMaxDim) throw Error(where + ": \"dim\" must be in [1, " + std::to_string(kMaxDim) + "]");
     int64_t first = 0;
     for (const auto& c : s.manifest_.at("chunks")) {
       ChunkInfo ci;
@@ -104,7 +109,7 @@ IndexStore IndexStore::open(const std::string& dir) {
       ci.rows = core::json_get<int64_t>(c.at("rows"), where + ": chunk \"rows\"");
       ci.what = c.value("what", std::string());
       ci.skipped = c.value("skipped", nlohmann::json::object());
-      if (ci.id != int64_t(s.chunks_.size()) || ci.first_row != first || ci.rows < 0)
+      if (ci.id != int64_t(s.chunks_.size()) || ci.first_row != first || ci.rows < 0 || ci.rows > kMaxRows - first)
         throw Error(where + ": chunk list is inconsistent at chunk " + std::to_string(s.chunks_.size()));
       first += ci.rows;
       s.chunks_.push_back(ci);

@@ -256,6 +256,9 @@ TEST_F(ServeApi, HostileRequestsGetJsonErrorsAndTheServerKeepsServing) {
   expect_error(post("/knn", nlohmann::json{{"image", b64({'h', 'e', 'l', 'l', 'o', '!'})}}.dump()), 400, "not a decodable image");
   expect_error(post("/knn", R"({"embedding": [1, 2, 3]})"), 400, "array of 128 numbers");
   expect_error(post("/knn", nlohmann::json{{"embedding", std::vector<float>(128, 0.f)}}.dump()), 400, "zero vector");
+  // Integers above INT64_MAX are reported as sent (before: wrapped, "got -1").
+  expect_error(post("/knn", R"({"text": "x", "k": 18446744073709551615})"), 400, "got 18446744073709551615");
+  expect_error(post("/knn", R"({"id": 9223372036854775808})"), 404, "image 9223372036854775808 is not in index");
   {  // finite as a double, out of a float's range (before: an unchecked double-to-float cast)
     std::vector<double> huge(128, 0.5);
     huge[7] = 1e300;

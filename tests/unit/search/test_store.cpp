@@ -166,6 +166,19 @@ TEST(IndexStore, ChunksRowsAndEmbeddingsRoundTrip) {
           << e.what();
     }
   }
+  {  // rows whose sum overflows int64 (before: "index info" printed a negative image count), a dim no
+     // model has
+    nlohmann::json h = m;
+    h["chunks"][0]["rows"] = 9000000000000000000LL;
+    h["chunks"][1]["first_row"] = 9000000000000000000LL;
+    h["chunks"][1]["rows"] = 9000000000000000000LL;
+    core::write_text_atomic(d / "index.json", h.dump());
+    EXPECT_THROW(IndexStore::open(d.string()), Error);
+    h = m;
+    h["dim"] = 1000000000;
+    core::write_text_atomic(d / "index.json", h.dump());
+    EXPECT_THROW(IndexStore::open(d.string()), Error);
+  }
   {
     nlohmann::json h = m;
     h["chunks"][0]["rows"] = 3.5;
