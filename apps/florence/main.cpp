@@ -65,9 +65,11 @@ const CLI::Validator& non_negative() {
 CLI::Option* add_adapter_precision(CLI::App* cmd, std::string* precision) {
   return cmd
       ->add_option("--precision", *precision,
-                   "fp32 | amp_bf16 (bfloat16 autocast, float32 weights; fp32 where the CPU lacks bfloat16)")
+                   "fp32 | amp_bf16 (bfloat16 autocast, float32 weights; fp32 where the CPU lacks bfloat16); bf16 "
+                   "weights are not offered for the adapters")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "amp_bf16"}));
+      // bf16 passes here so that core::adapter_autocast refuses it with the reason.
+      ->check(CLI::IsMember({"fp32", "bf16", "amp_bf16"}));
 }
 
 }  // namespace florence::cli
@@ -127,6 +129,10 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory (std::bad_alloc): a size in the input or the model config is larger than this "
+                 "machine can hold\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";

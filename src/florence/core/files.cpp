@@ -70,6 +70,8 @@ void write_file_atomic(const fs::path& path, const std::vector<std::string_view>
 void write_text_atomic(const fs::path& path, const std::string& text) { write_file_atomic(path, {text}); }
 
 std::string read_text_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(fmt::format("cannot read '{}': it is a folder, not a file", path.string()));
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(fmt::format("cannot read '{}'", path.string()));
   std::stringstream ss;

@@ -326,7 +326,10 @@ ImageTransform::ImageTransform(TransformOptions options) : opt_(std::move(option
     throw Error("ImageTransform: need 0 < ratio_min <= ratio_max");
   }
   for (float s : opt_.std) {
-    if (!(s > 0.0f)) throw Error("ImageTransform: std values must be > 0");
+    if (!(s > 0.0f) || !std::isfinite(s)) throw Error("ImageTransform: std values must be finite and > 0");
+  }
+  for (float m : opt_.mean) {
+    if (!std::isfinite(m)) throw Error("ImageTransform: mean values must be finite");
   }
 }
 

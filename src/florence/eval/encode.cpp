@@ -11,6 +11,7 @@
 
 #include "florence/core/device.h"
 #include "florence/core/error.h"
+#include "florence/core/json_get.h"
 #include "florence/core/precision.h"
 #include "florence/data/loader.h"
 #include "florence/data/transforms.h"
@@ -74,12 +75,9 @@ namespace {
 
 std::array<float, 3> json_triple(const nlohmann::json& j, const std::string& what) {
   if (!j.is_array() || j.size() != 3) throw Error(what + " must be an array of three numbers");
-  std::array<float, 3> out{};
-  for (size_t i = 0; i < 3; ++i) {
-    if (!j[i].is_number()) throw Error(what + " must be an array of three numbers");
-    out[i] = j[i].get<float>();
-  }
-  return out;
+  // Range checked (core/json_get.h): 1e300 is an error, not an infinity that makes every
+  // embedding NaN.
+  return core::json_get<std::array<float, 3>>(j, what);
 }
 
 }  // namespace

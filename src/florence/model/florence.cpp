@@ -48,7 +48,7 @@ FlorenceConfig FlorenceConfig::from_json(const json& j) {
 }
 
 void FlorenceConfig::validate() const {
-  if (embed_dim <= 0) throw Error("model config: embed_dim must be positive");
+  if (embed_dim <= 0 || embed_dim > 16384) throw Error("model config: embed_dim must be in [1, 16384], got " + std::to_string(embed_dim));
   if (!(logit_scale_max > 0)) throw Error("model config: logit_scale_max must be positive");
   vision.validate();
   text.validate();

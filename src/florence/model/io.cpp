@@ -123,7 +123,13 @@ ModelSpec resolve_spec(const std::string& model_arg, const std::string& checkpoi
 
 FlorenceModel load_florence(const ModelSpec& spec, const std::string& checkpoint) {
   if (!spec.florence) throw Error("model '" + spec.name + "' is a single tower, not a two-tower model");
-  FlorenceModel m(*spec.florence);
+  FlorenceModel m{nullptr};
+  try {
+    m = FlorenceModel(*spec.florence);
+  } catch (const std::bad_alloc&) {
+    throw Error("model '" + spec.name + "'" + (checkpoint.empty() ? std::string() : " of '" + checkpoint + "'") +
+                ": not enough memory to build it (check the sizes in its config)");
+  }
   if (!checkpoint.empty()) {
     try {
       core::load_state_dict(*m, read_weights(checkpoint, spec));

@@ -67,6 +67,16 @@ void TextConfig::validate() const {
   positive("width", width);
   positive("heads", heads);
   positive("layers", layers);
+  // Bounds far above any real tower (CLIP ViT-L's text: width 768, 12 layers, 49,408 tokens), so a
+  // forged config fails here instead of exhausting memory.
+  auto at_most = [](const char* name, int64_t v, int64_t hi) {
+    if (v > hi) throw Error(fmt::format("text config: {} must be <= {}, got {}", name, hi, v));
+  };
+  at_most("vocab_size", vocab_size, int64_t(1) << 22);
+  at_most("context_length", context_length, 65536);
+  at_most("width", width, 16384);
+  at_most("heads", heads, 1024);
+  at_most("layers", layers, 256);
   if (width % heads != 0) {
     throw Error(fmt::format("text config: width {} is not divisible by heads {}", width, heads));
   }

@@ -101,14 +101,19 @@ void SwinConfig::validate() const {
   if (depths.size() != num_heads.size()) {
     fail(fmt::format("depths ({} stages) and num_heads ({} stages) differ in length", depths.size(), num_heads.size()));
   }
+  // Bounds far above any real tower (Florence-H: 2-2-18-2 blocks, width 352-2816), so that a forged
+  // config fails here instead of exhausting memory block by block.
+  if (embed_dim > 16384) fail(fmt::format("embed_dim must be <= 16384, got {}", embed_dim));
   for (int i = 0; i < num_stages(); ++i) {
     if (depths[i] < 1) fail(fmt::format("depths[{}] must be >= 1, got {}", i, depths[i]));
+    if (depths[i] > 256) fail(fmt::format("depths[{}] must be <= 256, got {}", i, depths[i]));
+    if (num_heads[i] > 1024) fail(fmt::format("num_heads[{}] must be <= 1024, got {}", i, num_heads[i]));
     if (num_heads[i] < 1) fail(fmt::format("num_heads[{}] must be >= 1, got {}", i, num_heads[i]));
     if (stage_dim(i) % num_heads[i] != 0) {
       fail(fmt::format("num_heads[{}] = {} does not divide the stage width {}", i, num_heads[i], stage_dim(i)));
     }
   }
-  if (window_size < 1) fail(fmt::format("window_size must be >= 1, got {}", window_size));
+  if (window_size < 1 || window_size > 256) fail(fmt::format("window_size must be in [1, 256], got {}", window_size));
   if (!(mlp_ratio > 0.0) || static_cast<int64_t>(embed_dim * mlp_ratio) < 1) {
     fail(fmt::format("mlp_ratio must give a hidden width >= 1, got {}", mlp_ratio));
   }

@@ -14,6 +14,8 @@
 #include "florence/model/florence.h"
 #include "florence/model/io.h"
 #include "florence/model/registry.h"
+
+#include <nlohmann/json.hpp>
 #include "florence/text/bpe_trainer.h"
 #include "florence/text/tokenizer.h"
 #include "support/paths.h"
@@ -80,6 +82,34 @@ TEST(LoadEvalModel, CheckpointWithAnotherEotIsRefused) {
     EXPECT_NE(std::string(e.what()).find("ends texts with token 545"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("expects EOT 49407"), std::string::npos) << e.what();
   }
+}
+
+// Preprocessing and sizes a stranger's sidecar may hold: an error naming the entry (before: a mean of
+// 1e300 made every embedding NaN with exit 0; 1e9 blocks exhausted the memory block by block).
+TEST(LoadEvalModel, ForgedSidecarNumbersAreRefused) {
+  const fs::path dir = fs::path(FLORENCE_TEST_TMP) / "unit_eval_load_model_c";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  torch::manual_seed(0);
+  const model::ModelSpec spec = model::resolve_model("florence-nano");
+  model::FlorenceModel net(*spec.florence);
+  const std::string ckpt = (dir / "model.safetensors").string();
+  model::save_checkpoint(*net, spec, ckpt, torch::kFloat, {{"preprocess", {{"mean", {1e300, 0.0, 0.0}}}}});
+  eval::LoadOptions lo;
+  lo.checkpoint = ckpt;
+  try {
+    (void)eval::load_eval_model(lo);
+    FAIL() << "a mean of 1e300 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("preprocess.mean[0]: 1e+300 is not a finite number in range"), std::string::npos)
+        << e.what();
+  }
+  nlohmann::json cfg = model::spec_to_json(spec);
+  cfg["vision"]["depths"] = {1, 1000000000};
+  EXPECT_THROW(model::spec_from_json(cfg, "forged.json"), Error);
+  cfg = model::spec_to_json(spec);
+  cfg["text"]["layers"] = 1000000;
+  EXPECT_THROW(model::spec_from_json(cfg, "forged.json"), Error);
 }
 
 }  // namespace test_load_model

@@ -12,6 +12,7 @@
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/data/readers.h"
 #include "florence/data/transforms.h"
 
 namespace florence::vlp {
@@ -26,9 +27,7 @@ std::vector<VqaQuestion> VqaSplit::questions() const {
 }
 
 torch::Tensor load_vqa_image(const std::string& path, const VqaImageOptions& o) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read image '{}'", path));
-  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> bytes = data::read_file_bytes(path);  // a folder or a missing file: Error naming it
   cv::Mat rgb;
   try {
     rgb = data::decode_rgb(bytes);
