@@ -13,10 +13,12 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 #include <thread>
 
+#include "florence/core/json_get.h"
 #include "florence/eval/encode.h"
 #include "florence/eval/zero_shot.h"
 #include "florence/search/metrics.h"
@@ -24,7 +26,6 @@
 #include "florence/search/searcher.h"
 #include "florence/text/tokenizer.h"
 #include "florence/train/run_state.h"
-#include "florence/core/json_get.h"
 
 namespace florence::search {
 
@@ -86,16 +87,21 @@ std::vector<std::string> get_strings(const nlohmann::json& j, const std::string&
   return out;
 }
 
+/// A JSON integer as int64, or nullopt for an unsigned value above INT64_MAX (get<int64_t> would
+/// wrap it).
+std::optional<int64_t> as_int64(const nlohmann::json& v) {
+  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) return std::nullopt;
+  return v.get<int64_t>();
+}
+
 int64_t get_int(const nlohmann::json& j, const std::string& key, int64_t def, int64_t lo, int64_t hi) {
   if (!j.contains(key)) return def;
   const auto& v = j.at(key);
   if (!v.is_number_integer()) throw HttpError(400, "'" + key + "' must be an integer");
-  // (an unsigned value above INT64_MAX would wrap in get<int64_t>: compare it as what it is)
-  const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max());
-  const int64_t x = huge ? std::numeric_limits<int64_t>::max() : v.get<int64_t>();
-  if (huge || x < lo || x > hi)
+  const std::optional<int64_t> x = as_int64(v);
+  if (!x || *x < lo || *x > hi)
     throw HttpError(400, "'" + key + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v.dump());
-  return x;
+  return *x;
 }
 
 nlohmann::json rows_json(const torch::Tensor& t) {
@@ -218,8 +224,7 @@ struct Server::Impl {
     } else {
       const auto& v = body.at("id");
       if (!v.is_number_integer()) throw HttpError(400, "'id' must be an integer");
-      const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max());
-      const int64_t id = huge ? -1 : v.get<int64_t>();
+      const int64_t id = as_int64(v).value_or(-1);
       if (id < 0 || id >= idx.size()) throw HttpError(404, "image " + v.dump() + " is not in index '" + idx.name() + "'");
       q = idx.embedding(id);
     }
