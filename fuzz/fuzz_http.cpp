@@ -117,12 +117,12 @@ size_t complete_responses(const std::string& answer, bool head_request) {
   return at;
 }
 
-/// Sends `size` bytes to the server and reads what it answers: until it closes the connection, or
+/// Sends `size` bytes to the server and reads what it answers (`head_request`: the input holds a
+/// HEAD request, see complete_responses): until it closes the connection, or
 /// 20 ms after a read left only complete responses (keep-alive connections stay open), then
 /// closes. The server's I/O timeout is 0.2 s, so an incomplete request is answered or dropped
 /// well within the 10 s this allows before calling it a hang. Returns the bytes answered.
-std::string exchange(const uint8_t* data, size_t size) {
-  const bool head_request = std::string_view(reinterpret_cast<const char*>(data), size).find("HEAD") != std::string_view::npos;
+std::string exchange(const uint8_t* data, size_t size, bool head_request) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   fuzz::check(fd >= 0, "http: socket() failed");
   sockaddr_in a{};
@@ -166,15 +166,14 @@ std::string exchange(const uint8_t* data, size_t size) {
 
 FLORENCE_FUZZ_TARGET(http) {
   using namespace fuzz_http;
-  const std::string answer = exchange(data, size);
+  const bool head_request = std::string_view(reinterpret_cast<const char*>(data), size).find("HEAD") != std::string_view::npos;
+  const std::string answer = exchange(data, size, head_request);
   // A connection closed in the middle of a response is a finding; no answer at all is not (a
   // request line too malformed for HTTP gets the connection closed).
   if (!answer.empty())
-    florence::fuzz::check(complete_responses(answer, std::string_view(reinterpret_cast<const char*>(data), size).find("HEAD") !=
-                                                         std::string_view::npos) == answer.size(),
-                          "http: a response was cut off");
+    florence::fuzz::check(complete_responses(answer, head_request) == answer.size(), "http: a response was cut off");
   static const std::string health = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  const std::string h = exchange(reinterpret_cast<const uint8_t*>(health.data()), health.size());
+  const std::string h = exchange(reinterpret_cast<const uint8_t*>(health.data()), health.size(), false);
   florence::fuzz::check(h.rfind("HTTP/1.1 200", 0) == 0, "http: GET /health fails after the input");
   return 0;
 }
