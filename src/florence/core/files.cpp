@@ -20,7 +20,7 @@ namespace florence::core {
 
 namespace fs = std::filesystem;
 
-void write_file_atomic(const fs::path& path, const std::vector<std::string_view>& parts) {
+void write_file_atomic_with(const fs::path& path, const std::function<bool(int fd)>& fill) {
   // A unique temporary in the target folder (concurrent writers of one path never share one).
   static std::atomic<uint64_t> counter{0};
   std::random_device rd;
@@ -40,19 +40,15 @@ void write_file_atomic(const fs::path& path, const std::vector<std::string_view>
     ::unlink(tmp.c_str());
     throw Error(fmt::format("cannot write '{}': {}: {}", path.string(), step, err));
   };
-  for (std::string_view part : parts) {
-    const char* p = part.data();
-    size_t n = part.size();
-    while (n > 0) {
-      const ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));  // Linux moves <= ~2 GiB per call
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        abandon("write failed");
-      }
-      p += w;
-      n -= size_t(w);
-    }
+  bool filled = false;
+  try {
+    filled = fill(fd);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
+  if (!filled) abandon("write failed");
   if (::fsync(fd) != 0) abandon("fsync failed");
   const int closed = ::close(fd);
   fd = -1;
@@ -65,6 +61,25 @@ void write_file_atomic(const fs::path& path, const std::vector<std::string_view>
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void write_file_atomic(const fs::path& path, const std::vector<std::string_view>& parts) {
+  write_file_atomic_with(path, [&](int fd) {
+    for (std::string_view part : parts) {
+      const char* p = part.data();
+      size_t n = part.size();
+      while (n > 0) {
+        const ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));  // Linux moves <= ~2 GiB per call
+        if (w < 0) {
+          if (errno == EINTR) continue;
+          return false;
+        }
+        p += w;
+        n -= size_t(w);
+      }
+    }
+    return true;
+  });
 }
 
 void write_text_atomic(const fs::path& path, const std::string& text) { write_file_atomic(path, {text}); }

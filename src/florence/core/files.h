@@ -19,6 +19,11 @@ namespace florence::core {
 /// with the system's words (e.g. "No space left on device", "File too large").
 void write_file_atomic(const std::filesystem::path& path, const std::vector<std::string_view>& parts);
 
+/// The same, with the content written by `fill` to the temporary file's descriptor (for writers
+/// that stream, e.g. a FAISS index): `fill` returns false with errno set on a failed write (or
+/// throws; the temporary is removed either way, and the exception passes through).
+void write_file_atomic_with(const std::filesystem::path& path, const std::function<bool(int fd)>& fill);
+
 /// write_file_atomic of one text.
 void write_text_atomic(const std::filesystem::path& path, const std::string& text);
 

@@ -4,12 +4,14 @@
 #include <faiss/AutoTune.h>
 #include <faiss/Index.h>
 #include <faiss/impl/FaissException.h>
-#include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -161,15 +163,27 @@ int64_t KnnIndex::ntotal() const { return index_ ? int64_t(index_->ntotal) : 0; 
 int64_t KnnIndex::dim() const { return index_ ? int64_t(index_->d) : 0; }
 
 void KnnIndex::save(const std::string& path) const {
-  // Serialised in memory, then written atomically (core/files.h): a full disk leaves the old
-  // index (or none) in place, never a cut one.
-  faiss::VectorIOWriter w;
-  try {
-    faiss::write_index(index_.get(), &w);
-  } catch (const faiss::FaissException& e) {
-    throw Error("cannot serialise the FAISS index for '" + path + "': " + e.msg);
-  }
-  core::write_file_atomic(path, {std::string_view(reinterpret_cast<const char*>(w.data.data()), w.data.size())});
+  // Streamed into core::write_file_atomic_with's temporary: a full disk leaves the old index (or
+  // none) in place, never a cut one, and the index is not copied in memory first.
+  core::write_file_atomic_with(path, [&](int fd) {
+    const int copy = ::dup(fd);  // fclose below closes the copy; the writer closes fd
+    std::FILE* f = copy >= 0 ? ::fdopen(copy, "wb") : nullptr;
+    if (!f) {
+      if (copy >= 0) ::close(copy);
+      return false;
+    }
+    int err = 0;
+    errno = 0;
+    try {
+      faiss::write_index(index_.get(), f);
+      if (std::fflush(f) != 0) err = errno;
+    } catch (const faiss::FaissException&) {
+      err = errno ? errno : EIO;  // FAISS's write check throws after the short fwrite that set errno
+    }
+    std::fclose(f);
+    errno = err;
+    return err == 0;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
