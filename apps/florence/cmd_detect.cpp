@@ -2,6 +2,8 @@
 //                       [--steps N | --epochs N] [--lr X] [--batch-size B] ... [--resume [RUN]]
 // florence detect eval --checkpoint RUN/model.safetensors --data SET [--split test] [--out FILE]
 // florence detect predict --checkpoint RUN/model.safetensors --image IN [--out OUT.png] [--min-score S]
+// florence detect zero-shot --detector-checkpoint AGNOSTIC_RUN/model.safetensors --checkpoint FLORENCE.safetensors
+//                           --data SET [--split test_unseen] [--proposals 100]
 // The set is built by `florence data build detection` (or is any COCO-format set in its layout).
 // Front end over detect/detect_task.h and detect/detect_eval.h.
 #include <torch/torch.h>
@@ -10,9 +12,12 @@
 #include <iostream>
 
 #include "command.h"
+#include "eval_flags.h"
 #include "run_flags.h"
 #include "florence/adapt/detect/detect_eval.h"
 #include "florence/adapt/detect/detect_task.h"
+#include "florence/adapt/detect/zero_shot_detect.h"
+#include "florence/eval/zero_shot.h"
 #include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/precision.h"
@@ -177,11 +182,88 @@ void setup_detect_predict(CLI::App* group) {
   });
 }
 
+void setup_detect_zero_shot(CLI::App* group) {
+  auto* cmd = group->add_subcommand(
+      "zero-shot", "Zero-shot detection: a class-agnostic detector's boxes named by the image-text model (COCO mAP)");
+  struct Args {
+    std::string detector, data, split = "test_unseen", out, baseline_split = "train", templates;
+    int64_t max_images = 0, baseline_boxes = 100, detector_batch = 16;
+    uint64_t seed = 0;
+    florence::detect::ZeroShotDetectOptions zs;
+  };
+  auto a = std::make_shared<Args>();
+  auto f = std::make_shared<florence::cli::EvalFlags>();
+  florence::cli::add_eval_flags(cmd, f);  // --checkpoint: the image-text model
+  cmd->add_option("--detector-checkpoint", a->detector,
+                  "Proposal detector's weights (a detect train --class-agnostic run; a class detector's labels are ignored)")
+      ->required();
+  cmd->add_option("--data", a->data, "Detection set root")->required();
+  cmd->add_option("--split", a->split, "Split to evaluate: categories never trained as boxes")->capture_default_str();
+  cmd->add_option("--out", a->out, "Result JSON (default: beside the detector, eval/zero_shot_SPLIT.json)");
+  cmd->add_option("--proposals", a->zs.proposals, "Proposals per image that are named")
+      ->capture_default_str()
+      ->check(florence::cli::positive());
+  cmd->add_option("--context", a->zs.context, "Crop margin on each side, fraction of the box's longer side")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 4.0));
+  cmd->add_option("--templates", a->templates, "Prompt templates file, one per line with {} (default: the built-in set)");
+  cmd->add_option("--max-images", a->max_images, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
+  cmd->add_option("--baseline-boxes", a->baseline_boxes,
+                  "Also score the random-box baseline with N training-prior boxes per image (0 = no)")
+      ->capture_default_str()
+      ->check(florence::cli::non_negative());
+  cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
+  cmd->callback([a, f] {
+    const florence::eval::LoadOptions lo = f->resolve();
+    const torch::Device device = florence::parse_device(lo.device);
+    auto d = florence::detect::load_detector(a->detector, device);
+    d.model->set_autocast_bf16(florence::adapter_autocast(lo.precision, device, "detect zero-shot"));
+    const auto split = florence::detect::open_detection_split(a->data, a->split, a->max_images);
+    florence::detect::DetectEvalOptions eo;
+    eo.batch_size = a->detector_batch;
+    eo.class_agnostic = true;
+    const auto props = florence::detect::evaluate_detector(d.model, split, d.labels, d.preprocess, eo, device);
+    std::cout << fmt::format("proposals: {} on {} images; class-agnostic AP50 {:.4f}  AR@100 {:.4f}\n",
+                             props.results.size(), split.coco.images.size(), props.metrics.ap50, props.metrics.ar100);
+    auto clip = florence::eval::load_eval_model(lo);
+    florence::detect::ZeroShotDetectOptions zo = a->zs;
+    if (!a->templates.empty()) zo.templates = florence::eval::read_templates(a->templates);
+    const auto r = florence::detect::zero_shot_detect(props.results, split, clip, zo);
+    nlohmann::json e = r.to_json(split);
+    e["detector"] = {{"name", d.config.name}, {"weights", a->detector}, {"class_agnostic", d.config.class_agnostic}};
+    e["image_text_model"] = clip.describe();
+    e["proposals"] = {{"per_image", zo.proposals}, {"context", zo.context}, {"class_agnostic_metrics", props.metrics.to_json(&split.coco)}};
+    std::cout << fmt::format("zero-shot detection on '{}' ({} categories, {} crops named, {:.1f} s)\n", a->split,
+                             split.coco.categories.size(), r.crops, r.seconds)
+              << r.metrics.summary();
+    if (a->baseline_boxes > 0) {
+      const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
+      const auto rb = florence::detect::random_box_baseline(train, split, a->baseline_boxes, a->seed);
+      const auto b = florence::detect::evaluate_bbox(split.coco, rb, florence::detect::CocoEvalParams{});
+      e["baseline"] = {{"name", fmt::format("random boxes ({} {} boxes per image, random category and score)",
+                                            a->baseline_boxes, a->baseline_split)},
+                       {"metrics", b.to_json(&split.coco)}};
+      std::cout << fmt::format("baseline, random boxes ({} per image): AP {:.4f}  AP50 {:.4f}\n", a->baseline_boxes, b.ap,
+                               b.ap50);
+    }
+    const fs::path out = a->out.empty()
+                             ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")
+                             : fs::path(a->out);
+    if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
+    florence::core::write_text_atomic(out, e.dump(2) + "\n");
+    florence::detect::write_coco_results((out.parent_path() / ("zero_shot_detections_" + a->split + ".json")).string(),
+                                         r.results);
+    std::cout << "result " << out.string() << "\n";
+  });
+}
+
 void setup_detect(CLI::App& root) {
   auto* group = florence::cli::group(root, "detect", "Object detection: DyHead + ATSS on the CoSwin pyramid, COCO mAP");
   setup_detect_train(group);
   setup_detect_eval(group);
   setup_detect_predict(group);
+  setup_detect_zero_shot(group);
 }
 
 }  // namespace

@@ -1,0 +1,56 @@
+#pragma once
+// Zero-shot detection, Florence §3.1's transfer protocol: a class-agnostic detector proposes
+// boxes, the image–text model names them. Each proposal is cropped from the original image (a
+// square around the box, `context` of its side added on every side, pixels outside the image
+// filled with the encoder's mean colour), resized to the image tower's input, embedded, and
+// compared with the text embeddings of the split's category names (prompt templates averaged,
+// eval/zero_shot.h). A proposal with objectness s and class probabilities p = softmax(cos / tau)
+// becomes one detection per category c with score s * p_c; the `max_dets` best per image are kept
+// and evaluated with COCO mAP (use_cats on) against the split, whose categories were never
+// trained as boxes (instances_test_unseen.json of the set builder).
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "florence/adapt/detect/coco_eval.h"
+#include "florence/adapt/detect/detect_data.h"
+#include "florence/eval/encode.h"
+
+namespace florence::detect {
+
+struct ZeroShotDetectOptions {
+  int64_t proposals = 100;            ///< highest-scoring class-agnostic boxes per image that are named
+  double context = 0.1;               ///< crop margin, fraction of the box's longer side on each side
+  std::vector<std::string> templates; ///< prompt templates ("a photo of a {}."); empty = eval's defaults
+  int64_t max_dets = 100;             ///< detections kept per image (COCOeval's largest maxDets)
+};
+
+struct ZeroShotDetectResult {
+  CocoEvalResult metrics;
+  std::vector<CocoResult> results;  ///< named detections, split category ids, original pixels
+  int64_t images = 0;               ///< images with at least one proposal that were read
+  int64_t crops = 0;                ///< proposals embedded
+  int64_t unreadable = 0;           ///< images that could not be read (their boxes count as missed)
+  double seconds = 0;
+  /// {"task": "zero-shot detection", "split", "images", "crops", "unreadable", "metrics", ...}
+  nlohmann::json to_json(const DetectionSplit& split) const;
+};
+
+/// Names class-agnostic `proposals` (COCO results on `split`'s images, original pixels; their
+/// category ids are ignored) with the image–text model `clip` and evaluates them on `split`.
+/// Throws florence::Error when `clip` has no tokenizer, the split has no categories, or an
+/// option is out of range (proposals, max_dets < 1; context < 0 or > 4). An unreadable image is
+/// a counted, logged skip.
+ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
+                                      eval::EvalModel& clip, const ZeroShotDetectOptions& options = {});
+
+/// The random-box baseline of zero-shot detection: for every image of `split`, `per_image` boxes
+/// drawn from the annotations of `train` regardless of category (their relative size and place:
+/// the training box prior), each given a category of `split` uniformly at random and a uniform
+/// random score. Seeded. Throws florence::Error when `train` has no annotation or per_image < 1.
+std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
+                                            int64_t per_image, uint64_t seed);
+
+}  // namespace florence::detect
