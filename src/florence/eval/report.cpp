@@ -345,7 +345,8 @@ ReportResult write_report(const ReportOptions& o) {
       const auto& std_sets = standard_sets();
       const size_t set_rank = size_t(std::find_if(std_sets.begin(), std_sets.end(), [&](const StandardSet& s) { return s.name == set; }) -
                                      std_sets.begin());
-      const std::vector<std::string> tasks{"zero-shot", "retrieval", "linear-probe", "few-shot", "finetune", "finetune-retrieval"};
+      const std::vector<std::string> tasks{"zero-shot",          "retrieval",          "linear-probe",   "few-shot",
+                                           "finetune",           "finetune-retrieval", "detection", "zero-shot detection"};
       const int task_rank = int(std::find(tasks.begin(), tasks.end(), task) - tasks.begin());
       results.push_back({e.path(), std::move(j), {set_rank, set, task_rank, e.path().filename().string()}});
     }

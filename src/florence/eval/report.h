@@ -7,7 +7,8 @@
 //   RUN_DIR/config.json     the run's configuration (shown collapsed)
 //   RUN_DIR/eval/*.json     result files of `florence eval` (task "zero-shot" / "retrieval"; the
 //                           transfer tasks "linear-probe", "few-shot", "finetune",
-//                           "finetune-retrieval" add rows through report_transfer.h)
+//                           "finetune-retrieval" and the adapters' "detection" / "zero-shot detection"
+//                           add rows through report_transfer.h)
 // Outputs, all next to the page (RUN_DIR/report_files/):
 //   metrics.tsv + plots.gp  the data and the gnuplot script (Debian `gnuplot`, pngcairo terminal)
 //   loss.png lr.png logit_scale.png throughput.png   training curves vs step (a stage change is a

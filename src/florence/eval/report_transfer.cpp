@@ -59,6 +59,20 @@ std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
     const std::string t = fmt::format("fine-tuned ({} steps, {} train images, {} classes)", j.at("steps").get<int64_t>(),
                                       j.at("num_train").get<int64_t>(), j.at("classes").size());
     classification_rows(j.at("metrics"), t, rows);
+  } else if (task == "detection" || task == "zero-shot detection") {
+    // COCO box mAP (detect eval / detect train / detect zero-shot); the chance column holds the
+    // result's baseline (box prior or random boxes) where it has one.
+    const auto& m = j.at("metrics");
+    const nlohmann::json* b = j.contains("baseline") ? &j["baseline"].at("metrics") : nullptr;
+    const std::string t =
+        fmt::format("{} on '{}' ({} images{})", task, j.at("split").get<std::string>(), j.at("images").get<int64_t>(),
+                    b ? ", baseline: " + j["baseline"].value("name", std::string("?")) : std::string());
+    for (const char* k : {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"}) {
+      const double v = m.at(k).get<double>();
+      rows.push_back({t, k, v < 0 ? "n/a" : fmt::format("{:.4f}", v),
+                      b && b->contains(k) && b->at(k).get<double>() >= 0 ? fmt::format("{:.4f}", b->at(k).get<double>())
+                                                                          : "—"});
+    }
   } else if (task == "finetune-retrieval") {
     if (j.contains("zero_shot")) rows = retrieval_report_rows(j.at("zero_shot"), "before fine-tuning: retrieval ");
     for (auto& r : retrieval_report_rows(j.at("retrieval"), fmt::format("fine-tuned ({} steps) retrieval ",

@@ -1,6 +1,7 @@
 #pragma once
 // Rows of the `florence report` metrics table for the transfer results: "linear-probe" and
-// "few-shot" (florence eval ...), "finetune" and "finetune-retrieval" (florence finetune).
+// "few-shot" (florence eval ...), "finetune" and "finetune-retrieval" (florence finetune), and the
+// adapters' COCO box mAP ("detection", "zero-shot detection": florence detect eval / zero-shot).
 #include <nlohmann/json_fwd.hpp>
 
 #include <string>

@@ -24,6 +24,7 @@
 #include "florence/eval/features.h"
 #include "florence/eval/linear_probe.h"
 #include "florence/eval/logreg.h"
+#include "florence/eval/report_transfer.h"
 #include "support/paths.h"
 
 // Unity builds compile several test files as one translation unit: this file's names stay in
@@ -538,5 +539,28 @@ TEST(FewShotRun, OneEpisodeHasNoConfidenceInterval) {
 }
 
 }  // namespace
+
+TEST(ReportRows, DetectionResultsShowCocoNumbersBesideTheirBaseline) {
+  nlohmann::json m = {{"AP", 0.125}, {"AP50", 0.25}, {"AP75", 0.0625}, {"APs", -1.0}, {"APm", 0.5}, {"APl", 0.75},
+                      {"AR1", 0.1},  {"AR10", 0.2},  {"AR100", 0.3}};
+  nlohmann::json j = {{"task", "zero-shot detection"}, {"split", "test_unseen"}, {"images", 40}, {"metrics", m}};
+  auto rows = eval::transfer_report_rows(j);
+  ASSERT_EQ(rows.size(), 7u);
+  EXPECT_EQ(rows[0].task, "zero-shot detection on 'test_unseen' (40 images)");
+  EXPECT_EQ(rows[1].metric, "AP50");
+  EXPECT_EQ(rows[1].value, "0.2500");
+  EXPECT_EQ(rows[1].chance, "—");
+  EXPECT_EQ(rows[3].value, "n/a");  // APs -1: no small box in the split
+  EXPECT_EQ(rows[6].metric, "AR100");
+  j["task"] = "detection";
+  j["baseline"] = {{"name", "box prior"}, {"metrics", m}};
+  rows = eval::transfer_report_rows(j);
+  ASSERT_EQ(rows.size(), 7u);
+  EXPECT_EQ(rows[0].task, "detection on 'test_unseen' (40 images, baseline: box prior)");
+  EXPECT_EQ(rows[0].chance, "0.1250");
+  EXPECT_EQ(rows[3].chance, "—");
+  j.erase("metrics");
+  EXPECT_THROW(eval::transfer_report_rows(j), nlohmann::json::exception);
+}
 
 }  // namespace test_transfer
