@@ -85,6 +85,24 @@ TEST_F(DetectorTest, NamedConfigsAndJsonRoundTrip) {
     }
   }
   EXPECT_THROW(resolve_detector("dyhead-q"), Error);
+  j = detector_config_to_json(n);
+  j["offset_init"] = "zero";
+  EXPECT_EQ(detector_config_from_json(j, "x.json").offset_init, "zero");
+  j["offset_init"] = "kaiming";
+  EXPECT_THROW(detector_config_from_json(j, "x.json"), Error);
+}
+
+TEST_F(DetectorTest, ZeroOffsetInitStartsEachBlockAsAPlainConv) {
+  DetectorConfig c = small("dyhead-nano", 3);
+  c.offset_init = "zero";
+  Detector d(c);
+  const auto params = d->named_parameters();
+  for (int64_t b = 0; b < c.num_blocks; ++b) {
+    EXPECT_EQ(params[fmt::format("dyhead_tower.{}.offset.weight", b)].abs().max().item<double>(), 0.0);
+    EXPECT_EQ(params[fmt::format("dyhead_tower.{}.offset.bias", b)].abs().max().item<double>(), 0.0);
+  }
+  Detector r(small("dyhead-nano", 3));  // "default": PyTorch's init, as the reference
+  EXPECT_GT(r->named_parameters()["dyhead_tower.0.offset.weight"].abs().max().item<double>(), 0.0);
 }
 
 TEST_F(DetectorTest, ModuleNamesFollowDynamicHead) {
@@ -133,8 +151,10 @@ TEST_F(DetectorTest, LossFallsOverAFewStepsOnOneImage) {
   const int64_t seed = std::getenv("FLORENCE_TEST_SEED") ? std::atoll(std::getenv("FLORENCE_TEST_SEED")) : 0;
   torch::manual_seed(seed);
   auto [img, target] = synthetic_scene();
-  for (const std::string name : {"dyhead-nano", "conv-nano"}) {
-    Detector d(small(name, 3));
+  for (const std::string name : {"dyhead-nano", "dyhead-nano zero offsets", "conv-nano"}) {
+    DetectorConfig cfg = small(name.substr(0, name.find(' ')), 3);
+    if (name.find("zero") != std::string::npos) cfg.offset_init = "zero";
+    Detector d(cfg);
     d->train();
     torch::optim::AdamW opt(d->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.0));
     constexpr int kSteps = 30;

@@ -30,7 +30,15 @@ DetectorImpl::DetectorImpl(const DetectorConfig& cfg) : cfg_(cfg) {
   dyhead_tower = register_module("dyhead_tower", torch::nn::ModuleList());
   if (cfg_.head == "dyhead") {
     const CoarseOffsets mode = coarse_offsets_from_string(cfg_.coarse_offsets);
-    for (int64_t i = 0; i < cfg_.num_blocks; ++i) dyhead_tower->push_back(DyConv(cfg_.channels, cfg_.channels, mode));
+    for (int64_t i = 0; i < cfg_.num_blocks; ++i) {
+      DyConv block(cfg_.channels, cfg_.channels, mode);
+      if (cfg_.offset_init == "zero") {
+        torch::NoGradGuard ng;
+        block->offset->weight.zero_();
+        block->offset->bias.zero_();
+      }
+      dyhead_tower->push_back(block);
+    }
   }
   ATSSHeadOptions ho;
   ho.in_channels = cfg_.channels;

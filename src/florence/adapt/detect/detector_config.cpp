@@ -85,6 +85,8 @@ void DetectorConfig::validate() const {
   if (head == "dyhead" && channels / 4 < 1) fail("channels too small for DyReLU's reduction 4");
   if (coarse_offsets != "crop" && coarse_offsets != "reference")
     fail("coarse_offsets must be \"crop\" or \"reference\", got \"" + coarse_offsets + "\"");
+  if (offset_init != "default" && offset_init != "zero")
+    fail("offset_init must be \"default\" or \"zero\", got \"" + offset_init + "\"");
   if (num_classes < 1) fail(fmt::format("num_classes must be >= 1, got {}", num_classes));
   if (!class_names.empty() && int64_t(class_names.size()) != classes())
     fail(fmt::format("{} class_names for {} classes", class_names.size(), classes()));
@@ -107,6 +109,7 @@ nlohmann::json detector_config_to_json(const DetectorConfig& c) {
           {"head", c.head},
           {"num_blocks", c.num_blocks},
           {"coarse_offsets", c.coarse_offsets},
+          {"offset_init", c.offset_init},
           {"num_classes", c.num_classes},
           {"class_agnostic", c.class_agnostic},
           {"class_names", c.class_names},
@@ -142,6 +145,7 @@ DetectorConfig detector_config_from_json(const nlohmann::json& j, const std::str
     else if (k == "head") c.head = get<std::string>(v, k, origin);
     else if (k == "num_blocks") c.num_blocks = get<int64_t>(v, k, origin);
     else if (k == "coarse_offsets") c.coarse_offsets = get<std::string>(v, k, origin);
+    else if (k == "offset_init") c.offset_init = get<std::string>(v, k, origin);
     else if (k == "num_classes") c.num_classes = get<int64_t>(v, k, origin);
     else if (k == "class_agnostic") c.class_agnostic = get<bool>(v, k, origin);
     else if (k == "class_names") c.class_names = get<std::vector<std::string>>(v, k, origin);

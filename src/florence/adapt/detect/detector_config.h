@@ -30,6 +30,9 @@ struct DetectorConfig {
   std::string head = "dyhead";             ///< "dyhead" | "conv" (ATSS towers of num_blocks convs, no attention)
   int64_t num_blocks = 6;                  ///< DyHead blocks (MODEL.DYHEAD.NUM_CONVS) or conv tower depth
   std::string coarse_offsets = "crop";     ///< "crop" | "reference" (dyhead.h)
+  /// DyHead's offset conv at init: "default" (PyTorch's, as microsoft/DynamicHead) | "zero"
+  /// (mmdetection's DyHead: offsets 0, mask 0.5, so each block starts as a plain 3x3 conv).
+  std::string offset_init = "default";
   int64_t num_classes = 80;
   bool class_agnostic = false;             ///< one class ("object"): every label is read as 0
   std::vector<std::string> class_names;    ///< optional, num_classes names (for outputs)

@@ -26,7 +26,8 @@
 // a spatially coherent rule) and offer the reference's reinterpretation (kReference) for loading
 // DyHead-trained weights; docs/detection.md says more.
 // Init as the reference: deform convs U(+-1/sqrt(fan_in)), bias 0; AttnConv N(0, 0.01), bias 0;
-// `offset` and the DyReLU Linears LibTorch's defaults (= PyTorch's); GroupNorm 1/0.
+// `offset` and the DyReLU Linears LibTorch's defaults (= PyTorch's); GroupNorm 1/0. The detector
+// can zero `offset` instead (DetectorConfig::offset_init "zero", mmdetection's choice).
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/container/sequential.h>
