@@ -35,6 +35,11 @@ void print_eval(const nlohmann::json& e, const florence::detect::CocoEvalResult&
             << m.summary();
 }
 
+void print_baseline(const nlohmann::json& b) {
+  std::cout << fmt::format("baseline, {}: AP {:.4f}  AP50 {:.4f}\n", b["name"].get<std::string>(),
+                           b["metrics"]["AP"].get<double>(), b["metrics"]["AP50"].get<double>());
+}
+
 void setup_detect_train(CLI::App* group) {
   auto* cmd = group->add_subcommand("train", "Train the DyHead/ATSS detector on a COCO-format set (shared run engine)");
   auto o = std::make_shared<DetectOptions>();
@@ -72,11 +77,8 @@ void setup_detect_train(CLI::App* group) {
                                t.value("split", ""), m["AP"].get<double>(), m["AP50"].get<double>(),
                                m["AP75"].get<double>(), m["APs"].get<double>(), m["APm"].get<double>(),
                                m["APl"].get<double>());
-      if (t.contains("baseline")) {
-        const auto& b = t["baseline"]["metrics"];
-        std::cout << fmt::format("baseline, {}: AP {:.4f}  AP50 {:.4f}\n", t["baseline"]["name"].get<std::string>(),
-                                 b["AP"].get<double>(), b["AP50"].get<double>());
-      }
+      if (t.contains("baseline")) print_baseline(t["baseline"]);
+      if (t.contains("baseline_error")) std::cout << "no baseline: " << t["baseline_error"].get<std::string>() << "\n";
     }
     std::cout << "weights " << r.final_weights << "\n";
   });
@@ -86,7 +88,7 @@ void setup_detect_eval(CLI::App* group) {
   auto* cmd = group->add_subcommand("eval", "COCO bbox mAP of a trained detector on a split (pycocotools' numbers)");
   struct Args {
     std::string checkpoint, data, split = "test", out, device = "cpu", precision = "fp32";
-    int64_t batch_size = 16, max_images = 0, baseline_boxes = 0, train_for_baseline = 0;
+    int64_t batch_size = 16, max_images = 0, baseline_boxes = 0;
     std::string baseline_split = "train";
     bool class_agnostic = false;
     uint64_t seed = 0;
@@ -102,7 +104,7 @@ void setup_detect_eval(CLI::App* group) {
   cmd->add_option("--max-images", a->max_images, "Only the first N images (0 = all)")->check(florence::cli::non_negative());
   cmd->add_flag("--class-agnostic", a->class_agnostic, "Pool all categories (COCOeval useCats 0)");
   cmd->add_option("--baseline-boxes", a->baseline_boxes,
-                  "Also score the box-prior baseline with N training boxes per image (0 = no)")
+                  "Also score the box-prior baseline with N training boxes per image (class-agnostic: random boxes; 0 = no)")
       ->check(florence::cli::non_negative());
   cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
@@ -123,16 +125,15 @@ void setup_detect_eval(CLI::App* group) {
     if (r.dropped > 0)
       std::cout << fmt::format("({} detections of categories the split does not have were left out)\n", r.dropped);
     if (a->baseline_boxes > 0) {
-      const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
-      const auto prior = florence::detect::box_prior_baseline(train, split, a->baseline_boxes, a->seed);
-      florence::detect::CocoEvalParams bp;
-      bp.use_cats = !(a->class_agnostic || d.config.class_agnostic);
-      const auto b = florence::detect::evaluate_bbox(split.coco, prior, bp);
-      e["baseline"] = {{"name", fmt::format("box prior ({} {} boxes per image, random scores)", a->baseline_boxes,
-                                            a->baseline_split)},
-                       {"metrics", b.to_json(&split.coco)}};
-      std::cout << fmt::format("baseline, box prior ({} boxes per image): AP {:.4f}  AP50 {:.4f}\n", a->baseline_boxes,
-                               b.ap, b.ap50);
+      try {  // the evaluation above is written even when no baseline can be drawn
+        const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
+        e["baseline"] = florence::detect::detection_baseline(train, split, a->baseline_boxes, a->seed,
+                                                             a->class_agnostic || d.config.class_agnostic);
+        print_baseline(e["baseline"]);
+      } catch (const florence::Error& err) {
+        e["baseline_error"] = err.what();
+        std::cerr << "warning: no baseline: " << err.what() << "\n";
+      }
     }
     const fs::path out = a->out.empty()
                              ? fs::path(a->checkpoint).parent_path() / "eval" / ("detection_" + a->split + ".json")
@@ -238,14 +239,14 @@ void setup_detect_zero_shot(CLI::App* group) {
                              split.coco.categories.size(), r.crops, r.seconds)
               << r.metrics.summary();
     if (a->baseline_boxes > 0) {
+      // Random training boxes, each given a category of the split at random (categories kept).
       const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
       const auto rb = florence::detect::random_box_baseline(train, split, a->baseline_boxes, a->seed);
-      const auto b = florence::detect::evaluate_bbox(split.coco, rb, florence::detect::CocoEvalParams{});
-      e["baseline"] = {{"name", fmt::format("random boxes ({} {} boxes per image, random category and score)",
+      e["baseline"] = {{"name", fmt::format("random boxes ({} '{}' boxes per image, random category and score)",
                                             a->baseline_boxes, a->baseline_split)},
-                       {"metrics", b.to_json(&split.coco)}};
-      std::cout << fmt::format("baseline, random boxes ({} per image): AP {:.4f}  AP50 {:.4f}\n", a->baseline_boxes, b.ap,
-                               b.ap50);
+                       {"metrics", florence::detect::evaluate_bbox(split.coco, rb, florence::detect::CocoEvalParams{})
+                                       .to_json(&split.coco)}};
+      print_baseline(e["baseline"]);
     }
     const fs::path out = a->out.empty()
                              ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")

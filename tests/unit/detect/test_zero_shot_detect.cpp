@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 
+#include "florence/adapt/detect/detect_eval.h"
 #include "florence/adapt/detect/zero_shot_detect.h"
 #include "florence/core/error.h"
 #include "support/paths.h"
@@ -29,7 +30,8 @@ namespace {
 
 // ROOT/images/zs/{a,b}.png (64 x 64, 32 x 16) and c.png (not an image), found by the "images/{split
 // before _}" rule; instances_zs_one.json has
-// one category (id 5), instances_zs_two.json two (5, 9) over the same images.
+// one category (id 5), instances_zs_two.json two (5, 9), instances_zs_nine.json only 9, over the
+// same images.
 fs::path make_set() {
   const fs::path root = fs::path(FLORENCE_TEST_TMP) / "unit_zero_shot_detect";
   fs::remove_all(root);
@@ -56,6 +58,10 @@ fs::path make_set() {
   two["categories"].push_back({{"id", 9}, {"name", "disc"}});
   std::ofstream(root / "annotations" / "instances_zs_one.json") << one.dump();
   std::ofstream(root / "annotations" / "instances_zs_two.json") << two.dump();
+  nlohmann::json nine = two;  // only the disc (category 9)
+  nine["annotations"] = nlohmann::json::array({two["annotations"][1]});
+  nine["categories"] = nlohmann::json::array({two["categories"][1]});
+  std::ofstream(root / "annotations" / "instances_zs_nine.json") << nine.dump();
   return root;
 }
 
@@ -170,6 +176,16 @@ TEST(ZeroShotDetect, RandomBoxBaselineDrawsTrainingBoxesWithRandomCategories) {
   const auto again = random_box_baseline(train, s, 40, 3);
   EXPECT_EQ(again[77].score, r[77].score);
   EXPECT_THROW(random_box_baseline(train, s, 0, 3), Error);
+
+  // The baseline detect train / eval report: the box prior needs the split's categories in
+  // training; class-agnostic evaluation takes random boxes, which do not.
+  const DetectionSplit nine = open_detection_split(root.string(), "zs_nine");
+  EXPECT_THROW(detection_baseline(train, nine, 10, 0, false), Error);
+  const nlohmann::json b = detection_baseline(train, nine, 10, 0, true);
+  EXPECT_EQ(b["name"], "random boxes (10 'zs_one' boxes per image, random scores)");
+  EXPECT_GE(b["metrics"]["AR100"].get<double>(), 0.0);
+  const nlohmann::json p = detection_baseline(train, s, 10, 0, false);
+  EXPECT_EQ(p["name"], "box prior (10 'zs_one' boxes per image, random scores)");
 }
 
 }  // namespace test_zero_shot_detect

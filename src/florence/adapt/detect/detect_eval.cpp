@@ -190,6 +190,42 @@ std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const De
   return out;
 }
 
+std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
+                                            int64_t per_image, uint64_t seed) {
+  if (per_image < 1) throw Error("random-box baseline: per_image must be >= 1");
+  if (split.coco.categories.empty()) throw Error(fmt::format("random-box baseline: '{}' has no categories", split.ann_file));
+  std::vector<std::array<double, 4>> rel;  // x, y, w, h relative to the image
+  for (const auto& a : train.coco.annotations) {
+    if (a.iscrowd) continue;
+    const auto& im = train.coco.images[size_t(train.coco.image_index(a.image_id))];
+    rel.push_back({a.bbox[0] / im.width, a.bbox[1] / im.height, a.bbox[2] / im.width, a.bbox[3] / im.height});
+  }
+  if (rel.empty()) throw Error(fmt::format("random-box baseline: '{}' has no annotation", train.ann_file));
+  std::mt19937_64 rng(seed);
+  std::vector<CocoResult> out;
+  const size_t C = split.coco.categories.size();
+  for (const auto& im : split.coco.images)
+    for (int64_t k = 0; k < per_image; ++k) {
+      const auto& b = rel[size_t(data::uniform_int(rng, rel.size()))];
+      const int64_t cat = split.coco.categories[size_t(data::uniform_int(rng, C))].id;
+      out.push_back({im.id, cat, {b[0] * im.width, b[1] * im.height, b[2] * im.width, b[3] * im.height},
+                     data::uniform01(rng)});
+    }
+  return out;
+}
+
+nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
+                                  uint64_t seed, bool class_agnostic) {
+  CocoEvalParams p;
+  p.use_cats = !class_agnostic;
+  const auto boxes = class_agnostic ? random_box_baseline(train, split, per_image, seed)
+                                    : box_prior_baseline(train, split, per_image, seed);
+  const std::string name =
+      class_agnostic ? fmt::format("random boxes ({} '{}' boxes per image, random scores)", per_image, train.name)
+                     : fmt::format("box prior ({} '{}' boxes per image, random scores)", per_image, train.name);
+  return {{"name", name}, {"metrics", evaluate_bbox(split.coco, boxes, p).to_json(&split.coco)}};
+}
+
 Detections detect_image(LoadedDetector& d, const std::string& image_path, double min_score, const torch::Device& device) {
   // A one-image split in memory: the image's real size from the decoded file.
   const std::string bytes = core::read_text_file(image_path);

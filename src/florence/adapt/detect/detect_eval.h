@@ -74,6 +74,21 @@ DetectEvalResult evaluate_detector(Detector& model, const DetectionSplit& split,
 std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
                                            uint64_t seed);
 
+/// The random-box baseline (class-agnostic and zero-shot detection): for every image of `split`, `per_image` boxes
+/// drawn from the annotations of `train` regardless of category (their relative size and place:
+/// the training box prior), each given a category of `split` uniformly at random and a uniform
+/// random score. Seeded. Throws florence::Error when `train` has no annotation or per_image < 1.
+std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
+                                            int64_t per_image, uint64_t seed);
+
+/// The baseline `detect train` and `detect eval` report beside a detector on `split`: the box prior
+/// (box_prior_baseline) or, for class-agnostic evaluation (categories pooled), the random-box
+/// baseline, which needs no category in common with `train`. Returns {"name", "metrics"
+/// (CocoEvalResult::to_json)}. Throws florence::Error as those do (e.g. the box prior on a split
+/// whose categories `train` lacks).
+nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
+                                  uint64_t seed, bool class_agnostic);
+
 /// Detections of one image file in its own pixels: boxes xyxy, scores, labels; only those with
 /// score >= min_score. Throws florence::Error for an unreadable image.
 Detections detect_image(LoadedDetector& d, const std::string& image_path, double min_score = 0.0,

@@ -13,7 +13,6 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
-#include <random>
 
 #include "florence/core/error.h"
 #include "florence/core/files.h"
@@ -132,30 +131,6 @@ ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, 
   r.metrics = evaluate_bbox(split.coco, r.results, CocoEvalParams{});
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
-}
-
-std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
-                                            int64_t per_image, uint64_t seed) {
-  if (per_image < 1) throw Error("random-box baseline: per_image must be >= 1");
-  if (split.coco.categories.empty()) throw Error(fmt::format("random-box baseline: '{}' has no categories", split.ann_file));
-  std::vector<std::array<double, 4>> rel;  // x, y, w, h relative to the image
-  for (const auto& a : train.coco.annotations) {
-    if (a.iscrowd) continue;
-    const auto& im = train.coco.images[size_t(train.coco.image_index(a.image_id))];
-    rel.push_back({a.bbox[0] / im.width, a.bbox[1] / im.height, a.bbox[2] / im.width, a.bbox[3] / im.height});
-  }
-  if (rel.empty()) throw Error(fmt::format("random-box baseline: '{}' has no annotation", train.ann_file));
-  std::mt19937_64 rng(seed);
-  std::vector<CocoResult> out;
-  const size_t C = split.coco.categories.size();
-  for (const auto& im : split.coco.images)
-    for (int64_t k = 0; k < per_image; ++k) {
-      const auto& b = rel[size_t(data::uniform_int(rng, rel.size()))];
-      const int64_t cat = split.coco.categories[size_t(data::uniform_int(rng, C))].id;
-      out.push_back({im.id, cat, {b[0] * im.width, b[1] * im.height, b[2] * im.width, b[3] * im.height},
-                     data::uniform01(rng)});
-    }
-  return out;
 }
 
 }  // namespace florence::detect

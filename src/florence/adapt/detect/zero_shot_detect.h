@@ -46,11 +46,4 @@ struct ZeroShotDetectResult {
 ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
                                       eval::EvalModel& clip, const ZeroShotDetectOptions& options = {});
 
-/// The random-box baseline of zero-shot detection: for every image of `split`, `per_image` boxes
-/// drawn from the annotations of `train` regardless of category (their relative size and place:
-/// the training box prior), each given a category of `split` uniformly at random and a uniform
-/// random score. Seeded. Throws florence::Error when `train` has no annotation or per_image < 1.
-std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
-                                            int64_t per_image, uint64_t seed);
-
 }  // namespace florence::detect
