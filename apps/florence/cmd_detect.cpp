@@ -105,7 +105,7 @@ void setup_detect_eval(CLI::App* group) {
   cmd->add_flag("--class-agnostic", a->class_agnostic, "Pool all categories (COCOeval useCats 0)");
   cmd->add_option("--baseline-boxes", a->baseline_boxes,
                   "Also score the box-prior baseline with N training boxes per image (class-agnostic: random boxes; 0 = no)")
-      ->check(florence::cli::non_negative());
+      ->check(CLI::Range(int64_t(0), florence::detect::kMaxBaselineBoxes));
   cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
   cmd->callback([a] {
@@ -212,50 +212,71 @@ void setup_detect_zero_shot(CLI::App* group) {
   cmd->add_option("--baseline-boxes", a->baseline_boxes,
                   "Also score the random-box baseline with N training-prior boxes per image (0 = no)")
       ->capture_default_str()
-      ->check(florence::cli::non_negative());
+      ->check(CLI::Range(int64_t(0), florence::detect::kMaxBaselineBoxes));
   cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
   cmd->callback([a, f] {
+    // Everything cheap to check (options, templates, the image-text model) before the detector pass.
+    florence::detect::ZeroShotDetectOptions zo = a->zs;
+    florence::detect::check_zero_shot_options(zo);
+    if (!a->templates.empty()) zo.templates = florence::eval::read_templates(a->templates);
     const florence::eval::LoadOptions lo = f->resolve();
     const torch::Device device = florence::parse_device(lo.device);
+    auto clip = florence::eval::load_eval_model(lo);
+    florence::eval::require_tokenizer(clip, "detect zero-shot");
     auto d = florence::detect::load_detector(a->detector, device);
-    d.model->set_autocast_bf16(florence::adapter_autocast(lo.precision, device, "detect zero-shot"));
+    // bf16 (bfloat16 weights) is for the image-text model; the detector then runs under autocast.
+    d.model->set_autocast_bf16(
+        florence::adapter_autocast(lo.precision == "bf16" ? "amp_bf16" : lo.precision, device, "detect zero-shot"));
+    if (!d.config.class_agnostic)
+      std::cerr << "warning: '" << a->detector
+                << "' is a class detector: its labels are ignored, but if it was trained with boxes of the split's "
+                   "categories this is not zero-shot\n";
     const auto split = florence::detect::open_detection_split(a->data, a->split, a->max_images);
+    if (split.coco.images.empty()) std::cerr << "warning: split '" << a->split << "' has no image: every metric is -1\n";
     florence::detect::DetectEvalOptions eo;
     eo.batch_size = a->detector_batch;
     eo.class_agnostic = true;
     const auto props = florence::detect::evaluate_detector(d.model, split, d.labels, d.preprocess, eo, device);
     std::cout << fmt::format("proposals: {} on {} images; class-agnostic AP50 {:.4f}  AR@100 {:.4f}\n",
                              props.results.size(), split.coco.images.size(), props.metrics.ap50, props.metrics.ar100);
-    auto clip = florence::eval::load_eval_model(lo);
-    florence::detect::ZeroShotDetectOptions zo = a->zs;
-    if (!a->templates.empty()) zo.templates = florence::eval::read_templates(a->templates);
     const auto r = florence::detect::zero_shot_detect(props.results, split, clip, zo);
     nlohmann::json e = r.to_json(split);
+    // Images the detector could not read never reach the naming step: both counts together.
+    e["unreadable"] = r.unreadable + props.data.unreadable;
     e["detector"] = {{"name", d.config.name}, {"weights", a->detector}, {"class_agnostic", d.config.class_agnostic}};
     e["image_text_model"] = clip.describe();
-    e["proposals"] = {{"per_image", zo.proposals}, {"context", zo.context}, {"class_agnostic_metrics", props.metrics.to_json(&split.coco)}};
-    std::cout << fmt::format("zero-shot detection on '{}' ({} categories, {} crops named, {:.1f} s)\n", a->split,
-                             split.coco.categories.size(), r.crops, r.seconds)
+    e["proposals"] = {{"per_image", zo.proposals},
+                      {"context", zo.context},
+                      {"class_agnostic_metrics", props.metrics.to_json(&split.coco)}};
+    std::cout << fmt::format("zero-shot detection on '{}' ({} categories, {} crops named, {} unreadable images, {:.1f} s)\n",
+                             a->split, split.coco.categories.size(), r.crops, e["unreadable"].get<int64_t>(), r.seconds)
               << r.metrics.summary();
     if (a->baseline_boxes > 0) {
-      // Random training boxes, each given a category of the split at random (categories kept).
-      const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
-      const auto rb = florence::detect::random_box_baseline(train, split, a->baseline_boxes, a->seed);
-      e["baseline"] = {{"name", fmt::format("random boxes ({} '{}' boxes per image, random category and score)",
-                                            a->baseline_boxes, a->baseline_split)},
-                       {"metrics", florence::detect::evaluate_bbox(split.coco, rb, florence::detect::CocoEvalParams{})
-                                       .to_json(&split.coco)}};
-      print_baseline(e["baseline"]);
+      try {  // the result is written even when no baseline can be drawn
+        // Random training boxes, each given a category of the split at random (categories kept).
+        const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
+        const auto rb = florence::detect::random_box_baseline(train, split, a->baseline_boxes, a->seed);
+        e["baseline"] = {{"name", fmt::format("random boxes ({} '{}' boxes per image, random category and score)",
+                                              a->baseline_boxes, a->baseline_split)},
+                         {"metrics", florence::detect::evaluate_bbox(split.coco, rb, florence::detect::CocoEvalParams{})
+                                         .to_json(&split.coco)}};
+        print_baseline(e["baseline"]);
+      } catch (const florence::Error& err) {
+        e["baseline_error"] = err.what();
+        std::cerr << "warning: no baseline: " << err.what() << "\n";
+      }
     }
     const fs::path out = a->out.empty()
                              ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")
                              : fs::path(a->out);
+    const fs::path dets = out.parent_path() / ("zero_shot_detections_" + a->split + ".json");
+    if (fs::weakly_canonical(out) == fs::weakly_canonical(dets))
+      throw florence::Error(fmt::format("--out '{}' is the detections file's name; choose another", out.string()));
     if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
     florence::core::write_text_atomic(out, e.dump(2) + "\n");
-    florence::detect::write_coco_results((out.parent_path() / ("zero_shot_detections_" + a->split + ".json")).string(),
-                                         r.results);
-    std::cout << "result " << out.string() << "\n";
+    florence::detect::write_coco_results(dets.string(), r.results);
+    std::cout << "result " << out.string() << "\ndetections " << dets.string() << "\n";
   });
 }
 

@@ -19,6 +19,7 @@
 
 #include "florence/core/checkpoint.h"
 #include "florence/core/files.h"
+#include "e2e/search/fixtures.h"
 #include "support/cli.h"
 #include "support/files.h"
 #include "support/paths.h"
@@ -34,20 +35,20 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path root() {
-  static const fs::path d = test::fresh_scratch("e2e_detect_cli");
+  static const fs::path d = florence::test::fresh_scratch("e2e_detect_cli");
   return d;
 }
 
-/// Runs the CLI in root(); see test::run_cli.
+/// Runs the CLI in root(); see florence::test::run_cli.
 int run(const std::string& args, std::string& out, std::string* err = nullptr) {
-  return test::run_cli(root(), args, out, err);
+  return florence::test::run_cli(root(), args, out, err);
 }
 
 /// 40 scenes of 96 px (28 train, 4 val, 8 test) of the fixture's 4 categories (boat unseen: the builder needs 2 seen).
 const std::string& detection_set() {
   static const std::string dir = [] {
     const fs::path out = root() / "set";
-    const auto& c = test::sprite_corpora();
+    const auto& c = florence::test::sprite_corpora();
     std::string o;
     const int rc = run("data build detection --out " + out.string() + " --input " + c.openclipart + "," + c.emoji +
                            " --emoji-dir " + c.emoji_package + " --images 40 --size 96 --seed 3 --threads 1 --unseen boat",
@@ -72,7 +73,7 @@ torch::Tensor weights_of(const fs::path& path, const std::string& key) {
 }  // namespace
 
 TEST(DetectCli, TrainEvalPredictResumeAndBadInput) {
-  if (!test::sprite_sources_available()) GTEST_SKIP() << "needs openclipart-svg, librsvg2-bin and emoji-datasource-google (scripts/setup)";
+  if (!florence::test::sprite_sources_available()) GTEST_SKIP() << "needs openclipart-svg, librsvg2-bin and emoji-datasource-google (scripts/setup)";
   std::string out, err;
   const fs::path run_dir = root() / "run";
   ASSERT_EQ(run(train_args(run_dir, 300), out), 0);
@@ -89,7 +90,7 @@ TEST(DetectCli, TrainEvalPredictResumeAndBadInput) {
   EXPECT_GT(m["AP50"].get<double>(), 1.5 * b["AP50"].get<double>()) << m.dump() << " vs " << b.dump();
   EXPECT_GE(m["AP"].get<double>(), 0.0);
   EXPECT_LE(m["AP50"].get<double>(), 1.0);
-  const auto metrics = test::read_jsonl(run_dir / "metrics.jsonl");
+  const auto metrics = florence::test::read_jsonl(run_dir / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 300u);
   for (const char* k : {"loss_cls", "loss_box", "loss_ctr", "num_pos"}) EXPECT_TRUE(metrics[0].contains(k)) << k;
   EXPECT_TRUE(fs::exists(run_dir / "eval" / "detections_train.json"));
@@ -147,6 +148,36 @@ TEST(DetectCli, TrainEvalPredictResumeAndBadInput) {
         << err;
     EXPECT_EQ(core::read_json_file(root() / "bad_eval.json")["data"]["unreadable"], 1);
     EXPECT_NE(err.find("skipping"), std::string::npos) << err;
+
+    // zero-shot: the detector's boxes named by a random-init image-text model. The detector has
+    // classes (a warning), the corrupt image is counted, the set has no train split (a baseline
+    // warning, the result still written), every named box gives one detection per category.
+    const std::string clip = florence::test::search::tiny_checkpoint(root());
+    const fs::path zs = root() / "zs" / "zero_shot.json";
+    ASSERT_EQ(run("--threads 1 detect zero-shot --detector-checkpoint " + (run_dir / "model.safetensors").string() +
+                      " --checkpoint " + clip + " --data " + bad.string() + " --split test --proposals 3 --out " +
+                      zs.string(),
+                  out, &err),
+              0)
+        << err;
+    EXPECT_NE(err.find("is a class detector"), std::string::npos) << err;
+    EXPECT_NE(err.find("no baseline"), std::string::npos) << err;
+    EXPECT_NE(out.find("1 unreadable images"), std::string::npos) << out;
+    const auto z = core::read_json_file(zs);
+    EXPECT_EQ(z["task"], "zero-shot detection");
+    EXPECT_EQ(z["unreadable"], 1);
+    const int64_t named = z["images_with_proposals"], cats = int64_t(test_ann["categories"].size());
+    EXPECT_GT(named, 0);
+    EXPECT_LE(z["crops"].get<int64_t>(), 3 * named);
+    EXPECT_EQ(z["detections"].get<int64_t>(), z["crops"].get<int64_t>() * std::min<int64_t>(cats, 100));
+    EXPECT_TRUE(z.contains("baseline_error"));
+    EXPECT_EQ(core::read_json_file(root() / "zs" / "zero_shot_detections_test.json").size(),
+              z["detections"].get<size_t>());
+    EXPECT_NE(run("--threads 1 detect zero-shot --detector-checkpoint " + (run_dir / "model.safetensors").string() +
+                      " --checkpoint " + clip + " --data " + bad.string() + " --split test --context nan",
+                  out, &err),
+              0);
+    EXPECT_NE(err.find("context must be in [0, 4]"), std::string::npos) << err;
   }
   const fs::path not_det = root() / "not_detector.safetensors";
   core::save_safetensors(not_det.string(), {{"w", torch::zeros({2})}});

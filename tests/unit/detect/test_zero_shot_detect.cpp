@@ -9,6 +9,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -144,8 +145,12 @@ TEST(ZeroShotDetect, BadOptionsAreRefused) {
   o.context = -1;
   EXPECT_THROW(zero_shot_detect({}, s, m, o), Error);
   o = {};
+  o.context = std::nan("");
+  EXPECT_THROW(check_zero_shot_options(o), Error);
+  o = {};
   o.max_dets = 0;
   EXPECT_THROW(zero_shot_detect({}, s, m, o), Error);
+  EXPECT_NO_THROW(check_zero_shot_options({}));
   // No proposal at all: nothing detected, every box missed.
   const ZeroShotDetectResult r = zero_shot_detect({}, s, m);
   EXPECT_TRUE(r.results.empty());
@@ -176,6 +181,7 @@ TEST(ZeroShotDetect, RandomBoxBaselineDrawsTrainingBoxesWithRandomCategories) {
   const auto again = random_box_baseline(train, s, 40, 3);
   EXPECT_EQ(again[77].score, r[77].score);
   EXPECT_THROW(random_box_baseline(train, s, 0, 3), Error);
+  EXPECT_THROW(random_box_baseline(train, s, kMaxBaselineBoxes + 1, 3), Error);
 
   // The baseline detect train / eval report: the box prior needs the split's categories in
   // training; class-agnostic evaluation takes random boxes, which do not.

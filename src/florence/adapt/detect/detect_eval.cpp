@@ -34,7 +34,9 @@ nlohmann::json detector_checkpoint_extra(const DetectorConfig& config, const Lab
 
 LoadedDetector load_detector(const std::string& weights, const torch::Device& device) {
   std::error_code ec;
-  if (!fs::is_regular_file(weights, ec)) throw Error(fmt::format("detector checkpoint '{}' does not exist", weights));
+  if (!fs::is_regular_file(weights, ec))
+    throw Error(fmt::format("detector checkpoint '{}' {}", weights,
+                            fs::exists(weights, ec) ? "is not a file" : "does not exist"));
   const std::string side_path = model::sidecar_path(weights);
   if (!fs::is_regular_file(side_path, ec))
     throw Error(fmt::format("'{}' has no sidecar '{}': not a detector checkpoint", weights, side_path));
@@ -153,7 +155,8 @@ DetectEvalResult evaluate_detector(Detector& model, const DetectionSplit& split,
 
 std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
                                            uint64_t seed) {
-  if (per_image < 1) throw Error("box prior: per_image must be >= 1");
+  if (per_image < 1 || per_image > kMaxBaselineBoxes)
+    throw Error(fmt::format("box prior: boxes per image must be in [1, {}], got {}", kMaxBaselineBoxes, per_image));
   // Training annotations (not crowd) whose category the split has, with their image's size.
   struct Prior {
     int64_t category;
@@ -192,7 +195,8 @@ std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const De
 
 std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
                                             int64_t per_image, uint64_t seed) {
-  if (per_image < 1) throw Error("random-box baseline: per_image must be >= 1");
+  if (per_image < 1 || per_image > kMaxBaselineBoxes)
+    throw Error(fmt::format("random-box baseline: boxes per image must be in [1, {}], got {}", kMaxBaselineBoxes, per_image));
   if (split.coco.categories.empty()) throw Error(fmt::format("random-box baseline: '{}' has no categories", split.ann_file));
   std::vector<std::array<double, 4>> rel;  // x, y, w, h relative to the image
   for (const auto& a : train.coco.annotations) {

@@ -21,6 +21,10 @@
 
 namespace florence::detect {
 
+/// Most baseline boxes per image (box_prior_baseline, random_box_baseline): COCOeval reads at most
+/// maxDets (100) per image, so more only costs memory.
+inline constexpr int64_t kMaxBaselineBoxes = 10000;
+
 struct LoadedDetector {
   Detector model{nullptr};
   DetectorConfig config;

@@ -90,6 +90,8 @@ void DetectTask::validate() {
   if (o_.backbone_lr_scale < 0) throw Error("--backbone-lr-scale must be >= 0");
   if (o_.max_train_images < 0 || o_.max_eval_images < 0 || o_.val_every < 0 || o_.baseline_boxes < 0)
     throw Error("--max-train-images, --max-eval-images, --val-every and --baseline-boxes must be >= 0");
+  if (o_.baseline_boxes > kMaxBaselineBoxes)
+    throw Error(fmt::format("--baseline-boxes must be <= {}, got {}", kMaxBaselineBoxes, o_.baseline_boxes));
   if (!o_.checkpoint.empty()) {
     std::error_code ec;
     if (!fs::is_regular_file(o_.checkpoint, ec))

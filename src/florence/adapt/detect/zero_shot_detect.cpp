@@ -58,13 +58,17 @@ nlohmann::json ZeroShotDetectResult::to_json(const DetectionSplit& split) const 
           {"seconds", seconds}};
 }
 
-ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
-                                      eval::EvalModel& clip, const ZeroShotDetectOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
+void check_zero_shot_options(const ZeroShotDetectOptions& o) {
   if (o.proposals < 1) throw Error(fmt::format("zero-shot detection: proposals per image must be >= 1, got {}", o.proposals));
   if (o.max_dets < 1) throw Error(fmt::format("zero-shot detection: max_dets must be >= 1, got {}", o.max_dets));
   if (!(o.context >= 0 && o.context <= 4))
     throw Error(fmt::format("zero-shot detection: context must be in [0, 4], got {}", o.context));
+}
+
+ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
+                                      eval::EvalModel& clip, const ZeroShotDetectOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_zero_shot_options(o);
   if (split.coco.categories.empty()) throw Error(fmt::format("zero-shot detection: '{}' has no categories", split.ann_file));
   eval::require_tokenizer(clip, "zero-shot detection");
 
@@ -84,6 +88,7 @@ ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, 
   for (const auto& p : proposals) by_image[p.image_id].push_back(&p);
 
   ZeroShotDetectResult r;
+  int64_t resized = 0;
   for (const auto& im : split.coco.images) {
     auto it = by_image.find(im.id);
     if (it == by_image.end()) continue;
@@ -102,6 +107,9 @@ ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, 
     // Proposals were made on the image as the annotations size it; crops are taken in its decoded
     // pixels (the same unless the file and the annotation disagree).
     const double sx = double(rgb.cols) / double(im.width), sy = double(rgb.rows) / double(im.height);
+    if ((sx != 1 || sy != 1) && resized++ < 5)
+      spdlog::warn("zero-shot detection: '{}' is {}x{} pixels but annotated {}x{}: boxes rescaled to the file",
+                   file.string(), rgb.cols, rgb.rows, im.width, im.height);
     std::vector<torch::Tensor> crops;
     for (const CocoResult* p : props) {
       const CocoBox b{p->bbox[0] * sx, p->bbox[1] * sy, p->bbox[2] * sx, p->bbox[3] * sy};

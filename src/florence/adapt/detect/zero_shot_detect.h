@@ -38,11 +38,15 @@ struct ZeroShotDetectResult {
   nlohmann::json to_json(const DetectionSplit& split) const;
 };
 
+/// Throws florence::Error when an option is out of range (proposals, max_dets < 1; context not in
+/// [0, 4], NaN included).
+void check_zero_shot_options(const ZeroShotDetectOptions& options);
+
 /// Names class-agnostic `proposals` (COCO results on `split`'s images, original pixels; their
 /// category ids are ignored) with the image–text model `clip` and evaluates them on `split`.
 /// Throws florence::Error when `clip` has no tokenizer, the split has no categories, or an
-/// option is out of range (proposals, max_dets < 1; context < 0 or > 4). An unreadable image is
-/// a counted, logged skip.
+/// option is out of range (check_zero_shot_options). An unreadable image is a counted, logged skip;
+/// an image whose file size differs from its annotated size is cropped in file pixels, with a warning.
 ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
                                       eval::EvalModel& clip, const ZeroShotDetectOptions& options = {});
 
