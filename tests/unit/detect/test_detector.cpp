@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "florence/adapt/detect/detector.h"
+#include "florence/adapt/detect/dyhead.h"
 #include "florence/core/checkpoint.h"
 #include "florence/core/error.h"
 #include "florence/core/precision.h"
@@ -89,6 +90,40 @@ TEST_F(DetectorTest, NamedConfigsAndJsonRoundTrip) {
   j["offset_init"] = "zero";
   EXPECT_EQ(detector_config_from_json(j, "x.json").offset_init, "zero");
   j["offset_init"] = "kaiming";
+  EXPECT_THROW(detector_config_from_json(j, "x.json"), Error);
+}
+
+TEST_F(DetectorTest, CoarseLevelOffsetRulesByHand) {
+  // Level l is 5 x 4 (H x W), the coarser level 3 x 2. Value of channel c at (y, x): 100c + 10y + x.
+  const auto c = torch::arange(27, torch::kDouble).view({1, 27, 1, 1}) * 100;
+  const auto y = torch::arange(5, torch::kDouble).view({1, 1, 5, 1}) * 10;
+  const auto x = torch::arange(4, torch::kDouble).view({1, 1, 1, 4});
+  const auto om = c + y + x;                                  // [1, 27, 5, 4]
+  const auto mask = om.narrow(1, 18, 9) / 10000;              // stands for the sigmoid mask
+  // crop: the top-left 3 x 2 window.
+  auto [o1, m1] = coarse_level_offsets(om, mask, 3, 2, CoarseOffsets::kCrop);
+  EXPECT_EQ(o1.sizes(), (std::vector<int64_t>{1, 18, 3, 2}));
+  EXPECT_DOUBLE_EQ(o1[0][4][2][1].item<double>(), 400 + 20 + 1);
+  EXPECT_DOUBLE_EQ(m1[0][3][1][1].item<double>(), (2100 + 10 + 1) / 10000.0);
+  // resample: rows 0, 2, 4 and columns 0, 2 (the same image points), offsets halved, mask as is.
+  auto [o2, m2] = coarse_level_offsets(om, mask, 3, 2, CoarseOffsets::kResample);
+  EXPECT_EQ(o2.sizes(), (std::vector<int64_t>{1, 18, 3, 2}));
+  EXPECT_DOUBLE_EQ(o2[0][4][2][1].item<double>(), (400 + 40 + 2) / 2.0);
+  EXPECT_DOUBLE_EQ(o2[0][17][1][0].item<double>(), (1700 + 20 + 0) / 2.0);
+  EXPECT_DOUBLE_EQ(m2[0][3][1][1].item<double>(), (2100 + 20 + 2) / 10000.0);
+  // reference: image 0's buffer read from its start as 18 x 3 x 2 (flat index k -> the k-th value).
+  auto [o3, m3] = coarse_level_offsets(om, mask, 3, 2, CoarseOffsets::kReference);
+  const auto flat = om.reshape({-1});
+  EXPECT_DOUBLE_EQ(o3[0][1][0][0].item<double>(), flat[6].item<double>());  // channel 1 starts at 3 x 2 = 6
+  EXPECT_DOUBLE_EQ(flat[6].item<double>(), 0 + 10 + 2);                    // which is (y 1, x 2) of channel 0
+  // A coarser map that is not the stride-2 map of level l is refused by resample.
+  EXPECT_THROW(coarse_level_offsets(om, mask, 2, 2, CoarseOffsets::kResample), Error);
+  EXPECT_EQ(coarse_offsets_from_string("resample"), CoarseOffsets::kResample);
+  EXPECT_EQ(to_string(CoarseOffsets::kResample), "resample");
+  auto j = detector_config_to_json(small("dyhead-nano", 3));
+  j["coarse_offsets"] = "resample";
+  EXPECT_EQ(detector_config_from_json(j, "x.json").coarse_offsets, "resample");
+  j["coarse_offsets"] = "nearest";
   EXPECT_THROW(detector_config_from_json(j, "x.json"), Error);
 }
 

@@ -83,8 +83,8 @@ void DetectorConfig::validate() const {
   if (head == "conv" && num_blocks > 0 && channels % 32 != 0)
     fail(fmt::format("channels {} must be a multiple of 32 for the conv towers' GroupNorm(32)", channels));
   if (head == "dyhead" && channels / 4 < 1) fail("channels too small for DyReLU's reduction 4");
-  if (coarse_offsets != "crop" && coarse_offsets != "reference")
-    fail("coarse_offsets must be \"crop\" or \"reference\", got \"" + coarse_offsets + "\"");
+  if (coarse_offsets != "crop" && coarse_offsets != "reference" && coarse_offsets != "resample")
+    fail("coarse_offsets must be \"crop\", \"reference\" or \"resample\", got \"" + coarse_offsets + "\"");
   if (offset_init != "default" && offset_init != "zero")
     fail("offset_init must be \"default\" or \"zero\", got \"" + offset_init + "\"");
   if (num_classes < 1) fail(fmt::format("num_classes must be >= 1, got {}", num_classes));

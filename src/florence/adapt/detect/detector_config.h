@@ -29,7 +29,7 @@ struct DetectorConfig {
   int64_t max_level = 7;                   ///< pyramid P{first}..P{max_level}; extra levels from the last FPN level
   std::string head = "dyhead";             ///< "dyhead" | "conv" (ATSS towers of num_blocks convs, no attention)
   int64_t num_blocks = 6;                  ///< DyHead blocks (MODEL.DYHEAD.NUM_CONVS) or conv tower depth
-  std::string coarse_offsets = "crop";     ///< "crop" | "reference" (dyhead.h)
+  std::string coarse_offsets = "crop";     ///< "crop" | "reference" | "resample" (dyhead.h)
   /// DyHead's offset conv at init: "default" (PyTorch's, as microsoft/DynamicHead) | "zero"
   /// (mmdetection's DyHead: offsets 0, mask 0.5, so each block starts as a plain 3x3 conv).
   std::string offset_init = "default";

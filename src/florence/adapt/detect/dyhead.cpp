@@ -12,10 +12,13 @@ namespace F = torch::nn::functional;
 CoarseOffsets coarse_offsets_from_string(const std::string& s) {
   if (s == "crop") return CoarseOffsets::kCrop;
   if (s == "reference") return CoarseOffsets::kReference;
+  if (s == "resample") return CoarseOffsets::kResample;
   throw Error("coarse_offsets must be \"crop\" or \"reference\", got \"" + s + "\"");
 }
 
-std::string to_string(CoarseOffsets c) { return c == CoarseOffsets::kCrop ? "crop" : "reference"; }
+std::string to_string(CoarseOffsets c) {
+  return c == CoarseOffsets::kCrop ? "crop" : c == CoarseOffsets::kReference ? "reference" : "resample";
+}
 
 torch::Tensor hard_sigmoid(const torch::Tensor& x) { return F::relu6(x + 3.0) / 6.0; }
 
@@ -75,6 +78,16 @@ std::pair<torch::Tensor, torch::Tensor> coarse_level_offsets(const torch::Tensor
   if (h > H || w > W)
     throw Error(fmt::format("DyHead: the coarser level ({}x{}) is larger than the level whose offsets it uses ({}x{})",
                             h, w, H, W));
+  if (mode == CoarseOffsets::kResample) {
+    // Every second row and column: (2y, 2x) of the finer map is the point (y, x) of the coarser
+    // one (a stride-2 conv with padding 1 gives ceil(H/2) x ceil(W/2)); offsets halve with the
+    // pixel size.
+    if (h != (H + 1) / 2 || w != (W + 1) / 2)
+      throw Error(fmt::format("DyHead: the coarser level ({}x{}) is not the stride-2 map of the level whose offsets "
+                              "it uses ({}x{})", h, w, H, W));
+    const auto om = offset_mask.narrow(1, 0, 18).slice(2, 0, H, 2).slice(3, 0, W, 2);
+    return {om * 0.5, mask.slice(2, 0, H, 2).slice(3, 0, W, 2)};
+  }
   if (mode == CoarseOffsets::kCrop) {
     return {offset_mask.narrow(1, 0, 18).narrow(2, 0, h).narrow(3, 0, w),
             mask.narrow(2, 0, h).narrow(3, 0, w)};

@@ -24,7 +24,9 @@
 // mask); mmdetection's DyHead takes the top-left h x w window. We default to the top-left window
 // (CoarseOffsets::kCrop: the tap at (y, x) of the coarser map uses the offsets predicted at (y, x),
 // a spatially coherent rule) and offer the reference's reinterpretation (kReference) for loading
-// DyHead-trained weights; docs/detection.md says more.
+// DyHead-trained weights. A third rule, kResample, keeps them in place: the tap at (y, x) of the
+// coarser map uses the offsets predicted at (2y, 2x), where the same image point lies, halved
+// (they are counted in the finer map's pixels), and the mask there; docs/detection.md says more.
 // Init as the reference: deform convs U(+-1/sqrt(fan_in)), bias 0; AttnConv N(0, 0.01), bias 0;
 // `offset` and the DyReLU Linears LibTorch's defaults (= PyTorch's); GroupNorm 1/0. The detector
 // can zero `offset` instead (DetectorConfig::offset_init "zero", mmdetection's choice).
@@ -43,7 +45,7 @@
 
 namespace florence::detect {
 
-enum class CoarseOffsets { kCrop, kReference };
+enum class CoarseOffsets { kCrop, kReference, kResample };
 /// "crop" | "reference"; throws florence::Error for anything else.
 CoarseOffsets coarse_offsets_from_string(const std::string& s);
 std::string to_string(CoarseOffsets c);
