@@ -118,9 +118,13 @@ struct Plot {
 };
 
 /// Writes metrics.tsv + plots.gp into `dir`, runs gnuplot there; returns the PNGs produced.
+/// `kind`: config.json's "kind" ("" for pretraining, whose config has none): names the loss, and only
+/// pretraining has a logit scale to miss.
 std::vector<std::pair<Plot, std::string>> make_plots(const Series& s, const fs::path& dir, const ReportOptions& o,
-                                                     ReportResult& res) {
-  const std::vector<Plot> plots = {{"loss", "loss.png", "training loss (UniCL)", "loss", false},
+                                                     const std::string& kind, ReportResult& res) {
+  const bool pretraining = kind.empty() || kind == "pretrain";
+  const std::vector<Plot> plots = {{"loss", "loss.png", pretraining ? "training loss (UniCL)" : "training loss (" + kind + ")",
+                                    "loss", false},
                                    {"lr", "lr.png", "learning rate", "lr", false},
                                    {"logit_scale", "logit_scale.png", "logit scale", "logit scale", false},
                                    {"img_per_s", "throughput.png", "throughput", "images / s", false}};
@@ -155,7 +159,8 @@ std::vector<std::pair<Plot, std::string>> make_plots(const Series& s, const fs::
     const auto& v = s.cols.at(p.column);
     const auto finite = std::count_if(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
     if (finite == 0) {
-      res.warnings.push_back("no '" + p.column + "' values in metrics.jsonl: plot '" + p.title + "' left out");
+      if (pretraining || p.column != "logit_scale")
+        res.warnings.push_back("no '" + p.column + "' values in metrics.jsonl: plot '" + p.title + "' left out");
       continue;
     }
     const int col = 2 + int(std::find(kColumns.begin(), kColumns.end(), p.column) - kColumns.begin());
@@ -305,7 +310,18 @@ ReportResult write_report(const ReportOptions& o) {
       const double last_loss = s.cols.at("loss").back();
       body += fmt::format("<p>{} logged steps (step {} to {}), last loss {}.</p>\n", s.step.size(), s.step.front(),
                           s.step.back(), std::isfinite(last_loss) ? fmt::format("{:.4f}", last_loss) : std::string("-"));
-      auto plots = make_plots(s, files, o, res);
+      std::string kind;  // the training task (config.json "kind"; absent for pretraining)
+      try {
+        if (fs::is_regular_file(run / "config.json")) {
+          const auto cfg = nlohmann::json::parse(read_all(run / "config.json"));
+          if (cfg.is_object() && cfg.contains("kind") && cfg["kind"].is_string())
+            for (char c : cfg["kind"].get<std::string>())  // it goes into a gnuplot string: plain characters only
+              if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == ' ') kind += c;
+        }
+      } catch (const nlohmann::json::exception&) {
+        res.warnings.push_back("config.json is not valid JSON");
+      }
+      auto plots = make_plots(s, files, o, kind, res);
       body += "<div class=plots>\n";
       std::string stages;  // the dashed lines of the plots
       for (const auto& [step, stage] : s.stage_changes)
@@ -438,7 +454,8 @@ ReportResult write_report(const ReportOptions& o) {
   } else {
     body += metrics_table(table) +
             "<p><small>Chance: what a uniformly random ranking scores on the same queries (exact, see "
-            "src/florence/eval/metrics.h). Ties count against the model. p vs chance (zero-shot): the probability that "
+            "src/florence/eval/metrics.h); for detection rows, the baseline named in the task cell (COCO mAP of "
+            "random boxes drawn from the training boxes). Ties count against the model. p vs chance (zero-shot): the probability that "
             "uniform random guessing scores at least as high (binomial, exact; mean per class simulated). [seen]: the "
             "set's class labels are pretraining targets (Fashion-MNIST through <code>--labelled</code>), so that row is "
             "not zero-shot transfer. Prompts: the template set (<code>ensemble</code> or <code>bare</code> words) and "

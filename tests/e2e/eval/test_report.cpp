@@ -265,4 +265,33 @@ TEST(Report, RendersInHeadlessChromiumWithItsImages) {
   EXPECT_GT(cv::countNonZero(mask), 100);
 }
 
+TEST(Report, DetectionRunNamesItsLossAndShowsCocoRows) {
+  // A detection run: config.json "kind" names the loss plot, there is no logit scale to miss, and
+  // the run's eval/detection_test.json gives COCO rows beside its baseline.
+  const fs::path run = fs::path(FLORENCE_TEST_TMP) / "e2e_eval_report_detection" / "run";
+  fs::remove_all(run.parent_path());
+  fs::create_directories(run / "eval");
+  {
+    std::ofstream m(run / "metrics.jsonl");
+    for (int s = 1; s <= 10; ++s)
+      m << nlohmann::json{{"step", s}, {"loss", 3.0 - 0.1 * s}, {"lr", 1e-3}, {"img_per_s", 20.0}}.dump() << "\n";
+  }
+  std::ofstream(run / "config.json") << R"J({"kind": "detection'; system('x')", "total_steps": 10})J";
+  const nlohmann::json m = {{"AP", 0.0133}, {"AP50", 0.0248}, {"AP75", 0.0126}, {"APs", 0.0104},
+                            {"APm", 0.0173}, {"APl", 0.0295}, {"AR100", 0.2583}};
+  std::ofstream(run / "eval" / "detection_test.json")
+      << nlohmann::json{{"task", "detection"}, {"set", "det"}, {"split", "test"}, {"images", 1000}, {"metrics", m},
+                        {"baseline", {{"name", "box prior"}, {"metrics", {{"AP", 0.0001}, {"AP50", 0.0004}}}}}}
+             .dump();
+  const fs::path log = run.parent_path() / "log.txt";
+  ASSERT_EQ(sh(std::string(FLORENCE_CLI) + " report " + run.string() + " > " + log.string() + " 2>&1"), 0) << read_file(log);
+  EXPECT_EQ(read_file(log).find("logit_scale"), std::string::npos) << read_file(log);
+  // The kind reaches gnuplot with its quotes and parentheses removed.
+  EXPECT_NE(read_file(run / "report_files" / "plots.gp").find("set title 'training loss (detection systemx)'"),
+            std::string::npos);
+  const std::string html = read_file(run / "report.html");
+  EXPECT_NE(html.find("detection on &#39;test&#39; (1000 images, baseline: box prior)"), std::string::npos) << html;
+  EXPECT_NE(html.find("<td>AP50</td><td class=num>0.0248</td><td class=num>0.0004</td>"), std::string::npos);
+}
+
 }  // namespace test_report
