@@ -265,19 +265,40 @@ void draw_detections(const std::string& image_path, const Detections& dets, cons
   const auto labels = dets.labels.to(torch::kCPU, torch::kLong).contiguous();
   static const cv::Scalar palette[] = {{230, 25, 75}, {60, 180, 75}, {0, 130, 200}, {245, 130, 48}, {145, 30, 180},
                                        {70, 240, 240}, {240, 50, 230}, {210, 245, 60}, {0, 128, 128}, {170, 110, 40}};
-  for (int64_t i = boxes.size(0) - 1; i >= 0; --i) {  // best drawn last (on top)
+  // Labels best first: above the box, else inside its top edge; one that would cover a better
+  // detection's label is left out (its box is still drawn) so that every label shown is readable.
+  const int64_t n = boxes.size(0);
+  std::vector<cv::Rect> label_at(static_cast<size_t>(n));
+  std::vector<std::string> texts(static_cast<size_t>(n));
+  std::vector<cv::Rect> placed;
+  for (int64_t i = 0; i < n; ++i) {
     const double* b = boxes.data_ptr<double>() + 4 * i;
     const int64_t l = labels[i].item<int64_t>();
-    const cv::Scalar colour = palette[size_t(l) % 10];
-    const cv::Point p1(int(b[0] * up), int(b[1] * up)), p2(int(b[2] * up), int(b[3] * up));
-    cv::rectangle(rgb, p1, p2, colour, 2);
     const std::string name = l >= 0 && l < int64_t(names.size()) ? names[size_t(l)] : std::to_string(l);
-    const std::string text = fmt::format("{} {:.2f}", name, scores[i].item<double>());
+    texts[size_t(i)] = fmt::format("{} {:.2f}", name, scores[i].item<double>());
     int base = 0;
-    const cv::Size ts = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, 0.45, 1, &base);
-    const cv::Point t1(p1.x, std::max(0, p1.y - ts.height - 4));
-    cv::rectangle(rgb, t1, cv::Point(t1.x + ts.width + 4, t1.y + ts.height + 4), colour, cv::FILLED);
-    cv::putText(rgb, text, cv::Point(t1.x + 2, t1.y + ts.height + 1), cv::FONT_HERSHEY_SIMPLEX, 0.45,
+    const cv::Size ts = cv::getTextSize(texts[size_t(i)], cv::FONT_HERSHEY_SIMPLEX, 0.45, 1, &base);
+    const cv::Size box(ts.width + 4, ts.height + 4);
+    const int x = int(b[0] * up), y = int(b[1] * up);
+    for (const cv::Point at : {cv::Point(x, y - box.height), cv::Point(x, y + 2)}) {
+      const cv::Rect r(cv::Point(std::max(0, at.x), std::max(0, at.y)), box);
+      if (std::none_of(placed.begin(), placed.end(), [&](const cv::Rect& q) { return (q & r).area() > 0; })) {
+        label_at[size_t(i)] = r;
+        placed.push_back(r);
+        break;
+      }
+    }
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {  // best drawn last (on top)
+    const double* b = boxes.data_ptr<double>() + 4 * i;
+    const cv::Scalar colour = palette[size_t(labels[i].item<int64_t>()) % 10];
+    cv::rectangle(rgb, cv::Point(int(b[0] * up), int(b[1] * up)), cv::Point(int(b[2] * up), int(b[3] * up)), colour, 2);
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const cv::Rect& r = label_at[size_t(i)];
+    if (r.area() == 0) continue;
+    cv::rectangle(rgb, r, palette[size_t(labels[i].item<int64_t>()) % 10], cv::FILLED);
+    cv::putText(rgb, texts[size_t(i)], cv::Point(r.x + 2, r.y + r.height - 3), cv::FONT_HERSHEY_SIMPLEX, 0.45,
                 cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
   }
   data::write_rgb_png(out_png, rgb);

@@ -98,7 +98,8 @@ nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSp
 Detections detect_image(LoadedDetector& d, const std::string& image_path, double min_score = 0.0,
                         const torch::Device& device = torch::kCPU);
 
-/// Draws `dets` (boxes, "name score" labels) on the image and writes a PNG. Throws florence::Error
+/// Draws `dets` (boxes, "name score" labels; dets best first, a label that would cover a better one is
+/// left out, its box kept) on the image and writes a PNG. Throws florence::Error
 /// when the image cannot be read or the PNG written.
 void draw_detections(const std::string& image_path, const Detections& dets, const std::vector<std::string>& names,
                      const std::string& out_png);
