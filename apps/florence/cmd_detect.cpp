@@ -40,6 +40,17 @@ void print_baseline(const nlohmann::json& b) {
                            b["metrics"]["AP"].get<double>(), b["metrics"]["AP50"].get<double>());
 }
 
+/// Draws the baseline of `kind` from the --baseline-split of --data into e["baseline"] (printed) or
+/// e["baseline_error"] (warned): the evaluation is written either way.
+template <class Args>
+void record_baseline(nlohmann::json& e, const Args& a, const florence::detect::DetectionSplit& split,
+                     florence::detect::BaselineKind kind) {
+  if (florence::detect::record_detection_baseline(
+          e, [&] { return florence::detect::open_detection_split(a.data, a.baseline_split); }, split, a.baseline_boxes,
+          a.seed, kind))
+    print_baseline(e["baseline"]);
+}
+
 void setup_detect_train(CLI::App* group) {
   auto* cmd = group->add_subcommand("train", "Train the DyHead/ATSS detector on a COCO-format set (shared run engine)");
   auto o = std::make_shared<DetectOptions>();
@@ -124,17 +135,10 @@ void setup_detect_eval(CLI::App* group) {
     print_eval(e, r.metrics);
     if (r.dropped > 0)
       std::cout << fmt::format("({} detections of categories the split does not have were left out)\n", r.dropped);
-    if (a->baseline_boxes > 0) {
-      try {  // the evaluation above is written even when no baseline can be drawn
-        const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
-        e["baseline"] = florence::detect::detection_baseline(train, split, a->baseline_boxes, a->seed,
-                                                             a->class_agnostic || d.config.class_agnostic);
-        print_baseline(e["baseline"]);
-      } catch (const florence::Error& err) {
-        e["baseline_error"] = err.what();
-        std::cerr << "warning: no baseline: " << err.what() << "\n";
-      }
-    }
+    if (a->baseline_boxes > 0)
+      record_baseline(e, *a, split,
+                      a->class_agnostic || d.config.class_agnostic ? florence::detect::BaselineKind::random_boxes_pooled
+                                                                   : florence::detect::BaselineKind::box_prior);
     const fs::path out = a->out.empty()
                              ? fs::path(a->checkpoint).parent_path() / "eval" / ("detection_" + a->split + ".json")
                              : fs::path(a->out);
@@ -252,21 +256,8 @@ void setup_detect_zero_shot(CLI::App* group) {
     std::cout << fmt::format("zero-shot detection on '{}' ({} categories, {} crops named, {} unreadable images, {:.1f} s)\n",
                              a->split, split.coco.categories.size(), r.crops, e["unreadable"].get<int64_t>(), r.seconds)
               << r.metrics.summary();
-    if (a->baseline_boxes > 0) {
-      try {  // the result is written even when no baseline can be drawn
-        // Random training boxes, each given a category of the split at random (categories kept).
-        const auto train = florence::detect::open_detection_split(a->data, a->baseline_split);
-        const auto rb = florence::detect::random_box_baseline(train, split, a->baseline_boxes, a->seed);
-        e["baseline"] = {{"name", fmt::format("random boxes ({} '{}' boxes per image, random category and score)",
-                                              a->baseline_boxes, a->baseline_split)},
-                         {"metrics", florence::detect::evaluate_bbox(split.coco, rb, florence::detect::CocoEvalParams{})
-                                         .to_json(&split.coco)}};
-        print_baseline(e["baseline"]);
-      } catch (const florence::Error& err) {
-        e["baseline_error"] = err.what();
-        std::cerr << "warning: no baseline: " << err.what() << "\n";
-      }
-    }
+    // Random training boxes, each given a category of the split at random (categories kept).
+    if (a->baseline_boxes > 0) record_baseline(e, *a, split, florence::detect::BaselineKind::random_boxes);
     const fs::path out = a->out.empty()
                              ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")
                              : fs::path(a->out);

@@ -186,12 +186,32 @@ TEST(ZeroShotDetect, RandomBoxBaselineDrawsTrainingBoxesWithRandomCategories) {
   // The baseline detect train / eval report: the box prior needs the split's categories in
   // training; class-agnostic evaluation takes random boxes, which do not.
   const DetectionSplit nine = open_detection_split(root.string(), "zs_nine");
-  EXPECT_THROW(detection_baseline(train, nine, 10, 0, false), Error);
-  const nlohmann::json b = detection_baseline(train, nine, 10, 0, true);
+  EXPECT_THROW(detection_baseline(train, nine, 10, 0, BaselineKind::box_prior), Error);
+  const nlohmann::json b = detection_baseline(train, nine, 10, 0, BaselineKind::random_boxes_pooled);
   EXPECT_EQ(b["name"], "random boxes (10 'zs_one' boxes per image, random scores)");
   EXPECT_GE(b["metrics"]["AR100"].get<double>(), 0.0);
-  const nlohmann::json p = detection_baseline(train, s, 10, 0, false);
+  const nlohmann::json p = detection_baseline(train, s, 10, 0, BaselineKind::box_prior);
   EXPECT_EQ(p["name"], "box prior (10 'zs_one' boxes per image, random scores)");
+  // Zero-shot: the same random boxes, scored with categories kept.
+  const nlohmann::json z = detection_baseline(train, nine, 10, 0, BaselineKind::random_boxes);
+  EXPECT_EQ(z["name"], "random boxes (10 'zs_one' boxes per image, random category and score)");
+  EXPECT_EQ(z["metrics"]["AP"].get<double>(),
+            evaluate_bbox(nine.coco, random_box_baseline(train, nine, 10, 0), CocoEvalParams{}).ap);
+
+  // Recorded, not thrown: a baseline that cannot be drawn, or whose split cannot be opened, is an
+  // error string in the result; one that can be drawn is the same JSON as detection_baseline's.
+  nlohmann::json e = {{"AP", 0.5}};
+  EXPECT_FALSE(record_detection_baseline(e, [&] { return train; }, nine, 10, 0, BaselineKind::box_prior));
+  EXPECT_FALSE(e.contains("baseline"));
+  EXPECT_NE(e["baseline_error"].get<std::string>().find("has no annotation of the categories"), std::string::npos);
+  EXPECT_EQ(e["AP"], 0.5);
+  nlohmann::json e2;
+  EXPECT_FALSE(record_detection_baseline(
+      e2, []() -> DetectionSplit { throw Error("no such split"); }, nine, 10, 0, BaselineKind::random_boxes));
+  EXPECT_EQ(e2["baseline_error"], "no such split");
+  nlohmann::json e3;
+  EXPECT_TRUE(record_detection_baseline(e3, [&] { return train; }, nine, 10, 0, BaselineKind::random_boxes));
+  EXPECT_EQ(e3["baseline"], z);
 }
 
 }  // namespace test_zero_shot_detect

@@ -153,40 +153,56 @@ DetectEvalResult evaluate_detector(Detector& model, const DetectionSplit& split,
   return r;
 }
 
-std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
-                                           uint64_t seed) {
-  if (per_image < 1 || per_image > kMaxBaselineBoxes)
-    throw Error(fmt::format("box prior: boxes per image must be in [1, {}], got {}", kMaxBaselineBoxes, per_image));
-  // Training annotations (not crowd) whose category the split has, with their image's size.
-  struct Prior {
-    int64_t category;
-    double x, y, w, h;  // relative to the image
-    int64_t image_id;
-  };
-  std::vector<Prior> priors;
+namespace {
+
+/// A training box relative to its image's size, with its category and image.
+struct RelativeBox {
+  int64_t category;
+  double x, y, w, h;
+  int64_t image_id;
+};
+
+/// The non-crowd annotations of `train` as boxes relative to their image, those whose category
+/// `keep` accepts.
+template <class Keep>
+std::vector<RelativeBox> relative_boxes(const DetectionSplit& train, Keep keep) {
+  std::vector<RelativeBox> out;
   for (const auto& a : train.coco.annotations) {
-    if (a.iscrowd || split.coco.category_index(a.category_id) < 0) continue;
+    if (a.iscrowd || !keep(a.category_id)) continue;
     const auto& im = train.coco.images[size_t(train.coco.image_index(a.image_id))];
-    priors.push_back(
+    out.push_back(
         {a.category_id, a.bbox[0] / im.width, a.bbox[1] / im.height, a.bbox[2] / im.width, a.bbox[3] / im.height, im.id});
   }
+  return out;
+}
+
+void check_baseline_boxes(const char* what, int64_t per_image) {
+  if (per_image < 1 || per_image > kMaxBaselineBoxes)
+    throw Error(fmt::format("{}: boxes per image must be in [1, {}], got {}", what, kMaxBaselineBoxes, per_image));
+}
+
+}  // namespace
+
+std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
+                                           uint64_t seed) {
+  check_baseline_boxes("box prior", per_image);
+  const auto priors = relative_boxes(train, [&](int64_t c) { return split.coco.category_index(c) >= 0; });
+  if (priors.empty())
+    throw Error(fmt::format("box prior: '{}' has no annotation of the categories of '{}'", train.ann_file, split.ann_file));
   // Scored on the images it draws from: never an image's own boxes (leave one image out).
   const bool same = train.ann_file == split.ann_file;
   std::map<int64_t, int64_t> own;
   if (same)
     for (const auto& p : priors) ++own[p.image_id];
-  if (priors.empty())
-    throw Error(fmt::format("box prior: '{}' has no annotation of the categories of '{}'", train.ann_file, split.ann_file));
   std::mt19937_64 rng(seed);
   std::vector<CocoResult> out;
   for (const auto& im : split.coco.images) {
     if (same && own[im.id] == int64_t(priors.size())) continue;  // no other image's box to draw
     for (int64_t k = 0; k < per_image; ++k) {
-      const Prior* q = nullptr;
+      const RelativeBox* q = nullptr;
       do q = &priors[size_t(data::uniform_int(rng, priors.size()))];
       while (same && q->image_id == im.id);
-      const Prior& p = *q;
-      out.push_back({im.id, p.category, {p.x * im.width, p.y * im.height, p.w * im.width, p.h * im.height},
+      out.push_back({im.id, q->category, {q->x * im.width, q->y * im.height, q->w * im.width, q->h * im.height},
                      data::uniform01(rng)});
     }
   }
@@ -195,15 +211,9 @@ std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const De
 
 std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
                                             int64_t per_image, uint64_t seed) {
-  if (per_image < 1 || per_image > kMaxBaselineBoxes)
-    throw Error(fmt::format("random-box baseline: boxes per image must be in [1, {}], got {}", kMaxBaselineBoxes, per_image));
+  check_baseline_boxes("random-box baseline", per_image);
   if (split.coco.categories.empty()) throw Error(fmt::format("random-box baseline: '{}' has no categories", split.ann_file));
-  std::vector<std::array<double, 4>> rel;  // x, y, w, h relative to the image
-  for (const auto& a : train.coco.annotations) {
-    if (a.iscrowd) continue;
-    const auto& im = train.coco.images[size_t(train.coco.image_index(a.image_id))];
-    rel.push_back({a.bbox[0] / im.width, a.bbox[1] / im.height, a.bbox[2] / im.width, a.bbox[3] / im.height});
-  }
+  const auto rel = relative_boxes(train, [](int64_t) { return true; });
   if (rel.empty()) throw Error(fmt::format("random-box baseline: '{}' has no annotation", train.ann_file));
   std::mt19937_64 rng(seed);
   std::vector<CocoResult> out;
@@ -212,22 +222,45 @@ std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const D
     for (int64_t k = 0; k < per_image; ++k) {
       const auto& b = rel[size_t(data::uniform_int(rng, rel.size()))];
       const int64_t cat = split.coco.categories[size_t(data::uniform_int(rng, C))].id;
-      out.push_back({im.id, cat, {b[0] * im.width, b[1] * im.height, b[2] * im.width, b[3] * im.height},
-                     data::uniform01(rng)});
+      out.push_back({im.id, cat, {b.x * im.width, b.y * im.height, b.w * im.width, b.h * im.height}, data::uniform01(rng)});
     }
   return out;
 }
 
 nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
-                                  uint64_t seed, bool class_agnostic) {
+                                  uint64_t seed, BaselineKind kind) {
   CocoEvalParams p;
-  p.use_cats = !class_agnostic;
-  const auto boxes = class_agnostic ? random_box_baseline(train, split, per_image, seed)
-                                    : box_prior_baseline(train, split, per_image, seed);
-  const std::string name =
-      class_agnostic ? fmt::format("random boxes ({} '{}' boxes per image, random scores)", per_image, train.name)
-                     : fmt::format("box prior ({} '{}' boxes per image, random scores)", per_image, train.name);
+  p.use_cats = kind != BaselineKind::random_boxes_pooled;
+  const auto boxes = kind == BaselineKind::box_prior ? box_prior_baseline(train, split, per_image, seed)
+                                                     : random_box_baseline(train, split, per_image, seed);
+  std::string name;
+  switch (kind) {
+    case BaselineKind::box_prior:
+      name = fmt::format("box prior ({} '{}' boxes per image, random scores)", per_image, train.name);
+      break;
+    case BaselineKind::random_boxes_pooled:
+      name = fmt::format("random boxes ({} '{}' boxes per image, random scores)", per_image, train.name);
+      break;
+    case BaselineKind::random_boxes:
+      name = fmt::format("random boxes ({} '{}' boxes per image, random category and score)", per_image, train.name);
+      break;
+  }
   return {{"name", name}, {"metrics", evaluate_bbox(split.coco, boxes, p).to_json(&split.coco)}};
+}
+
+bool record_detection_baseline(nlohmann::json& result, const std::function<DetectionSplit()>& open_train,
+                               const DetectionSplit& split, int64_t per_image, uint64_t seed, BaselineKind kind) {
+  try {
+    result["baseline"] = detection_baseline(open_train(), split, per_image, seed, kind);
+    spdlog::info("detect: baseline on '{}', {}: AP {:.4f} AP50 {:.4f}", split.name,
+                 result["baseline"]["name"].get<std::string>(), result["baseline"]["metrics"]["AP"].get<double>(),
+                 result["baseline"]["metrics"]["AP50"].get<double>());
+    return true;
+  } catch (const Error& err) {
+    spdlog::warn("detect: no baseline on '{}': {}", split.name, err.what());
+    result["baseline_error"] = err.what();
+    return false;
+  }
 }
 
 Detections detect_image(LoadedDetector& d, const std::string& image_path, double min_score, const torch::Device& device) {

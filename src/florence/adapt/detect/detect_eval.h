@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -85,13 +86,26 @@ std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const De
 std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
                                             int64_t per_image, uint64_t seed);
 
-/// The baseline `detect train` and `detect eval` report beside a detector on `split`: the box prior
-/// (box_prior_baseline) or, for class-agnostic evaluation (categories pooled), the random-box
-/// baseline, which needs no category in common with `train`. Returns {"name", "metrics"
-/// (CocoEvalResult::to_json)}. Throws florence::Error as those do (e.g. the box prior on a split
-/// whose categories `train` lacks).
+/// Which baseline detection_baseline draws.
+enum class BaselineKind {
+  box_prior,            ///< box_prior_baseline, scored per category (supervised detection)
+  random_boxes_pooled,  ///< random_box_baseline, scored with categories pooled (class-agnostic detection)
+  random_boxes,         ///< random_box_baseline, scored per category (zero-shot detection)
+};
+
+/// The baseline reported beside a detector on `split` (`detect train|eval|zero-shot`): the boxes of
+/// `kind` drawn from `train`, scored with COCO mAP. Returns {"name", "metrics"
+/// (CocoEvalResult::to_json)}. Throws florence::Error as the drawing functions do (e.g. the box prior
+/// on a split whose categories `train` lacks).
 nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
-                                  uint64_t seed, bool class_agnostic);
+                                  uint64_t seed, BaselineKind kind);
+
+/// detection_baseline with its failure recorded, not thrown, so that a run's evaluation is never lost
+/// to its baseline: sets result["baseline"] (and logs AP / AP50) or result["baseline_error"] (and logs
+/// a warning). `open_train` gives the split the boxes come from; its florence::Error is recorded the
+/// same way. Returns whether a baseline was drawn.
+bool record_detection_baseline(nlohmann::json& result, const std::function<DetectionSplit()>& open_train,
+                               const DetectionSplit& split, int64_t per_image, uint64_t seed, BaselineKind kind);
 
 /// Detections of one image file in its own pixels: boxes xyxy, scores, labels; only those with
 /// score >= min_score. Throws florence::Error for an unreadable image.
