@@ -238,32 +238,25 @@ void setup_detect_zero_shot(CLI::App* group) {
                    "categories this is not zero-shot\n";
     const auto split = florence::detect::open_detection_split(a->data, a->split, a->max_images);
     if (split.coco.images.empty()) std::cerr << "warning: split '" << a->split << "' has no image: every metric is -1\n";
-    florence::detect::DetectEvalOptions eo;
-    eo.batch_size = a->detector_batch;
-    eo.class_agnostic = true;
-    const auto props = florence::detect::evaluate_detector(d.model, split, d.labels, d.preprocess, eo, device);
-    std::cout << fmt::format("proposals: {} on {} images; class-agnostic AP50 {:.4f}  AR@100 {:.4f}\n",
-                             props.results.size(), split.coco.images.size(), props.metrics.ap50, props.metrics.ar100);
-    const auto r = florence::detect::zero_shot_detect(props.results, split, clip, zo);
-    nlohmann::json e = r.to_json(split);
-    // Images the detector could not read never reach the naming step: both counts together.
-    e["unreadable"] = r.unreadable + props.data.unreadable;
-    e["detector"] = {{"name", d.config.name}, {"weights", a->detector}, {"class_agnostic", d.config.class_agnostic}};
-    e["image_text_model"] = clip.describe();
-    e["proposals"] = {{"per_image", zo.proposals},
-                      {"context", zo.context},
-                      {"class_agnostic_metrics", props.metrics.to_json(&split.coco)}};
-    std::cout << fmt::format("zero-shot detection on '{}' ({} categories, {} crops named, {} unreadable images, {:.1f} s)\n",
-                             a->split, split.coco.categories.size(), r.crops, e["unreadable"].get<int64_t>(), r.seconds)
-              << r.metrics.summary();
-    // Random training boxes, each given a category of the split at random (categories kept).
-    if (a->baseline_boxes > 0) record_baseline(e, *a, split, florence::detect::BaselineKind::random_boxes);
     const fs::path out = a->out.empty()
                              ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")
                              : fs::path(a->out);
     const fs::path dets = out.parent_path() / ("zero_shot_detections_" + a->split + ".json");
     if (fs::weakly_canonical(out) == fs::weakly_canonical(dets))
       throw florence::Error(fmt::format("--out '{}' is the detections file's name; choose another", out.string()));
+    const auto r = florence::detect::zero_shot_detect(d, split, clip, zo, a->detector_batch, device);
+    nlohmann::json e = r.to_json(split);
+    e["detector"] = {{"name", d.config.name}, {"weights", a->detector}, {"class_agnostic", d.config.class_agnostic}};
+    e["image_text_model"] = clip.describe();
+    e["proposals"]["per_image"] = zo.proposals;
+    e["proposals"]["context"] = zo.context;
+    std::cout << fmt::format("proposals: {} on {} images; class-agnostic AP50 {:.4f}  AR@100 {:.4f}\n", r.proposals,
+                             split.coco.images.size(), r.proposal_metrics->ap50, r.proposal_metrics->ar100);
+    std::cout << fmt::format("zero-shot detection on '{}' ({} categories, {} crops named, {} unreadable images, {:.1f} s)\n",
+                             a->split, split.coco.categories.size(), r.crops, r.unreadable, r.seconds)
+              << r.metrics.summary();
+    // Random training boxes, each given a category of the split at random (categories kept).
+    if (a->baseline_boxes > 0) record_baseline(e, *a, split, florence::detect::BaselineKind::random_boxes);
     if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
     florence::core::write_text_atomic(out, e.dump(2) + "\n");
     florence::detect::write_coco_results(dets.string(), r.results);

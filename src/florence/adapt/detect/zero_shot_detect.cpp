@@ -44,7 +44,7 @@ cv::Mat square_crop(const cv::Mat& rgb, const CocoBox& box, double context, int 
 }  // namespace
 
 nlohmann::json ZeroShotDetectResult::to_json(const DetectionSplit& split) const {
-  return {{"task", "zero-shot detection"},
+  nlohmann::json j = {{"task", "zero-shot detection"},
           {"set", fs::path(split.ann_file).parent_path().parent_path().filename().string()},
           {"split", split.name},
           {"annotations", split.ann_file},
@@ -56,6 +56,9 @@ nlohmann::json ZeroShotDetectResult::to_json(const DetectionSplit& split) const 
           {"detections", results.size()},
           {"metrics", metrics.to_json(&split.coco)},
           {"seconds", seconds}};
+  if (proposal_metrics)
+    j["proposals"] = {{"boxes", proposals}, {"class_agnostic_metrics", proposal_metrics->to_json(&split.coco)}};
+  return j;
 }
 
 void check_zero_shot_options(const ZeroShotDetectOptions& o) {
@@ -138,6 +141,23 @@ ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, 
                  split.ann_file);
   r.metrics = evaluate_bbox(split.coco, r.results, CocoEvalParams{});
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+ZeroShotDetectResult zero_shot_detect(LoadedDetector& detector, const DetectionSplit& split, eval::EvalModel& clip,
+                                      const ZeroShotDetectOptions& options, int64_t detector_batch,
+                                      const torch::Device& device) {
+  check_zero_shot_options(options);  // before the detector pass, which is the slow part
+  DetectEvalOptions eo;
+  eo.batch_size = detector_batch;
+  eo.class_agnostic = true;
+  const DetectEvalResult props = evaluate_detector(detector.model, split, detector.labels, detector.preprocess, eo, device);
+  ZeroShotDetectResult r = zero_shot_detect(props.results, split, clip, options);
+  // An image the detector could not read has no proposal, so the naming pass never opens it.
+  r.unreadable += props.data.unreadable;
+  r.proposal_metrics = props.metrics;
+  r.proposals = int64_t(props.results.size());
+  r.seconds += props.seconds;
   return r;
 }
 

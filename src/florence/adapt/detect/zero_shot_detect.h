@@ -11,11 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "florence/adapt/detect/coco_eval.h"
 #include "florence/adapt/detect/detect_data.h"
+#include "florence/adapt/detect/detect_eval.h"
 #include "florence/eval/encode.h"
 
 namespace florence::detect {
@@ -32,9 +34,13 @@ struct ZeroShotDetectResult {
   std::vector<CocoResult> results;  ///< named detections, split category ids, original pixels
   int64_t images = 0;               ///< images with at least one proposal that were read
   int64_t crops = 0;                ///< proposals embedded
-  int64_t unreadable = 0;           ///< images that could not be read (their boxes count as missed)
+  int64_t unreadable = 0;           ///< images either pass could not read (their boxes count as missed)
+  /// The detector pass (the overload that runs it): its boxes' class-agnostic COCO metrics and count.
+  std::optional<CocoEvalResult> proposal_metrics;
+  int64_t proposals = 0;
   double seconds = 0;
-  /// {"task": "zero-shot detection", "split", "images", "crops", "unreadable", "metrics", ...}
+  /// {"task": "zero-shot detection", "split", "images", "crops", "unreadable", "metrics", ...; with a
+  /// detector pass "proposals": {"boxes", "class_agnostic_metrics"}}
   nlohmann::json to_json(const DetectionSplit& split) const;
 };
 
@@ -49,5 +55,14 @@ void check_zero_shot_options(const ZeroShotDetectOptions& options);
 /// an image whose file size differs from its annotated size is cropped in file pixels, with a warning.
 ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
                                       eval::EvalModel& clip, const ZeroShotDetectOptions& options = {});
+
+/// The whole protocol: `detector` proposes boxes on every image of `split` (evaluate_detector with
+/// categories pooled, `detector_batch` images per batch; a class detector's labels are ignored),
+/// then the overload above names them. `unreadable` counts the images of both passes,
+/// `proposal_metrics` / `proposals` describe the detector pass. Throws as the overload above, and
+/// before the detector pass when an option is out of range.
+ZeroShotDetectResult zero_shot_detect(LoadedDetector& detector, const DetectionSplit& split, eval::EvalModel& clip,
+                                      const ZeroShotDetectOptions& options = {}, int64_t detector_batch = 16,
+                                      const torch::Device& device = torch::kCPU);
 
 }  // namespace florence::detect
