@@ -379,7 +379,8 @@ RunResult run_task(TrainTask& task) {
       opened = true;
     }
     if (!task.next_batch(pos)) {
-      spdlog::info("data: {}", task.data_summary());
+      // Tasks without a loader summary (vqa, detect) say nothing here rather than an empty line.
+      if (const std::string summary = task.data_summary(); !summary.empty()) spdlog::info("data: {}", summary);
       if (pos.batches_in_epoch == 0)
         throw Error(fmt::format("the data yields no full batch of {} (epoch {}: {})", o.batch_size, pos.epoch,
                                 task.data_summary()));
