@@ -1,6 +1,6 @@
 // florence vqa train --checkpoint WEIGHTS | --random-init --vocab BPE  --data VQA_SET --out RUN_DIR
 //                    [--steps N | --epochs N] [--blind] [--lr X] ... [--resume [RUN_DIR]] [--result FILE]
-// florence vqa eval  --checkpoint RUN/model.safetensors --data VQA_SET [--split test] [--result FILE]
+// florence vqa eval  --checkpoint RUN/model.safetensors --data VQA_SET [--split test] [--result FILE (RUN/eval/vqa_test.json)]
 // florence vqa ask   --checkpoint RUN/model.safetensors IMAGE "question" [--top-k 5]
 // VQA fine-tuning of the METER-style fusion model (adapt/vlp/vlp_train.h), the official VQA
 // accuracy per question / answer type with the per-question-type prior baseline, and answers to
@@ -81,10 +81,15 @@ void setup_vqa(CLI::App& root) {
   ev->add_option("--max-questions", eo->max_questions, "Questions of the first images up to N (0 = all)")
       ->check(florence::cli::non_negative());
   ev->add_option("--predictions", eo->predictions, "Write VQA-format results [{question_id, answer}] here");
-  ev->add_option("--result", *eresult, "Write the result JSON here");
+  ev->add_option("--result", *eresult,
+                 "Write the result JSON here (default: CHECKPOINT's folder/eval/vqa_SPLIT.json, where `florence report` "
+                 "reads it)");
   ev->callback([eo, eresult] {
     const nlohmann::json r = florence::vlp::vqa_evaluate(*eo);
-    write_result(*eresult, r);
+    write_result(eresult->empty()
+                     ? (std::filesystem::path(eo->checkpoint).parent_path() / "eval" / ("vqa_" + eo->split + ".json")).string()
+                     : *eresult,
+                 r);
     std::cout << florence::vlp::format_vqa_result(r["model"], std::string("model") + (r["blind"].get<bool>() ? " (blind)" : ""));
     if (r.contains("prior"))
       std::cout << florence::vlp::format_vqa_result(r["prior"], "prior baseline (most frequent answer per question type)");

@@ -362,7 +362,8 @@ ReportResult write_report(const ReportOptions& o) {
       const size_t set_rank = size_t(std::find_if(std_sets.begin(), std_sets.end(), [&](const StandardSet& s) { return s.name == set; }) -
                                      std_sets.begin());
       const std::vector<std::string> tasks{"zero-shot",          "retrieval",          "linear-probe",   "few-shot",
-                                           "finetune",           "finetune-retrieval", "detection", "zero-shot detection"};
+                                           "finetune",           "finetune-retrieval", "detection", "zero-shot detection",
+                                           "vqa-eval"};
       const int task_rank = int(std::find(tasks.begin(), tasks.end(), task) - tasks.begin());
       results.push_back({e.path(), std::move(j), {set_rank, set, task_rank, e.path().filename().string()}});
     }
@@ -455,7 +456,8 @@ ReportResult write_report(const ReportOptions& o) {
     body += metrics_table(table) +
             "<p><small>Chance: what a uniformly random ranking scores on the same queries (exact, see "
             "src/florence/eval/metrics.h); for detection rows, the baseline named in the task cell (COCO mAP of "
-            "random boxes drawn from the training boxes). Ties count against the model. p vs chance (zero-shot): the probability that "
+            "random boxes drawn from the training boxes); for VQA rows, the prior baseline (the most frequent training "
+            "answer of each question type, scored with the official VQA accuracy). Ties count against the model. p vs chance (zero-shot): the probability that "
             "uniform random guessing scores at least as high (binomial, exact; mean per class simulated). [seen]: the "
             "set's class labels are pretraining targets (Fashion-MNIST through <code>--labelled</code>), so that row is "
             "not zero-shot transfer. Prompts: the template set (<code>ensemble</code> or <code>bare</code> words) and "

@@ -73,6 +73,25 @@ std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
                       b && b->contains(k) && b->at(k).get<double>() >= 0 ? fmt::format("{:.4f}", b->at(k).get<double>())
                                                                           : "—"});
     }
+  } else if (task == "vqa-eval") {
+    // Official VQA accuracy (vqa eval / vqa train), overall then per question and answer type; the
+    // chance column holds the prior baseline (most frequent answer per question type) where present.
+    const auto& m = j.at("model");
+    const nlohmann::json* p = j.contains("prior") ? &j["prior"] : nullptr;
+    const std::string t = fmt::format("VQA on '{}' ({} questions{})", j.at("split").get<std::string>(),
+                                      m.at("questions").get<int64_t>(),
+                                      j.value("blind", false) ? ", question only (blind)" : "");
+    auto prior_of = [&](const char* group, const std::string& key) -> std::string {
+      if (!p) return "—";
+      const nlohmann::json& g = group ? p->at(group) : *p;
+      return g.contains(key) ? fmt::format("{:.2f}", g.at(key).get<double>()) : "—";
+    };
+    rows.push_back({t, "VQA accuracy", fmt::format("{:.2f}", m.at("accuracy").get<double>()), prior_of(nullptr, "accuracy")});
+    for (const auto& [group, label] : {std::pair<const char*, const char*>{"per_question_type", "question type"},
+                                       {"per_answer_type", "answer type"}})
+      for (const auto& [k, v] : m.at(group).items())
+        rows.push_back({t, fmt::format("VQA accuracy, {} {}", label, k), fmt::format("{:.2f}", v.get<double>()),
+                        prior_of(group, k)});
   } else if (task == "finetune-retrieval") {
     if (j.contains("zero_shot")) rows = retrieval_report_rows(j.at("zero_shot"), "before fine-tuning: retrieval ");
     for (auto& r : retrieval_report_rows(j.at("retrieval"), fmt::format("fine-tuned ({} steps) retrieval ",

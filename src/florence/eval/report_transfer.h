@@ -1,7 +1,8 @@
 #pragma once
 // Rows of the `florence report` metrics table for the transfer results: "linear-probe" and
 // "few-shot" (florence eval ...), "finetune" and "finetune-retrieval" (florence finetune), and the
-// adapters' COCO box mAP ("detection", "zero-shot detection": florence detect eval / zero-shot).
+// adapters' COCO box mAP ("detection", "zero-shot detection": florence detect eval / zero-shot) and
+// VQA accuracy ("vqa-eval": florence vqa eval / vqa train).
 #include <nlohmann/json_fwd.hpp>
 
 #include <string>

@@ -4,6 +4,7 @@
 // here from the predictions file with the official per-question rule), resume after an
 // interruption (the same final weights), `vqa ask`, a blind model (answers independent of the
 // image) and bad input (a checkpoint of another kind is a clear error).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -125,6 +126,20 @@ TEST(VlpCli, PretrainVqaTrainEvalAskResume) {
   const auto vr = core::read_json_file(vqa / "result.json");
   EXPECT_EQ(vr["init"], init);
   EXPECT_EQ(vr["answers"].get<int64_t>(), int64_t(A));
+
+  // The test numbers also where `florence report` reads them; the report shows them beside the prior.
+  const auto rec = core::read_json_file(vqa / "eval" / "vqa_test.json");
+  EXPECT_EQ(rec["task"], "vqa-eval");
+  EXPECT_EQ(rec["split"], "test");
+  EXPECT_NEAR(rec["model"]["accuracy"].get<double>(), vr["test"]["accuracy"].get<double>(), 1e-9);
+  EXPECT_NEAR(rec["prior"]["accuracy"].get<double>(), vr["prior"]["accuracy"].get<double>(), 1e-9);
+  ASSERT_EQ(run("report " + vqa.string(), out), 0);
+  const std::string html = core::read_text_file((vqa / "report.html").string());
+  EXPECT_NE(html.find("VQA on &#39;test&#39;"), std::string::npos) << html;
+  EXPECT_NE(html.find(fmt::format("<td>VQA accuracy</td><td class=num>{:.2f}</td><td class=num>{:.2f}</td>",
+                                  vr["test"]["accuracy"].get<double>(), vr["prior"]["accuracy"].get<double>())),
+            std::string::npos);
+  EXPECT_NE(html.find("VQA accuracy, question type count"), std::string::npos);
 
   // vqa eval: the run's numbers again, and the accuracy recomputed from the predictions file.
   const fs::path preds = root() / "preds.json", res = root() / "eval.json";

@@ -563,4 +563,33 @@ TEST(ReportRows, DetectionResultsShowCocoNumbersBesideTheirBaseline) {
   EXPECT_THROW(eval::transfer_report_rows(j), nlohmann::json::exception);
 }
 
+TEST(ReportRows, VqaResultsShowEachQuestionTypeBesideThePrior) {
+  const nlohmann::json model = {{"accuracy", 37.147},
+                                {"questions", 3600},
+                                {"per_question_type", {{"count", 61.38}, {"presence", 61.642}}},
+                                {"per_answer_type", {{"number", 61.38}, {"yes/no", 61.642}}}};
+  nlohmann::json prior = model;
+  prior["accuracy"] = 31.9051;
+  prior["per_question_type"].erase("presence");  // a type the prior lacks: no chance value
+  nlohmann::json j = {{"task", "vqa-eval"}, {"split", "test"}, {"blind", false}, {"model", model}, {"prior", prior}};
+  auto rows = eval::transfer_report_rows(j);
+  ASSERT_EQ(rows.size(), 5u);  // overall, 2 question types, 2 answer types
+  EXPECT_EQ(rows[0].task, "VQA on 'test' (3600 questions)");
+  EXPECT_EQ(rows[0].metric, "VQA accuracy");
+  EXPECT_EQ(rows[0].value, "37.15");
+  EXPECT_EQ(rows[0].chance, "31.91");
+  EXPECT_EQ(rows[1].metric, "VQA accuracy, question type count");
+  EXPECT_EQ(rows[2].metric, "VQA accuracy, question type presence");
+  EXPECT_EQ(rows[2].value, "61.64");
+  EXPECT_EQ(rows[2].chance, "—");
+  EXPECT_EQ(rows[4].metric, "VQA accuracy, answer type yes/no");
+  j["blind"] = true;
+  j.erase("prior");
+  rows = eval::transfer_report_rows(j);
+  EXPECT_EQ(rows[0].task, "VQA on 'test' (3600 questions, question only (blind))");
+  EXPECT_EQ(rows[0].chance, "—");
+  j.erase("model");
+  EXPECT_THROW(eval::transfer_report_rows(j), nlohmann::json::exception);
+}
+
 }  // namespace test_transfer

@@ -39,6 +39,7 @@ using train::RunResult;
 using train::StepOutput;
 using train::seed_mix;
 using detail::argmax_answers;
+using detail::eval_record;
 using detail::prior_predictions;
 using detail::question_logits;
 using detail::split_logits;
@@ -577,6 +578,12 @@ class VqaTask : public train::TrainTask {
       r["prior"]["answer_of_type"] = prior.answer_of_type;
       spdlog::info("vqa train: test VQA accuracy {:.2f} ({} questions); per-question-type prior {:.2f}", res.overall,
                    test_->items.size(), r["prior"]["accuracy"].get<double>());
+      // The same numbers where `florence report` and `vqa eval` put them.
+      fs::create_directories(ctx_.run_dir / "eval");
+      core::write_text_atomic(ctx_.run_dir / "eval" / ("vqa_" + o_.test_split + ".json"),
+                              eval_record(run.final_weights, o_.blind, false, o_.data, *test_, r["test"], r["prior"])
+                                      .dump(2) +
+                                  "\n");
     }
     r["seconds"] = std::chrono::duration<double>(Clock::now() - ctx_.start).count();
     run.result = r;

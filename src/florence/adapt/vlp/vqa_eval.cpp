@@ -97,6 +97,24 @@ std::vector<std::string> prior_predictions(const PriorBaseline& p, const VqaSpli
   return out;
 }
 
+nlohmann::json eval_record(const std::string& checkpoint, bool blind, bool bf16, const std::string& set,
+                           const VqaSplit& split, const nlohmann::json& model, const nlohmann::json& prior) {
+  // "set": the set folder's name (the report's set column), "data": the path as given.
+  fs::path root = fs::path(set).lexically_normal();
+  if (root.filename().empty()) root = root.parent_path();
+  nlohmann::json r = {{"task", "vqa-eval"},
+                      {"checkpoint", checkpoint},
+                      {"blind", blind},
+                      {"precision", bf16 ? "amp_bf16" : "fp32"},
+                      {"set", root.filename().string()},
+                      {"data", set},
+                      {"split", split.split},
+                      {"model", model},
+                      {"skipped", split.skipped}};
+  if (!prior.is_null()) r["prior"] = prior;
+  return r;
+}
+
 torch::Tensor tokenize_questions(const text::Tokenizer& tok, const VqaSplit& s, int context_length) {
   std::vector<std::string> q;
   q.reserve(s.items.size());
@@ -173,20 +191,14 @@ nlohmann::json vqa_evaluate(const VqaEvalOptions& o) {
   const VqaSplit s = load_vqa_split(o.data, o.split, io);
   const torch::Tensor ids = detail::tokenize_questions(*m.tokenizer, s, m.model->config().towers.text.context_length);
   const std::vector<std::string> pred = detail::argmax_answers(vqa_logits(m, s, ids, o.batch_size), m.answers);
-  nlohmann::json r = {{"task", "vqa-eval"},
-                      {"checkpoint", o.checkpoint},
-                      {"blind", m.blind},
-                      {"precision", m.autocast_bf16 ? "amp_bf16" : "fp32"},
-                      {"set", o.data},
-                      {"split", o.split},
-                      {"model", vqa_result_json(evaluate_vqa(s.questions(), pred))},
-                      {"skipped", s.skipped}};
+  nlohmann::json prior;
   if (!o.train_split.empty()) {
     VqaImageOptions tio = m.image;
     const VqaSplit train = load_vqa_split(o.data, o.train_split, tio);
-    const PriorBaseline prior = prior_baseline(train);
-    r["prior"] = vqa_result_json(evaluate_vqa(s.questions(), detail::prior_predictions(prior, s)));
+    prior = vqa_result_json(evaluate_vqa(s.questions(), detail::prior_predictions(prior_baseline(train), s)));
   }
+  nlohmann::json r = detail::eval_record(o.checkpoint, m.blind, m.autocast_bf16, o.data, s,
+                                         vqa_result_json(evaluate_vqa(s.questions(), pred)), prior);
   if (!o.predictions.empty()) {
     nlohmann::json p = nlohmann::json::array();
     for (size_t i = 0; i < s.items.size(); ++i) p.push_back({{"question_id", s.items[i].question_id}, {"answer", pred[i]}});

@@ -4,6 +4,8 @@
 // of the installed API.
 #include <torch/types.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,6 +39,11 @@ std::vector<std::string> argmax_answers(const torch::Tensor& logits, const Answe
 
 /// The prior baseline's answer for each question of `s` (its question type's most common answer).
 std::vector<std::string> prior_predictions(const PriorBaseline& p, const VqaSplit& s);
+
+/// The result object of `vqa eval` (vqa_evaluate's shape, task "vqa-eval"), which `florence report`
+/// reads from RUN/eval/vqa_SPLIT.json. `prior` may be null (no baseline).
+nlohmann::json eval_record(const std::string& checkpoint, bool blind, bool bf16, const std::string& set,
+                           const VqaSplit& split, const nlohmann::json& model, const nlohmann::json& prior);
 
 /// Token ids [N, context_length] of the split's questions.
 torch::Tensor tokenize_questions(const text::Tokenizer& tok, const VqaSplit& s, int context_length);
