@@ -51,6 +51,16 @@ void record_baseline(nlohmann::json& e, const Args& a, const florence::detect::D
     print_baseline(e["baseline"]);
 }
 
+/// The result JSON `out` and the detections file `dets` may be written (command.h check_output):
+/// neither is one of `inputs`, the split's annotations, or the other.
+void check_outputs(const fs::path& out, const fs::path& dets, florence::cli::NamedPaths inputs, const std::string& data,
+                   const std::string& split) {
+  inputs.push_back({"the split's annotations", fs::path(data) / "annotations" / ("instances_" + split + ".json")});
+  florence::cli::check_output("--out", out, inputs);
+  inputs.push_back({"the result file (--out)", out});
+  florence::cli::check_output("the detections file", dets, inputs);
+}
+
 void setup_detect_train(CLI::App* group) {
   auto* cmd = group->add_subcommand("train", "Train the DyHead/ATSS detector on a COCO-format set (shared run engine)");
   auto o = std::make_shared<DetectOptions>();
@@ -120,6 +130,11 @@ void setup_detect_eval(CLI::App* group) {
   cmd->add_option("--baseline-split", a->baseline_split, "Split whose boxes the baseline draws")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Baseline seed")->capture_default_str();
   cmd->callback([a] {
+    const fs::path out = a->out.empty()
+                             ? fs::path(a->checkpoint).parent_path() / "eval" / ("detection_" + a->split + ".json")
+                             : fs::path(a->out);
+    const fs::path dets = out.parent_path() / ("detections_" + a->split + ".json");
+    check_outputs(out, dets, florence::cli::checkpoint_files("--checkpoint", a->checkpoint), a->data, a->split);
     const torch::Device device = florence::parse_device(a->device);
     auto d = florence::detect::load_detector(a->checkpoint, device);
     d.model->set_autocast_bf16(florence::adapter_autocast(a->precision, device, "detect eval"));
@@ -139,13 +154,9 @@ void setup_detect_eval(CLI::App* group) {
       record_baseline(e, *a, split,
                       a->class_agnostic || d.config.class_agnostic ? florence::detect::BaselineKind::random_boxes_pooled
                                                                    : florence::detect::BaselineKind::box_prior);
-    const fs::path out = a->out.empty()
-                             ? fs::path(a->checkpoint).parent_path() / "eval" / ("detection_" + a->split + ".json")
-                             : fs::path(a->out);
     if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
     florence::core::write_text_atomic(out, e.dump(2) + "\n");
-    florence::detect::write_coco_results(
-        (out.parent_path() / ("detections_" + a->split + ".json")).string(), r.results);
+    florence::detect::write_coco_results(dets.string(), r.results);
     std::cout << "result " << out.string() << "\n";
   });
 }
@@ -223,6 +234,15 @@ void setup_detect_zero_shot(CLI::App* group) {
     // Everything cheap to check (options, templates, the image-text model) before the detector pass.
     florence::detect::ZeroShotDetectOptions zo = a->zs;
     florence::detect::check_zero_shot_options(zo);
+    const fs::path out = a->out.empty()
+                             ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")
+                             : fs::path(a->out);
+    const fs::path dets = out.parent_path() / ("zero_shot_detections_" + a->split + ".json");
+    {
+      auto inputs = florence::cli::checkpoint_files("--detector-checkpoint", a->detector);
+      for (auto& p : florence::cli::checkpoint_files("--checkpoint", f->load.checkpoint)) inputs.push_back(std::move(p));
+      check_outputs(out, dets, inputs, a->data, a->split);
+    }
     if (!a->templates.empty()) zo.templates = florence::eval::read_templates(a->templates);
     const florence::eval::LoadOptions lo = f->resolve();
     const torch::Device device = florence::parse_device(lo.device);
@@ -238,12 +258,6 @@ void setup_detect_zero_shot(CLI::App* group) {
                    "categories this is not zero-shot\n";
     const auto split = florence::detect::open_detection_split(a->data, a->split, a->max_images);
     if (split.coco.images.empty()) std::cerr << "warning: split '" << a->split << "' has no image: every metric is -1\n";
-    const fs::path out = a->out.empty()
-                             ? fs::path(a->detector).parent_path() / "eval" / ("zero_shot_" + a->split + ".json")
-                             : fs::path(a->out);
-    const fs::path dets = out.parent_path() / ("zero_shot_detections_" + a->split + ".json");
-    if (fs::weakly_canonical(out) == fs::weakly_canonical(dets))
-      throw florence::Error(fmt::format("--out '{}' is the detections file's name; choose another", out.string()));
     const auto r = florence::detect::zero_shot_detect(d, split, clip, zo, a->detector_batch, device);
     nlohmann::json e = r.to_json(split);
     e["detector"] = {{"name", d.config.name}, {"weights", a->detector}, {"class_agnostic", d.config.class_agnostic}};

@@ -85,14 +85,25 @@ void setup_vqa(CLI::App& root) {
                  "Write the result JSON here (default: CHECKPOINT's folder/eval/vqa_SPLIT.json, where `florence report` "
                  "reads it)");
   ev->callback([eo, eresult] {
+    namespace fs = std::filesystem;
+    const std::string out = eresult->empty()
+                                ? (fs::path(eo->checkpoint).parent_path() / "eval" / ("vqa_" + eo->split + ".json")).string()
+                                : *eresult;
+    // Outputs checked before the evaluation: never over an input or each other.
+    florence::cli::NamedPaths inputs = florence::cli::checkpoint_files("--checkpoint", eo->checkpoint);
+    for (const std::string f : {"questions", "annotations"})
+      inputs.push_back({"the split's " + f, fs::path(eo->data) / (eo->split + "_" + f + ".json")});
+    florence::cli::check_output("--result", out, inputs);
+    if (!eo->predictions.empty()) {
+      florence::cli::check_output("--predictions", eo->predictions, inputs);
+      florence::cli::check_output("--result", out, {{"--predictions", eo->predictions}});
+    }
     const nlohmann::json r = florence::vlp::vqa_evaluate(*eo);
-    write_result(eresult->empty()
-                     ? (std::filesystem::path(eo->checkpoint).parent_path() / "eval" / ("vqa_" + eo->split + ".json")).string()
-                     : *eresult,
-                 r);
     std::cout << florence::vlp::format_vqa_result(r["model"], std::string("model") + (r["blind"].get<bool>() ? " (blind)" : ""));
     if (r.contains("prior"))
       std::cout << florence::vlp::format_vqa_result(r["prior"], "prior baseline (most frequent answer per question type)");
+    write_result(out, r);
+    std::cout << "result " << out << "\n";
   });
 
   auto* ask = grp->add_subcommand("ask", "Answer a question about an image with a `vqa train` model");

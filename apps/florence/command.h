@@ -5,8 +5,11 @@
 // Subcommands stay thin: parse flags, call one library function, print.
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace florence::cli {
 
@@ -32,6 +35,19 @@ const CLI::Validator& non_negative();  ///< a number >= 0
 /// --precision of the adapters' inference commands (detect, vqa, video): fp32 | amp_bf16
 /// (florence::adapter_autocast).
 CLI::Option* add_adapter_precision(CLI::App* cmd, std::string* precision);
+
+/// Files a command reads, by what they are ("--checkpoint", "the split's annotations"), for
+/// check_output.
+using NamedPaths = std::vector<std::pair<std::string, std::filesystem::path>>;
+
+/// Checks, before any work, that the output `out` (named `what`, e.g. "--out") can be written: it
+/// is not a folder, the nearest existing folder above it is a writable folder, and it is not one
+/// of `inputs` (same file after resolving links and `..`): writing it would destroy that file.
+/// Throws florence::Error naming both.
+void check_output(const std::string& what, const std::filesystem::path& out, const NamedPaths& inputs);
+
+/// A checkpoint and its JSON sidecar (RUN/model.safetensors and RUN/model.json), for check_output.
+NamedPaths checkpoint_files(const std::string& flag, const std::filesystem::path& checkpoint);
 
 }  // namespace florence::cli
 

@@ -1,8 +1,12 @@
 // florence: the command-line front end. Global flags: --threads, --log-level.
+#include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <vector>
 
@@ -60,6 +64,30 @@ const CLI::Validator& positive() {
 const CLI::Validator& non_negative() {
   static const CLI::Validator v = number_check([](double x) { return x >= 0; }, ">= 0", "NONNEGATIVE");
   return v;
+}
+
+void check_output(const std::string& what, const std::filesystem::path& out, const NamedPaths& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (out.empty()) throw Error(what + " is empty");
+  if (fs::is_directory(out, ec)) throw Error(fmt::format("{} '{}' is a folder; give a file name", what, out.string()));
+  fs::path dir = fs::absolute(out, ec).parent_path();
+  while (!dir.empty() && !fs::exists(dir, ec) && dir != dir.parent_path()) dir = dir.parent_path();
+  if (!fs::is_directory(dir, ec))
+    throw Error(fmt::format("{} '{}' cannot be written: '{}' is not a folder", what, out.string(), dir.string()));
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw Error(fmt::format("{} '{}' cannot be written: folder '{}' is not writable", what, out.string(), dir.string()));
+  const fs::path o = fs::weakly_canonical(out, ec);
+  for (const auto& [name, in] : inputs) {
+    if (in.empty()) continue;
+    if (fs::weakly_canonical(in, ec) == o)
+      throw Error(fmt::format("{} '{}' is {} ('{}'): writing it would destroy that file; choose another", what,
+                              out.string(), name, in.string()));
+  }
+}
+
+NamedPaths checkpoint_files(const std::string& flag, const std::filesystem::path& checkpoint) {
+  return {{flag, checkpoint}, {flag + "'s sidecar", std::filesystem::path(checkpoint).replace_extension(".json")}};
 }
 
 CLI::Option* add_adapter_precision(CLI::App* cmd, std::string* precision) {

@@ -98,6 +98,18 @@ TEST(DetectCli, TrainEvalPredictResumeAndBadInput) {
   EXPECT_EQ(side["detector"]["name"], "dyhead-nano");
   EXPECT_EQ(side["categories"].size(), 4u);
 
+  // An output that is an input is refused before any work, the input intact.
+  {
+    const auto before = core::read_text_file((run_dir / "model.safetensors").string());
+    std::string err;
+    EXPECT_EQ(run("--threads 1 detect eval --checkpoint " + (run_dir / "model.safetensors").string() + " --data " +
+                      detection_set() + " --out " + (run_dir / "model.safetensors").string(),
+                  out, &err),
+              2 << 8);  // std::system's status: exit code 2
+    EXPECT_NE(err.find("would destroy that file"), std::string::npos) << err;
+    EXPECT_EQ(core::read_text_file((run_dir / "model.safetensors").string()), before);
+  }
+
   // eval reproduces the run's numbers and prints COCOeval's lines.
   const fs::path eval_json = root() / "eval_train.json";
   ASSERT_EQ(run("--threads 1 detect eval --checkpoint " + (run_dir / "model.safetensors").string() + " --data " + detection_set() +

@@ -141,6 +141,17 @@ TEST(VlpCli, PretrainVqaTrainEvalAskResume) {
             std::string::npos);
   EXPECT_NE(html.find("VQA accuracy, question type count"), std::string::npos);
 
+  // An output that is an input (here the model's sidecar) is refused before any work.
+  {
+    std::string err;
+    EXPECT_EQ(run("vqa eval --checkpoint " + (vqa / "model.safetensors").string() + " --data " + vqa_set() +
+                      " --result " + (vqa / "model.json").string(),
+                  out, &err),
+              2 << 8);  // std::system's status: exit code 2
+    EXPECT_NE(err.find("is --checkpoint's sidecar"), std::string::npos) << err;
+    EXPECT_EQ(core::read_json_file(vqa / "model.json")["kind"], "vqa");
+  }
+
   // vqa eval: the run's numbers again, and the accuracy recomputed from the predictions file.
   const fs::path preds = root() / "preds.json", res = root() / "eval.json";
   ASSERT_EQ(run("vqa eval --checkpoint " + (vqa / "model.safetensors").string() + " --data " + vqa_set() +

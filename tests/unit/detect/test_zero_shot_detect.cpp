@@ -180,6 +180,12 @@ TEST(ZeroShotDetect, RandomBoxBaselineDrawsTrainingBoxesWithRandomCategories) {
   EXPECT_EQ(cats, (std::set<int64_t>{5, 9}));
   const auto again = random_box_baseline(train, s, 40, 3);
   EXPECT_EQ(again[77].score, r[77].score);
+  // Drawn on its own split: never an image's own boxes (leave one image out, as the box prior).
+  std::map<int64_t, std::set<std::vector<double>>> own;
+  for (const auto& a : train.coco.annotations) own[a.image_id].insert({a.bbox[0], a.bbox[1], a.bbox[2], a.bbox[3]});
+  const auto self = random_box_baseline(train, train, 40, 3);
+  ASSERT_FALSE(self.empty());
+  for (const auto& d : self) EXPECT_EQ(own[d.image_id].count({d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]}), 0u);
   EXPECT_THROW(random_box_baseline(train, s, 0, 3), Error);
   EXPECT_THROW(random_box_baseline(train, s, kMaxBaselineBoxes + 1, 3), Error);
 

@@ -176,6 +176,28 @@ std::vector<RelativeBox> relative_boxes(const DetectionSplit& train, Keep keep) 
   return out;
 }
 
+/// Draws `per_image` boxes for every image of `split` from `pool` with `make(box, image)`; when
+/// `split` is the pool's own split (`same`), never an image's own boxes (leave one image out), and
+/// images with no other image's box are skipped.
+template <class Make>
+std::vector<CocoResult> draw_boxes(const std::vector<RelativeBox>& pool, const DetectionSplit& split, bool same,
+                                   int64_t per_image, std::mt19937_64& rng, Make make) {
+  std::map<int64_t, int64_t> own;
+  if (same)
+    for (const auto& p : pool) ++own[p.image_id];
+  std::vector<CocoResult> out;
+  for (const auto& im : split.coco.images) {
+    if (same && own[im.id] == int64_t(pool.size())) continue;  // no other image's box to draw
+    for (int64_t k = 0; k < per_image; ++k) {
+      const RelativeBox* q = nullptr;
+      do q = &pool[size_t(data::uniform_int(rng, pool.size()))];
+      while (same && q->image_id == im.id);
+      out.push_back(make(*q, im));
+    }
+  }
+  return out;
+}
+
 void check_baseline_boxes(const char* what, int64_t per_image) {
   if (per_image < 1 || per_image > kMaxBaselineBoxes)
     throw Error(fmt::format("{}: boxes per image must be in [1, {}], got {}", what, kMaxBaselineBoxes, per_image));
@@ -189,24 +211,13 @@ std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const De
   const auto priors = relative_boxes(train, [&](int64_t c) { return split.coco.category_index(c) >= 0; });
   if (priors.empty())
     throw Error(fmt::format("box prior: '{}' has no annotation of the categories of '{}'", train.ann_file, split.ann_file));
-  // Scored on the images it draws from: never an image's own boxes (leave one image out).
-  const bool same = train.ann_file == split.ann_file;
-  std::map<int64_t, int64_t> own;
-  if (same)
-    for (const auto& p : priors) ++own[p.image_id];
   std::mt19937_64 rng(seed);
-  std::vector<CocoResult> out;
-  for (const auto& im : split.coco.images) {
-    if (same && own[im.id] == int64_t(priors.size())) continue;  // no other image's box to draw
-    for (int64_t k = 0; k < per_image; ++k) {
-      const RelativeBox* q = nullptr;
-      do q = &priors[size_t(data::uniform_int(rng, priors.size()))];
-      while (same && q->image_id == im.id);
-      out.push_back({im.id, q->category, {q->x * im.width, q->y * im.height, q->w * im.width, q->h * im.height},
-                     data::uniform01(rng)});
-    }
-  }
-  return out;
+  // Scored on the images it draws from: never an image's own boxes (leave one image out).
+  return draw_boxes(priors, split, train.ann_file == split.ann_file, per_image, rng,
+                    [&](const RelativeBox& q, const CocoImage& im) -> CocoResult {
+                      return {im.id, q.category, {q.x * im.width, q.y * im.height, q.w * im.width, q.h * im.height},
+                              data::uniform01(rng)};
+                    });
 }
 
 std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
@@ -216,15 +227,13 @@ std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const D
   const auto rel = relative_boxes(train, [](int64_t) { return true; });
   if (rel.empty()) throw Error(fmt::format("random-box baseline: '{}' has no annotation", train.ann_file));
   std::mt19937_64 rng(seed);
-  std::vector<CocoResult> out;
   const size_t C = split.coco.categories.size();
-  for (const auto& im : split.coco.images)
-    for (int64_t k = 0; k < per_image; ++k) {
-      const auto& b = rel[size_t(data::uniform_int(rng, rel.size()))];
-      const int64_t cat = split.coco.categories[size_t(data::uniform_int(rng, C))].id;
-      out.push_back({im.id, cat, {b.x * im.width, b.y * im.height, b.w * im.width, b.h * im.height}, data::uniform01(rng)});
-    }
-  return out;
+  return draw_boxes(rel, split, train.ann_file == split.ann_file, per_image, rng,
+                    [&](const RelativeBox& b, const CocoImage& im) -> CocoResult {
+                      const int64_t cat = split.coco.categories[size_t(data::uniform_int(rng, C))].id;
+                      return {im.id, cat, {b.x * im.width, b.y * im.height, b.w * im.width, b.h * im.height},
+                              data::uniform01(rng)};
+                    });
 }
 
 nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSplit& split, int64_t per_image,
@@ -252,9 +261,6 @@ bool record_detection_baseline(nlohmann::json& result, const std::function<Detec
                                const DetectionSplit& split, int64_t per_image, uint64_t seed, BaselineKind kind) {
   try {
     result["baseline"] = detection_baseline(open_train(), split, per_image, seed, kind);
-    spdlog::info("detect: baseline on '{}', {}: AP {:.4f} AP50 {:.4f}", split.name,
-                 result["baseline"]["name"].get<std::string>(), result["baseline"]["metrics"]["AP"].get<double>(),
-                 result["baseline"]["metrics"]["AP50"].get<double>());
     return true;
   } catch (const Error& err) {
     spdlog::warn("detect: no baseline on '{}': {}", split.name, err.what());

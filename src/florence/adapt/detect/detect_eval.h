@@ -82,7 +82,9 @@ std::vector<CocoResult> box_prior_baseline(const DetectionSplit& train, const De
 /// The random-box baseline (class-agnostic and zero-shot detection): for every image of `split`, `per_image` boxes
 /// drawn from the annotations of `train` regardless of category (their relative size and place:
 /// the training box prior), each given a category of `split` uniformly at random and a uniform
-/// random score. Seeded. Throws florence::Error when `train` has no annotation or per_image < 1.
+/// random score. When `split` is `train` itself an image never receives its own boxes (leave one
+/// image out, as box_prior_baseline). Seeded. Throws florence::Error when `train` has no
+/// annotation or per_image is out of [1, kMaxBaselineBoxes].
 std::vector<CocoResult> random_box_baseline(const DetectionSplit& train, const DetectionSplit& split,
                                             int64_t per_image, uint64_t seed);
 
@@ -101,8 +103,7 @@ nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSp
                                   uint64_t seed, BaselineKind kind);
 
 /// detection_baseline with its failure recorded, not thrown, so that a run's evaluation is never lost
-/// to its baseline: sets result["baseline"] (and logs AP / AP50) or result["baseline_error"] (and logs
-/// a warning). `open_train` gives the split the boxes come from; its florence::Error is recorded the
+/// to its baseline: sets result["baseline"] or result["baseline_error"] (and logs a warning). `open_train` gives the split the boxes come from; its florence::Error is recorded the
 /// same way. Returns whether a baseline was drawn.
 bool record_detection_baseline(nlohmann::json& result, const std::function<DetectionSplit()>& open_train,
                                const DetectionSplit& split, int64_t per_image, uint64_t seed, BaselineKind kind);

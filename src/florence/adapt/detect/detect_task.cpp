@@ -268,10 +268,13 @@ void DetectTask::finish(train::RunResult& run) {
     e["weights"] = run.final_weights;
     // A baseline that cannot be drawn (the test split has a category training never saw) is a
     // warning in the result, not the loss of the trained run's evaluation.
-    if (o_.baseline_boxes > 0)
-      record_detection_baseline(
-          e, [&] { return train_; }, test, o_.baseline_boxes, train::seed_mix({kTagBaseline, o_.seed}),
-          o_.class_agnostic ? BaselineKind::random_boxes_pooled : BaselineKind::box_prior);
+    if (o_.baseline_boxes > 0 &&
+        record_detection_baseline(
+            e, [&] { return train_; }, test, o_.baseline_boxes, train::seed_mix({kTagBaseline, o_.seed}),
+            o_.class_agnostic ? BaselineKind::random_boxes_pooled : BaselineKind::box_prior))
+      spdlog::info("detect: baseline on {}, {}: AP {:.4f} AP50 {:.4f}", o_.test_split,
+                   e["baseline"]["name"].get<std::string>(), e["baseline"]["metrics"]["AP"].get<double>(),
+                   e["baseline"]["metrics"]["AP50"].get<double>());
     const fs::path eval_dir = ctx_.run_dir / "eval";
     fs::create_directories(eval_dir);
     write_coco_results((eval_dir / ("detections_" + o_.test_split + ".json")).string(), ev.results);

@@ -47,7 +47,7 @@ struct DetectOptions : train::TaskOptions<DetectOptions> {
   int64_t max_train_images = 0;      ///< first N images of train (0 = all)
   int64_t max_eval_images = 0;       ///< first N images of val / test (0 = all)
   int64_t val_every = 0;             ///< steps between val mAP evaluations (0 = none during training)
-  int64_t baseline_boxes = 100;      ///< box-prior baseline: boxes per image (0 = no baseline)
+  int64_t baseline_boxes = 100;      ///< baseline boxes per image (box prior; class-agnostic: random boxes; 0 = none)
 
   DetectOptions() {
     lr = 2e-4;
@@ -92,7 +92,7 @@ struct DetectOptions : train::TaskOptions<DetectOptions> {
       s.max_eval_images);
     f(Field{"val_every", "--val-every", "Steps between val mAP evaluations (0 = none)", Field::kNonNegative},
       s.val_every);
-    f(Field{"baseline_boxes", "--baseline-boxes", "Box-prior baseline boxes per test image (0 = none)",
+    f(Field{"baseline_boxes", "--baseline-boxes", "Baseline boxes per test image: the box prior (--class-agnostic: random training boxes; 0 = none)",
             Field::kNonNegative},
       s.baseline_boxes);
   }

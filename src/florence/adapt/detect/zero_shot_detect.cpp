@@ -68,12 +68,18 @@ void check_zero_shot_options(const ZeroShotDetectOptions& o) {
     throw Error(fmt::format("zero-shot detection: context must be in [0, 4], got {}", o.context));
 }
 
+namespace {
+void check_naming_inputs(const DetectionSplit& split, eval::EvalModel& clip) {
+  if (split.coco.categories.empty()) throw Error(fmt::format("zero-shot detection: '{}' has no categories", split.ann_file));
+  eval::require_tokenizer(clip, "zero-shot detection");
+}
+}  // namespace
+
 ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, const DetectionSplit& split,
                                       eval::EvalModel& clip, const ZeroShotDetectOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   check_zero_shot_options(o);
-  if (split.coco.categories.empty()) throw Error(fmt::format("zero-shot detection: '{}' has no categories", split.ann_file));
-  eval::require_tokenizer(clip, "zero-shot detection");
+  check_naming_inputs(split, clip);
 
   std::vector<std::string> names;
   std::vector<int64_t> ids;
@@ -147,7 +153,9 @@ ZeroShotDetectResult zero_shot_detect(const std::vector<CocoResult>& proposals, 
 ZeroShotDetectResult zero_shot_detect(LoadedDetector& detector, const DetectionSplit& split, eval::EvalModel& clip,
                                       const ZeroShotDetectOptions& options, int64_t detector_batch,
                                       const torch::Device& device) {
-  check_zero_shot_options(options);  // before the detector pass, which is the slow part
+  // Everything the naming pass checks, before the detector pass (the slow part).
+  check_zero_shot_options(options);
+  check_naming_inputs(split, clip);
   DetectEvalOptions eo;
   eo.batch_size = detector_batch;
   eo.class_agnostic = true;

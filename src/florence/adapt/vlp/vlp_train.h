@@ -170,8 +170,9 @@ struct VqaEvalOptions {
 /// Official VQA accuracy of a model on a split, with the prior baseline:
 /// {"task": "vqa-eval", "checkpoint", "blind", "precision", "set" (the set folder's name), "data"
 ///  (its path), "split", "model": vqa_result_json, "prior": vqa_result_json (when train_split is
-///  given), "skipped", "seconds"}. `vqa train` writes the same object for its test split to
-///  RUN/eval/vqa_SPLIT.json, where `florence report` reads it.
+///  given), "skipped", "seconds"}. `vqa train` writes this object (without "seconds"; its "prior" also
+///  has "answer_of_type") for its test split to RUN/eval/vqa_SPLIT.json, where `florence report`
+///  reads it.
 nlohmann::json vqa_evaluate(const VqaEvalOptions& options);
 
 /// The top_k answers of one image file and question, with sigmoid scores (the model's
