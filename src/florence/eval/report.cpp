@@ -356,7 +356,9 @@ ReportResult write_report(const ReportOptions& o) {
         continue;
       }
       if (!j.is_object() || !j.contains("task")) continue;  // e.g. summary.json of `eval all`
-      const std::string set = j.value("set", e.path().stem().string());
+      // A "set" that is not a string names the row by its file, as a missing one does.
+      const std::string set = j.contains("set") && j["set"].is_string() ? j["set"].get<std::string>()
+                                                                        : e.path().stem().string();
       const std::string task = j["task"].is_string() ? j["task"].get<std::string>() : "";
       const auto& std_sets = standard_sets();
       const size_t set_rank = size_t(std::find_if(std_sets.begin(), std_sets.end(), [&](const StandardSet& s) { return s.name == set; }) -

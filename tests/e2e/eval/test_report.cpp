@@ -283,9 +283,13 @@ TEST(Report, DetectionRunNamesItsLossAndShowsCocoRows) {
       << nlohmann::json{{"task", "detection"}, {"set", "det"}, {"split", "test"}, {"images", 1000}, {"metrics", m},
                         {"baseline", {{"name", "box prior"}, {"metrics", {{"AP", 0.0001}, {"AP50", 0.0004}}}}}}
              .dump();
+  // A result whose "set" is not a string is named by its file instead of failing the report.
+  std::ofstream(run / "eval" / "detection_val.json")
+      << nlohmann::json{{"task", "detection"}, {"set", 5}, {"split", "val"}, {"images", 100}, {"metrics", m}}.dump();
   const fs::path log = run.parent_path() / "log.txt";
   ASSERT_EQ(sh(std::string(FLORENCE_CLI) + " report " + run.string() + " > " + log.string() + " 2>&1"), 0) << read_file(log);
   EXPECT_EQ(read_file(log).find("logit_scale"), std::string::npos) << read_file(log);
+  EXPECT_NE(read_file(run / "report.html").find(">detection_val</td>"), std::string::npos);
   // The kind reaches gnuplot with its quotes and parentheses removed.
   EXPECT_NE(read_file(run / "report_files" / "plots.gp").find("set title 'training loss (detection systemx)'"),
             std::string::npos);
