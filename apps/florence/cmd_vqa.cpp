@@ -25,6 +25,32 @@ void write_result(const std::string& path, const nlohmann::json& j) {
   florence::core::write_text_atomic(p, j.dump(2) + "\n");
 }
 
+/// `vqa eval` writes beside its checkpoint by default, where `vqa train` put its own test numbers:
+/// says so when the file it replaces described another evaluation (set, question count, prior).
+void warn_if_replacing(const std::string& path, const nlohmann::json& now) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return;
+  nlohmann::json old;
+  try {
+    old = florence::core::read_json_file(path);
+  } catch (const std::exception&) {
+    return;  // not ours to judge; it is replaced
+  }
+  auto describe = [](const nlohmann::json& j) {
+    auto text = [](const nlohmann::json& o, const char* k) {
+      return o.is_object() && o.contains(k) && (o.at(k).is_string() || o.at(k).is_number())
+                 ? (o.at(k).is_string() ? o.at(k).get<std::string>() : o.at(k).dump())
+                 : std::string("?");
+    };
+    const nlohmann::json none;
+    const nlohmann::json& m = j.is_object() && j.contains("model") ? j.at("model") : none;
+    return fmt::format("set '{}', {} questions, {}", text(j, "set"), text(m, "questions"),
+                       j.is_object() && j.contains("prior") ? "with the prior baseline" : "no prior baseline");
+  };
+  const std::string was = describe(old), is = describe(now);
+  if (was != is) std::cerr << "warning: replacing " << path << " (" << was << ") with this evaluation (" << is << ")\n";
+}
+
 void setup_vqa(CLI::App& root) {
   auto* grp = florence::cli::group(root, "vqa", "Visual question answering with the METER-style fusion adapter");
 
@@ -78,7 +104,7 @@ void setup_vqa(CLI::App& root) {
   ev->add_option("--device", eo->device, "Torch device")->capture_default_str();
   florence::cli::add_adapter_precision(ev, &eo->precision);
   ev->add_option("--batch-size", eo->batch_size, "Questions per forward")->capture_default_str()->check(florence::cli::positive());
-  ev->add_option("--max-questions", eo->max_questions, "Questions of the first images up to N (0 = all)")
+  ev->add_option("--max-questions", eo->max_questions, "Questions of the first images, whole images until N are reached (may pass N; 0 = all)")
       ->check(florence::cli::non_negative());
   ev->add_option("--predictions", eo->predictions, "Write VQA-format results [{question_id, answer}] here");
   ev->add_option("--result", *eresult,
@@ -102,6 +128,7 @@ void setup_vqa(CLI::App& root) {
     std::cout << florence::vlp::format_vqa_result(r["model"], std::string("model") + (r["blind"].get<bool>() ? " (blind)" : ""));
     if (r.contains("prior"))
       std::cout << florence::vlp::format_vqa_result(r["prior"], "prior baseline (most frequent answer per question type)");
+    warn_if_replacing(out, r);
     write_result(out, r);
     std::cout << "result " << out << "\n";
   });

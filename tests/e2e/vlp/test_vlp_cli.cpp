@@ -140,6 +140,17 @@ TEST(VlpCli, PretrainVqaTrainEvalAskResume) {
                                   vr["test"]["accuracy"].get<double>(), vr["prior"]["accuracy"].get<double>())),
             std::string::npos);
   EXPECT_NE(html.find("VQA accuracy, question type count"), std::string::npos);
+  // vqa eval writes there by default, and says when it replaces a different evaluation.
+  {
+    std::string err;
+    ASSERT_EQ(run("vqa eval --checkpoint " + (vqa / "model.safetensors").string() + " --data " + vqa_set() +
+                      " --max-questions 3 --train-split ''",
+                  out, &err),
+              0);
+    EXPECT_NE(err.find("warning: replacing"), std::string::npos) << err;
+    EXPECT_NE(out.find("result " + (vqa / "eval" / "vqa_test.json").string()), std::string::npos) << out;
+    EXPECT_FALSE(core::read_json_file(vqa / "eval" / "vqa_test.json").contains("prior"));
+  }
 
   // An output that is an input (here the model's sidecar) is refused before any work.
   {

@@ -232,7 +232,7 @@ void VqaOptions::visit_fields(S& s, F& f) {
   f(Field{"blind", "--blind", "Question-only baseline: image tokens zeroed (the image tower never runs)"}, s.blind);
   f(Field{"lr_mult_head", "--lr-mult-head", "Learning-rate multiplier of the VQA head (METER: 50)", Field::kPositive},
     s.lr_mult_head);
-  f(Field{"max_train_questions", "--max-train-questions", "Questions of the first training images up to N (0 = all)",
+  f(Field{"max_train_questions", "--max-train-questions", "Questions of the first training images, whole images until N are reached (may pass N; 0 = all)",
           Field::kNonNegative},
     s.max_train_questions);
   f(Field{"max_eval_questions", "--max-eval-questions", "Same for val / test (0 = all)", Field::kNonNegative},
