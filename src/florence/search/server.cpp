@@ -8,8 +8,10 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -132,6 +134,7 @@ struct Server::Impl {
   std::unique_ptr<ModelBatcher> batcher;
   httplib::Server http;
   int port = -1;
+  int listen_fd = -1;  ///< the socket httplib last created (the bound one once bind() succeeds)
   double temperature = 1;
 
   Impl(eval::EvalModel& m, ServeOptions o) : model(m), opt(std::move(o)) {}
@@ -471,9 +474,10 @@ Server::Server(eval::EvalModel& model, ServeOptions options) : impl_(std::make_u
   s.http.set_payload_max_length(size_t(s.opt.max_body_bytes));
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which let a second `serve` bind a
   // port already in use and take half of its connections.
-  s.http.set_socket_options([](int sock) {
+  s.http.set_socket_options([&s](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    s.listen_fd = sock;
   });
   s.http.set_keep_alive_max_count(1000);
   // cpp-httplib 0.11 leaves Nagle's algorithm on: a response written in two parts then waits for
@@ -506,6 +510,11 @@ int Server::bind() {
       throw Error("serve: cannot bind " + s.opt.host + ":" + std::to_string(s.opt.port) + " (in use, or not an address of this host)");
     s.port = s.opt.port;
   }
+  // Debian's compiled cpp-httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG): 24
+  // clients connecting at once overflowed it (TcpExtListenOverflows) and some had their connection
+  // closed without an answer. listen() on the bound socket again raises the backlog (Linux).
+  if (s.listen_fd >= 0 && ::listen(s.listen_fd, SOMAXCONN) != 0)
+    spdlog::warn("serve: could not raise the listen backlog: {}", std::strerror(errno));
   return s.port;
 }
 
