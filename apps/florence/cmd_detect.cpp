@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "command.h"
 #include "eval_flags.h"
@@ -45,9 +46,13 @@ void print_baseline(const nlohmann::json& b) {
 template <class Args>
 void record_baseline(nlohmann::json& e, const Args& a, const florence::detect::DetectionSplit& split,
                      florence::detect::BaselineKind kind) {
+  std::optional<florence::detect::DetectionSplit> train;  // opened inside, so its error is recorded too
   if (florence::detect::record_detection_baseline(
-          e, [&] { return florence::detect::open_detection_split(a.data, a.baseline_split); }, split, a.baseline_boxes,
-          a.seed, kind))
+          e,
+          [&]() -> const florence::detect::DetectionSplit& {
+            return train.emplace(florence::detect::open_detection_split(a.data, a.baseline_split));
+          },
+          split, a.baseline_boxes, a.seed, kind))
     print_baseline(e["baseline"]);
 }
 

@@ -119,11 +119,11 @@ void setup_vqa(CLI::App& root) {
     florence::cli::NamedPaths inputs = florence::cli::checkpoint_files("--checkpoint", eo->checkpoint);
     for (const std::string f : {"questions", "annotations"})
       inputs.push_back({"the split's " + f, fs::path(eo->data) / (eo->split + "_" + f + ".json")});
-    florence::cli::check_output("--result", out, inputs);
     if (!eo->predictions.empty()) {
       florence::cli::check_output("--predictions", eo->predictions, inputs);
-      florence::cli::check_output("--result", out, {{"--predictions", eo->predictions}});
+      inputs.push_back({"--predictions", eo->predictions});
     }
+    florence::cli::check_output("--result", out, inputs);
     const nlohmann::json r = florence::vlp::vqa_evaluate(*eo);
     std::cout << florence::vlp::format_vqa_result(r["model"], std::string("model") + (r["blind"].get<bool>() ? " (blind)" : ""));
     if (r.contains("prior"))

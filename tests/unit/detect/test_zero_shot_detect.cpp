@@ -207,16 +207,16 @@ TEST(ZeroShotDetect, RandomBoxBaselineDrawsTrainingBoxesWithRandomCategories) {
   // Recorded, not thrown: a baseline that cannot be drawn, or whose split cannot be opened, is an
   // error string in the result; one that can be drawn is the same JSON as detection_baseline's.
   nlohmann::json e = {{"AP", 0.5}};
-  EXPECT_FALSE(record_detection_baseline(e, [&] { return train; }, nine, 10, 0, BaselineKind::box_prior));
+  EXPECT_FALSE(record_detection_baseline(e, [&]() -> const DetectionSplit& { return train; }, nine, 10, 0, BaselineKind::box_prior));
   EXPECT_FALSE(e.contains("baseline"));
   EXPECT_NE(e["baseline_error"].get<std::string>().find("has no annotation of the categories"), std::string::npos);
   EXPECT_EQ(e["AP"], 0.5);
   nlohmann::json e2;
   EXPECT_FALSE(record_detection_baseline(
-      e2, []() -> DetectionSplit { throw Error("no such split"); }, nine, 10, 0, BaselineKind::random_boxes));
+      e2, []() -> const DetectionSplit& { throw Error("no such split"); }, nine, 10, 0, BaselineKind::random_boxes));
   EXPECT_EQ(e2["baseline_error"], "no such split");
   nlohmann::json e3;
-  EXPECT_TRUE(record_detection_baseline(e3, [&] { return train; }, nine, 10, 0, BaselineKind::random_boxes));
+  EXPECT_TRUE(record_detection_baseline(e3, [&]() -> const DetectionSplit& { return train; }, nine, 10, 0, BaselineKind::random_boxes));
   EXPECT_EQ(e3["baseline"], z);
 }
 

@@ -257,10 +257,10 @@ nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSp
   return {{"name", name}, {"metrics", evaluate_bbox(split.coco, boxes, p).to_json(&split.coco)}};
 }
 
-bool record_detection_baseline(nlohmann::json& result, const std::function<DetectionSplit()>& open_train,
+bool record_detection_baseline(nlohmann::json& result, const std::function<const DetectionSplit&()>& train,
                                const DetectionSplit& split, int64_t per_image, uint64_t seed, BaselineKind kind) {
   try {
-    result["baseline"] = detection_baseline(open_train(), split, per_image, seed, kind);
+    result["baseline"] = detection_baseline(train(), split, per_image, seed, kind);
     return true;
   } catch (const Error& err) {
     spdlog::warn("detect: no baseline on '{}': {}", split.name, err.what());

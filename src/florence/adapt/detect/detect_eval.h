@@ -103,9 +103,10 @@ nlohmann::json detection_baseline(const DetectionSplit& train, const DetectionSp
                                   uint64_t seed, BaselineKind kind);
 
 /// detection_baseline with its failure recorded, not thrown, so that a run's evaluation is never lost
-/// to its baseline: sets result["baseline"] or result["baseline_error"] (and logs a warning). `open_train` gives the split the boxes come from; its florence::Error is recorded the
-/// same way. Returns whether a baseline was drawn.
-bool record_detection_baseline(nlohmann::json& result, const std::function<DetectionSplit()>& open_train,
+/// to its baseline: sets result["baseline"] or result["baseline_error"] (and logs a warning).
+/// `train` gives the split the boxes come from (a reference: a split already open is not copied);
+/// its florence::Error is recorded the same way. Returns whether a baseline was drawn.
+bool record_detection_baseline(nlohmann::json& result, const std::function<const DetectionSplit&()>& train,
                                const DetectionSplit& split, int64_t per_image, uint64_t seed, BaselineKind kind);
 
 /// Detections of one image file in its own pixels: boxes xyxy, scores, labels; only those with

@@ -270,7 +270,7 @@ void DetectTask::finish(train::RunResult& run) {
     // warning in the result, not the loss of the trained run's evaluation.
     if (o_.baseline_boxes > 0 &&
         record_detection_baseline(
-            e, [&] { return train_; }, test, o_.baseline_boxes, train::seed_mix({kTagBaseline, o_.seed}),
+            e, [&]() -> const DetectionSplit& { return train_; }, test, o_.baseline_boxes, train::seed_mix({kTagBaseline, o_.seed}),
             o_.class_agnostic ? BaselineKind::random_boxes_pooled : BaselineKind::box_prior))
       spdlog::info("detect: baseline on {}, {}: AP {:.4f} AP50 {:.4f}", o_.test_split,
                    e["baseline"]["name"].get<std::string>(), e["baseline"]["metrics"]["AP"].get<double>(),
