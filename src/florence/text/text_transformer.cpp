@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "florence/core/error.h"
+#include "florence/core/fused.h"
 #include "florence/core/json_get.h"
 
 namespace florence::text {
@@ -135,7 +136,7 @@ class SelfAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
     const int64_t B = x.size(0), L = x.size(1), D = width_ / heads_;
     // [B, L, 3W] -> [3, B, H, L, D]
-    auto qkv = torch::nn::functional::linear(x, in_proj_weight, in_proj_bias)
+    auto qkv = core::linear(x, in_proj_weight, in_proj_bias)
                    .view({B, L, 3, heads_, D})
                    .permute({2, 0, 3, 1, 4});
     // Scale q by 1/sqrt(D) after the bias, as nn.MultiheadAttention does.
@@ -145,7 +146,7 @@ class SelfAttentionImpl : public torch::nn::Module {
     if (mask.defined()) scores.add_(mask);
     auto v = qkv[2].reshape({B * heads_, L, D});
     auto out = core::batched_matmul(torch::softmax(scores, -1), v).view({B, heads_, L, D});
-    return out_proj(out.transpose(1, 2).reshape({B, L, width_}));
+    return core::linear(out.transpose(1, 2).reshape({B, L, width_}), out_proj->weight, out_proj->bias);
   }
 
   torch::Tensor in_proj_weight, in_proj_bias;
@@ -164,11 +165,15 @@ class MlpImpl : public torch::nn::Module {
     c_proj = register_module("c_proj", torch::nn::Linear(hidden, width));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto h = c_fc(x);
+    auto h = core::linear(x, c_fc->weight, c_fc->bias);
     // QuickGELU x * sigmoid(1.702 x): CLIP clip/model.py `QuickGELU` (a sigmoid approximation
-    // of GELU, Hendrycks & Gimpel 2016 §2), which CLIP and UniCL were trained with.
-    h = h * torch::sigmoid(1.702 * h);
-    return c_proj(h);
+    // of GELU, Hendrycks & Gimpel 2016 §2), which CLIP and UniCL were trained with; one fused pass
+    // in float32 (core/fused.h), in place when no gradient is needed.
+    if (torch::GradMode::is_enabled() && h.requires_grad())
+      h = core::quick_gelu(h);
+    else
+      core::quick_gelu_(h);
+    return core::linear(h, c_proj->weight, c_proj->bias);
   }
   torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
 };

@@ -2,6 +2,7 @@
 #include "florence/vision/swin_layers.h"
 
 #include "florence/core/batched_matmul.h"
+#include "florence/core/fused.h"
 #include "florence/core/error.h"
 
 #include <c10/core/InferenceMode.h>
@@ -261,7 +262,7 @@ torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t nw = (ph / ws) * (pw / ws), n = ws * ws;
   torch::Tensor t = gather_rows(x.reshape({B * H * W, C}), plan.to_windows, plan.to_map).view({B * nw, n, C});
 
-  auto qkv_out = qkv(t).view({B * nw, n, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3, B*nW, heads, N, hd]
+  auto qkv_out = core::linear(t, qkv->weight, qkv->bias).view({B * nw, n, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3, B*nW, heads, N, hd]
   auto q = qkv_out[0].reshape({B * nw * heads, n, hd}).mul_(1.0 / std::sqrt(static_cast<double>(hd)));
   auto k = qkv_out[1].reshape({B * nw * heads, n, hd});
   auto v = qkv_out[2].reshape({B * nw * heads, n, hd});
@@ -286,7 +287,7 @@ torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& x) {
   if (options.attn_drop > 0.0) attn = F::dropout(attn, F::DropoutFuncOptions().p(options.attn_drop).training(is_training()));
 
   auto out = core::batched_matmul(attn.view({B * nw * heads, n, n}), v).view({B * nw, heads, n, hd}).transpose(1, 2).reshape({B * nw, n, C});
-  out = proj(out);
+  out = core::linear(out, proj->weight, proj->bias);
   if (options.proj_drop > 0.0) out = F::dropout(out, F::DropoutFuncOptions().p(options.proj_drop).training(is_training()));
   return gather_rows(out.view({B * nw * n, C}), plan.to_map, plan.to_windows).view({B, H, W, C});
 }
@@ -299,9 +300,14 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, double drop_) : drop(drop_) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  auto h = torch::gelu(fc1(x));  // exact (erf) GELU, approximate = "none"
+  // Exact (erf) GELU, approximate = "none"; in place when no gradient is needed (inference).
+  auto h = core::linear(x, fc1->weight, fc1->bias);
+  if (torch::GradMode::is_enabled() && h.requires_grad())
+    h = torch::gelu(h);
+  else
+    h = at::gelu_(h);
   if (drop > 0.0) h = F::dropout(h, F::DropoutFuncOptions().p(drop).training(is_training()));
-  h = fc2(h);
+  h = core::linear(h, fc2->weight, fc2->bias);
   if (drop > 0.0) h = F::dropout(h, F::DropoutFuncOptions().p(drop).training(is_training()));
   return h;
 }
