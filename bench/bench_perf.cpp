@@ -5,8 +5,9 @@
 //           built from torchvision's SwinTransformerBlock (bench/florence_peer.py image)
 //   text    florence-t encode_text, batch 256, context 77 vs the Python text tower built from
 //           nn.TransformerEncoderLayer (bench/florence_peer.py text)
-//   train   one florence-t UniCL step (forward + backward + AdamW), batch 16, 224 px vs the same
-//           step in Python (bench/florence_peer.py train)
+//   train   one florence-t UniCL step (forward + backward + AdamW), batch 16, 224 px, as the trainer
+//           runs it (train/run.h release_grads, train::adamw_step), vs the same step in Python
+//           (bench/florence_peer.py train: zero_grad, torch.optim.AdamW)
 //
 //   bench_perf [--threads N] [--iters K] [--cases swin,coswin,text,train] [--work DIR]
 //              [--image-batch 16] [--text-batch 256] [--train-batch 16] [--split P] [--profile]
@@ -57,6 +58,7 @@
 #include "florence/model/registry.h"
 #include "florence/train/grad_cache.h"
 #include "florence/train/run.h"
+#include "florence/train/run_state.h"
 #include "florence/train/schedule.h"
 #include "florence/vision/swin.h"
 #include "florence/vision/swin_import.h"
@@ -242,23 +244,25 @@ nlohmann::json child_train(const Args& a) {
   std::vector<double> times, losses;
   for (int it = 0; it <= a.iters; ++it) {
     auto t0 = Clock::now();
-    opt.zero_grad();
+    const auto released = train::release_grads(opt);  // the trainer's step (train/run.cpp)
     train::ContrastiveStep cs = [&] {
       AutocastGuard amp(p == Precision::kAmpBf16, torch::kCPU);  // as train/run.cpp around a step
       return train::contrastive_backward(m, images, ids, labels, 1);
     }();
-    opt.step();
+    train::zero_missing_grads(released);
+    train::adamw_step(opt);
     losses.push_back(cs.loss.item<double>());
     if (it > 0) times.push_back(seconds_since(t0));
   }
   core::save_safetensors(a.work + "/ours_train.safetensors", {{"losses", torch::tensor(losses, torch::kFloat64)}});
   profile_once(a, "train", [&] {
-    opt.zero_grad();
+    const auto released = train::release_grads(opt);
     {
       AutocastGuard amp(p == Precision::kAmpBf16, torch::kCPU);
       train::contrastive_backward(m, images, ids, labels, 1);
     }
-    opt.step();
+    train::zero_missing_grads(released);
+    train::adamw_step(opt);
   });
   return result("florence-t UniCL step (florence, C++)", median(times), images.size(0));
 }

@@ -12,6 +12,7 @@
 #include "florence/core/device.h"
 #include "florence/core/error.h"
 #include "florence/core/files.h"
+#include "florence/core/fused.h"
 #include "florence/core/json_get.h"
 #include "florence/core/precision.h"
 #include "florence/core/threads.h"
@@ -83,6 +84,26 @@ std::unique_ptr<GroupedAdamW> make_adamw(const std::vector<ParamGroup>& groups, 
   return std::make_unique<GroupedAdamW>(groups, o.lr, o.weight_decay, o.beta1, o.beta2, o.adam_eps);
 }
 
+std::vector<torch::Tensor> release_grads(torch::optim::AdamW& opt) {
+  std::vector<torch::Tensor> released;
+  if (!core::fused_kernels_enabled()) {  // LibTorch's path, for comparison
+    opt.zero_grad();
+    return released;
+  }
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params())
+      if (p.grad().defined()) {
+        p.mutable_grad().reset();
+        released.push_back(p);
+      }
+  return released;
+}
+
+void zero_missing_grads(const std::vector<torch::Tensor>& released) {
+  for (const auto& p : released)
+    if (!p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::zeros_like(p);
+}
+
 double optimizer_step(torch::optim::AdamW& opt, const std::vector<torch::Tensor>& all, double grad_clip,
                       const std::string& context) {
   std::vector<torch::Tensor> params;
@@ -98,7 +119,7 @@ double optimizer_step(torch::optim::AdamW& opt, const std::vector<torch::Tensor>
   }
   if (!std::isfinite(gnorm))
     throw Error(fmt::format("non-finite gradient norm {}; stopping without an optimizer step", context));
-  opt.step();
+  adamw_step(opt);
   return gnorm;
 }
 
@@ -394,12 +415,13 @@ RunResult run_task(TrainTask& task) {
 
     const double lr = sched.at(pos.step);
     opt->set_lr(lr);
-    opt->adamw().zero_grad();
+    const std::vector<torch::Tensor> released = release_grads(opt->adamw());  // zero_grad, without the passes
     StepOutput out;
     {
       AutocastGuard amp(autocast, device);  // forward and backward; the losses run in float32 (NoAutocastGuard)
       out = task.step(pos);
     }
+    zero_missing_grads(released);
     double loss = out.loss;
     if (o.debug_nan_at_step > 0 && pos.step + 1 == o.debug_nan_at_step) loss = std::nan("");
     // Mean loss over ranks and whether any rank was asked to stop, in one collective.

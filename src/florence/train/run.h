@@ -97,6 +97,16 @@ class GroupedAdamW {
 /// GroupedAdamW with the run options' settings.
 std::unique_ptr<GroupedAdamW> make_adamw(const std::vector<ParamGroup>& groups, const RunOptions& o);
 
+/// Clears the gradients before a step more cheaply than opt.zero_grad(): each parameter of `opt`
+/// holding a gradient loses it (the parameters are returned), so the backward stores its gradient
+/// rather than adding it to a buffer of zeros (LibTorch 1.13's zero_grad fills zeros and
+/// AccumulateGrad then adds: two passes over every gradient). After the backward,
+/// zero_missing_grads(returned) gives zeros to those that got no gradient, as zero_grad() would have
+/// left them, so AdamW treats them as before (their moments decay, weight decay applies). With
+/// FLORENCE_FUSED_KERNELS=0 (core/fused.h) it calls opt.zero_grad() and returns nothing.
+std::vector<torch::Tensor> release_grads(torch::optim::AdamW& opt);
+void zero_missing_grads(const std::vector<torch::Tensor>& released);
+
 /// Clips the gradients of `params` (those with a gradient, in order) to global L2 norm
 /// `grad_clip` (<= 0: no clipping), then steps `opt`. Returns the norm before clipping. Throws
 /// florence::Error "non-finite gradient norm <context>; stopping without an optimizer step" when

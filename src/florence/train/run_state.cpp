@@ -3,11 +3,15 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <mutex>
 #include <sstream>
 #include <type_traits>
 
 #include "florence/core/error.h"
+#include "florence/core/fused.h"
 #include "florence/train/seeding.h"
 
 namespace florence::train {
@@ -91,6 +95,93 @@ int64_t load_adamw_state_dict(torch::optim::AdamW& opt, const torch::nn::Module&
     ++restored;
   }
   return restored;
+}
+
+void adamw_step(torch::optim::AdamW& opt) {
+  auto& state = opt.state();
+  using Map = std::decay_t<decltype(state)>;
+  struct Segment {
+    torch::Tensor p, g, m, v;
+    core::AdamWScalars scalars;
+  };
+  if (!core::fused_kernels_enabled()) {
+    opt.step();
+    return;
+  }
+  std::vector<Segment> segs;
+  const auto fits = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.layout() == torch::kStrided &&
+           t.is_contiguous();
+  };
+  // First pass: check that the fused path applies to everything before touching any state.
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    if (o.amsgrad()) {
+      opt.step();
+      return;
+    }
+    for (auto& p : group.params()) {
+      const auto& g = p.grad();
+      if (!g.defined()) continue;
+      if (!fits(p) || !fits(g) || g.sizes() != p.sizes()) {
+        opt.step();
+        return;
+      }
+      auto it = state.find(state_key<Map>(p));
+      if (it != state.end()) {
+        const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+        if (!fits(s.exp_avg()) || !fits(s.exp_avg_sq()) || s.exp_avg().sizes() != p.sizes() ||
+            s.exp_avg_sq().sizes() != p.sizes()) {
+          opt.step();
+          return;
+        }
+      }
+    }
+  }
+  std::vector<int64_t> offsets{0};
+  for (auto& group : opt.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      auto& slot = state[state_key<Map>(p)];
+      if (!slot) {
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Contiguous));
+        slot = std::move(fresh);
+      }
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*slot);
+      s.step(s.step() + 1);
+      core::AdamWScalars sc;
+      sc.lr = o.lr();
+      sc.beta1 = std::get<0>(o.betas());
+      sc.beta2 = std::get<1>(o.betas());
+      sc.eps = o.eps();
+      sc.weight_decay = o.weight_decay();
+      sc.step = s.step();
+      segs.push_back({p, p.grad(), s.exp_avg(), s.exp_avg_sq(), sc});
+      offsets.push_back(offsets.back() + p.numel());
+    }
+  }
+  if (segs.empty()) return;
+  // All parameters as one range of elements, so small tensors do not each pay a parallel region.
+  at::parallel_for(0, offsets.back(), 32768, [&](int64_t lo, int64_t hi) {
+    size_t k = size_t(std::upper_bound(offsets.begin(), offsets.end(), lo) - offsets.begin()) - 1;
+    for (; k < segs.size() && offsets[k] < hi; ++k) {
+      const int64_t a = std::max(lo, offsets[k]) - offsets[k];
+      const int64_t b = std::min(hi, offsets[k + 1]) - offsets[k];
+      if (b <= a) continue;
+      Segment& s = segs[k];
+      core::adamw_update(s.p.data_ptr<float>() + a, s.g.data_ptr<float>() + a, s.m.data_ptr<float>() + a,
+                         s.v.data_ptr<float>() + a, b - a, s.scalars);
+    }
+  });
+  for (auto& s : segs) {  // in-place writes, as p.addcdiv_ would record them
+    s.p.unsafeGetTensorImpl()->bump_version();
+    s.m.unsafeGetTensorImpl()->bump_version();
+    s.v.unsafeGetTensorImpl()->bump_version();
+  }
 }
 
 torch::Tensor rng_state(const torch::Device& device) {

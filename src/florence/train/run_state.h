@@ -36,6 +36,16 @@ core::TensorMap adamw_state_dict(torch::optim::AdamW& opt, const torch::nn::Modu
 int64_t load_adamw_state_dict(torch::optim::AdamW& opt, const torch::nn::Module& module, const core::TensorMap& saved,
                               const std::string& origin);
 
+/// One AdamW step of `opt`, as opt.step() computes it (decoupled weight decay, each group's lr,
+/// betas, eps and weight decay; state created on a parameter's first step, keyed as LibTorch keys
+/// it, so adamw_state_dict and a later opt.step() see the same state). When every parameter with a
+/// gradient is a float32 CPU tensor with contiguous parameter, gradient and state and no group
+/// uses AMSGrad (and FLORENCE_FUSED_KERNELS is not 0, core/fused.h), the update is one pass per element (core::adamw_update) over all parameters at
+/// once, spread over the intra-op threads; otherwise it calls opt.step(). Results equal
+/// opt.step()'s to float rounding (tests/unit FusedOps.AdamWStepFollowsLibTorch). Throws
+/// c10::Error for a sparse gradient, as opt.step() does.
+void adamw_step(torch::optim::AdamW& opt);
+
 /// State of the default generator of `device` (uint8 tensor), and its inverse.
 torch::Tensor rng_state(const torch::Device& device);
 void set_rng_state(const torch::Device& device, const torch::Tensor& state);
