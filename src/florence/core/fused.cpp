@@ -5,6 +5,7 @@
 #include "florence/core/error.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -19,9 +20,11 @@ namespace florence::core {
 
 namespace {
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
+    !defined(__SANITIZE_ADDRESS__)
 // One copy of each kernel per instruction set, picked at load time by the CPU (x86-64-v4: AVX-512;
-// v3: AVX2 + FMA).
+// v3: AVX2 + FMA). Needs glibc's ifunc and GCC >= 12 (11.1/11.2 fail on these arch names: GCC bug
+// 101696); elsewhere the kernels are compiled once for the build's target.
 #define FLORENCE_KERNEL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FLORENCE_KERNEL_CLONES
@@ -32,12 +35,14 @@ constexpr int64_t kGrain = 16384;          // elements per task for at::parallel
 
 // exp(x) for float, written to vectorize: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-6
 // polynomial (the Cephes expf coefficients), 2^n built in the exponent bits. Inputs are clamped to
-// [-87.3, 88.3], so the result stays a normal float (exp(-inf) -> ~1.2e-38, exp(+inf) -> ~2.2e38);
-// NaN stays NaN through the clamp and the arithmetic.
+// [-87.3, 88.3], so the result stays a normal float (exp(-inf) -> ~1.2e-38, exp(+inf) -> ~2.2e38).
+// n is read from the bits of the rounded sum, not cast from float (a NaN cast to int is undefined
+// behaviour): NaN passes the clamp, gives some finite scale, and stays NaN through r and y.
 inline __attribute__((always_inline)) float exp_approx(float x) {
   x = std::min(std::max(x, -87.3f), 88.3f);
   const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const float n = (x * 1.44269504088896341f + round_magic) - round_magic;
+  const float shifted = x * 1.44269504088896341f + round_magic;  // 0x4B400000 + n in the low bits
+  const float n = shifted - round_magic;
   const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
   const float r2 = r * r;
   float y = 1.9875691500e-4f;
@@ -47,18 +52,28 @@ inline __attribute__((always_inline)) float exp_approx(float x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * r2 + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  uint32_t shifted_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const uint32_t bits = ((shifted_bits - 0x4B400000u + 127u) & 0xFFu) << 23;  // 2^n, n in [-126, 127]
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return y * scale;
 }
 
+inline __attribute__((always_inline)) float quick_gelu_value(float x) {
+  return x / (1.0f + exp_approx(-kQuickGeluAlpha * x));
+}
+
+// Separate in-place kernels: with y == x the out-of-place loop would fail the vectorizer's runtime
+// overlap check and run scalar.
 FLORENCE_KERNEL_CLONES
-void quick_gelu_forward_kernel(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float xi = x[i];
-    y[i] = xi / (1.0f + exp_approx(-kQuickGeluAlpha * xi));
-  }
+void quick_gelu_forward_kernel(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = quick_gelu_value(x[i]);
+}
+
+FLORENCE_KERNEL_CLONES
+void quick_gelu_inplace_kernel(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = quick_gelu_value(x[i]);
 }
 
 // d/dx [x s(a x)] = s + a x s (1 - s), s = sigmoid(a x).
@@ -90,11 +105,13 @@ inline __attribute__((always_inline)) uint16_t bf16_store(float f) {
 // bfloat16 in and out (autocast and --precision bf16), float32 arithmetic inside: one rounding
 // per output where the composite rounds after each of its three operations.
 FLORENCE_KERNEL_CLONES
-void quick_gelu_forward_bf16_kernel(const uint16_t* x, uint16_t* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float xi = bf16_load(x[i]);
-    y[i] = bf16_store(xi / (1.0f + exp_approx(-kQuickGeluAlpha * xi)));
-  }
+void quick_gelu_forward_bf16_kernel(const uint16_t* __restrict x, uint16_t* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_store(quick_gelu_value(bf16_load(x[i])));
+}
+
+FLORENCE_KERNEL_CLONES
+void quick_gelu_inplace_bf16_kernel(uint16_t* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = bf16_store(quick_gelu_value(bf16_load(x[i])));
 }
 
 FLORENCE_KERNEL_CLONES
@@ -125,6 +142,16 @@ uint16_t* bf16_ptr(const torch::Tensor& t) { return reinterpret_cast<uint16_t*>(
 
 // y = quick_gelu(x) for contiguous x and y of the same dtype (float32 or bfloat16; y may be x).
 void quick_gelu_forward_into(const torch::Tensor& x, const torch::Tensor& y) {
+  if (x.data_ptr() == y.data_ptr()) {
+    if (x.scalar_type() == torch::kBFloat16) {
+      uint16_t* xp = bf16_ptr(x);
+      at::parallel_for(0, x.numel(), kGrain, [&](int64_t lo, int64_t hi) { quick_gelu_inplace_bf16_kernel(xp + lo, hi - lo); });
+    } else {
+      float* xp = x.data_ptr<float>();
+      at::parallel_for(0, x.numel(), kGrain, [&](int64_t lo, int64_t hi) { quick_gelu_inplace_kernel(xp + lo, hi - lo); });
+    }
+    return;
+  }
   if (x.scalar_type() == torch::kBFloat16) {
     const uint16_t* xp = bf16_ptr(x);
     uint16_t* yp = bf16_ptr(y);
@@ -154,6 +181,9 @@ struct QuickGeluFunction : torch::autograd::Function<QuickGeluFunction> {
   }
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad_out) {
+    // With create_graph the gradient would need a graph of its own; the kernel has none.
+    if (torch::GradMode::is_enabled())
+      throw Error("quick_gelu: double backward (create_graph) is not supported; use x * sigmoid(1.702 * x)");
     const auto x = ctx->get_saved_variables()[0].contiguous();
     const auto gy = grad_out[0].to(x.scalar_type()).contiguous();
     auto gx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
@@ -195,7 +225,9 @@ torch::Tensor quick_gelu(const torch::Tensor& x) {
 torch::Tensor& quick_gelu_(torch::Tensor& x) {
   if (torch::GradMode::is_enabled() && x.requires_grad())
     throw Error("quick_gelu_: the input needs a gradient; use quick_gelu");
-  if (!kernel_applies(x) || !x.is_contiguous() || !fused_kernels_enabled()) {
+  // An inference tensor outside InferenceMode: the composite's mul_ refuses it before writing.
+  if (!kernel_applies(x) || !x.is_contiguous() || !fused_kernels_enabled() ||
+      (x.is_inference() && !c10::InferenceMode::is_enabled())) {
     x.mul_(torch::sigmoid(1.702 * x));
     return x;
   }
@@ -205,7 +237,7 @@ torch::Tensor& quick_gelu_(torch::Tensor& x) {
 }
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (!fused_kernels_enabled() || x.dim() <= 2 || !bias.defined() || x.numel() == 0 || !x.is_contiguous() || weight.dim() != 2 || x.size(-1) != weight.size(1))
+  if (!fused_kernels_enabled() || x.dim() <= 2 || !bias.defined() || bias.dim() != 1 || x.numel() == 0 || !x.is_contiguous() || weight.dim() != 2 || x.size(-1) != weight.size(1))
     return torch::linear(x, weight, bias);
   std::vector<int64_t> shape = x.sizes().vec();
   const int64_t in = shape.back();

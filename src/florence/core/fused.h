@@ -23,7 +23,8 @@ bool fused_kernels_enabled();
 /// on a tensor of any shape -> the same shape and dtype. Float32 and bfloat16 CPU tensors take the
 /// fused kernel (forward one pass, backward one pass, saving only x; bfloat16 is computed in float32
 /// and rounded once); other dtypes and devices (float64, CUDA) use the composite torch expression.
-/// Differentiable once (the backward is a kernel, not a graph: no double backward). The kernel's exp
+/// Differentiable once: the backward is a kernel, not a graph, and throws florence::Error under
+/// create_graph (double backward). The kernel's exp
 /// is a degree-6 polynomial after range reduction; the float32 result follows the float32 composite
 /// to 1e-6 relative, the bfloat16 one is within one bfloat16 rounding of the exact value
 /// (tests/unit/core/test_fused.cpp).
@@ -36,9 +37,10 @@ torch::Tensor& quick_gelu_(torch::Tensor& x);
 
 /// y = x W^T + b for x [..., in], W [out, in], b [out] or undefined -> [..., out]. A contiguous x of
 /// more than two dimensions is multiplied as one [rows, in] matrix with the bias added inside the
-/// product (addmm, as LibTorch does for 2-D x), where LibTorch 1.13's linear runs matmul and then a
-/// separate add_ pass over the output; everything else goes to torch::linear. Differentiable;
-/// values equal torch::linear's to float rounding (tests/unit/core/test_fused.cpp).
+/// product (addmm). LibTorch 1.13's linear does that for 2-D and contiguous 3-D x only; for 4-D
+/// and 5-D x (Swin's and Video Swin's MLP on [B, H, W, C] maps) it runs matmul and then a separate
+/// add_ pass over the output. Everything else goes to torch::linear. Differentiable; values equal
+/// torch::linear's to float rounding (tests/unit/core/test_fused.cpp).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 /// One AdamW step (decoupled weight decay, no AMSGrad) over n float32 elements in place, as

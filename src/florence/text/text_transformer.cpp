@@ -168,7 +168,7 @@ class MlpImpl : public torch::nn::Module {
     auto h = core::linear(x, c_fc->weight, c_fc->bias);
     // QuickGELU x * sigmoid(1.702 x): CLIP clip/model.py `QuickGELU` (a sigmoid approximation
     // of GELU, Hendrycks & Gimpel 2016 §2), which CLIP and UniCL were trained with; one fused pass
-    // in float32 (core/fused.h), in place when no gradient is needed.
+    // in float32 and bfloat16 (core/fused.h), in place when no gradient is needed.
     if (torch::GradMode::is_enabled() && h.requires_grad())
       h = core::quick_gelu(h);
     else

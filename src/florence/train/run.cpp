@@ -101,7 +101,7 @@ std::vector<torch::Tensor> release_grads(torch::optim::AdamW& opt) {
 
 void zero_missing_grads(const std::vector<torch::Tensor>& released) {
   for (const auto& p : released)
-    if (!p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::zeros_like(p);
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
 }
 
 double optimizer_step(torch::optim::AdamW& opt, const std::vector<torch::Tensor>& all, double grad_clip,

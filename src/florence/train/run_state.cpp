@@ -1,6 +1,7 @@
 // Training-run state helpers; see run_state.h.
 #include "florence/train/run_state.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <ATen/Parallel.h>
@@ -9,6 +10,7 @@
 #include <mutex>
 #include <sstream>
 #include <type_traits>
+#include <unordered_set>
 
 #include "florence/core/error.h"
 #include "florence/core/fused.h"
@@ -113,28 +115,28 @@ void adamw_step(torch::optim::AdamW& opt) {
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.layout() == torch::kStrided &&
            t.is_contiguous();
   };
+  const auto libtorch_step = [&opt](const char* why) {
+    static std::once_flag said;
+    std::call_once(said, [why] { spdlog::info("AdamW: LibTorch's per-tensor step ({})", why); });
+    opt.step();
+  };
   // First pass: check that the fused path applies to everything before touching any state.
+  std::unordered_set<const void*> seen;  // a parameter listed twice would be updated twice at once
   for (auto& group : opt.param_groups()) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
-    if (o.amsgrad()) {
-      opt.step();
-      return;
-    }
+    if (o.amsgrad()) return libtorch_step("AMSGrad");
     for (auto& p : group.params()) {
       const auto& g = p.grad();
       if (!g.defined()) continue;
-      if (!fits(p) || !fits(g) || g.sizes() != p.sizes()) {
-        opt.step();
-        return;
-      }
+      if (!fits(p) || !fits(g) || g.sizes() != p.sizes())
+        return libtorch_step("a parameter or gradient is not a contiguous float32 CPU tensor");
+      if (!seen.insert(p.unsafeGetTensorImpl()).second) return libtorch_step("a parameter is listed twice");
       auto it = state.find(state_key<Map>(p));
       if (it != state.end()) {
         const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
         if (!fits(s.exp_avg()) || !fits(s.exp_avg_sq()) || s.exp_avg().sizes() != p.sizes() ||
-            s.exp_avg_sq().sizes() != p.sizes()) {
-          opt.step();
-          return;
-        }
+            s.exp_avg_sq().sizes() != p.sizes())
+          return libtorch_step("the optimizer state is not contiguous float32 CPU tensors");
       }
     }
   }

@@ -39,9 +39,10 @@ int64_t load_adamw_state_dict(torch::optim::AdamW& opt, const torch::nn::Module&
 /// One AdamW step of `opt`, as opt.step() computes it (decoupled weight decay, each group's lr,
 /// betas, eps and weight decay; state created on a parameter's first step, keyed as LibTorch keys
 /// it, so adamw_state_dict and a later opt.step() see the same state). When every parameter with a
-/// gradient is a float32 CPU tensor with contiguous parameter, gradient and state and no group
-/// uses AMSGrad (and FLORENCE_FUSED_KERNELS is not 0, core/fused.h), the update is one pass per element (core::adamw_update) over all parameters at
-/// once, spread over the intra-op threads; otherwise it calls opt.step(). Results equal
+/// gradient is a float32 CPU tensor with contiguous parameter, gradient and state, none is listed
+/// twice, no group uses AMSGrad and FLORENCE_FUSED_KERNELS is not 0 (core/fused.h), the update is
+/// one pass per element (core::adamw_update) over all parameters at once, spread over the intra-op
+/// threads; otherwise it calls opt.step() (and logs why, once per process). Results equal
 /// opt.step()'s to float rounding (tests/unit FusedOps.AdamWStepFollowsLibTorch). Throws
 /// c10::Error for a sparse gradient, as opt.step() does.
 void adamw_step(torch::optim::AdamW& opt);

@@ -1,5 +1,5 @@
 // core::quick_gelu against x * sigmoid(1.702 x) computed in float64 by torch (values over the
-// float range, infinities, NaN, gradients, layouts, the bfloat16 fallback) and core::adamw_update
+// float range, infinities, NaN, gradients, layouts, bfloat16) and core::adamw_update
 // against the formula in float64. The AdamW step over a whole optimizer: tests/unit/train/test_fused_adamw.cpp.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -63,10 +63,13 @@ TEST(FusedOps, QuickGeluGradientMatchesAutograd) {
   (xd * torch::sigmoid(1.702 * xd)).backward(gy.to(torch::kFloat64));
   const auto diff = (x.grad().to(torch::kFloat64) - xd.grad()).abs();
   EXPECT_TRUE((diff <= xd.grad().abs() * 2e-6 + 1e-6).all().item<bool>()) << diff.max().item<double>();
+  // No double backward: create_graph is refused rather than giving a gradient without a graph.
+  auto x2 = torch::randn({8}).requires_grad_(true);
+  EXPECT_THROW(torch::autograd::grad({quick_gelu(x2).sum()}, {x2}, {}, true, true), std::exception);
 }
 
-// A transposed (non-contiguous) input gives the same values in the input's shape; float64 and
-// bfloat16 take the composite expression.
+// A transposed (non-contiguous) input gives the same values in the input's shape; float64 takes the
+// composite expression; bfloat16 follows float32 to bfloat16 rounding.
 TEST(FusedOps, QuickGeluLayoutsAndOtherDtypes) {
   torch::manual_seed(2);
   const auto base = torch::randn({37, 53});
