@@ -1,5 +1,7 @@
 #include "florence/train/grad_cache.h"
 
+#include <ATen/autocast_mode.h>
+
 #include "florence/core/error.h"
 #include "florence/train/run_state.h"
 
@@ -50,6 +52,11 @@ ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::T
       vs.push_back(model->encode_text(ids.narrow(0, start, len)));
     }
   }
+  // Under autocast, LibTorch 1.13 caches the bfloat16 copy of each float32 leaf parameter it casts
+  // (weights, biases) until the autocast region ends, even when the cast ran without autograd as
+  // here; pass 3 would reuse those graph-less copies and the parameters would get no gradient
+  // (PyTorch issue #65766, fixed after 1.13). Drop them (a no-op without autocast).
+  at::autocast::clear_cache();
   const torch::Tensor rng_after = rng_state(device);
   // Pass 2: the loss of the whole batch, differentiated w.r.t. the cached features.
   torch::Tensor U = torch::cat(us).detach().requires_grad_(true);

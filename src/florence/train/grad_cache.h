@@ -45,8 +45,8 @@ using FeatureLoss = std::function<torch::Tensor(const torch::Tensor& u, const to
 ContrastiveStep contrastive_backward(model::FlorenceModel& model, const torch::Tensor& images,
                                      const torch::Tensor& ids, int accum_steps, const FeatureLoss& loss_fn);
 
-/// Accumulates d loss / d parameters into the parameters' .grad (call zero_grad before) and
-/// returns the loss of the whole batch.
+/// Accumulates d loss / d parameters into the parameters' .grad (clear them before: zero_grad, or
+/// train::release_grads) and returns the loss of the whole batch.
 ///   images: [B, 3, S, S] float32 normalised pixels on the model's device.
 ///   ids:    [B, L] int64 token ids (each row with the EOT token), same device.
 ///   labels: [B] int64 UniCL labels, same device.
