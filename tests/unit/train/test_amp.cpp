@@ -22,19 +22,30 @@ namespace test_amp {
 
 using namespace florence;
 
+// florence-nano (random init from the current seed) and a batch of 8 random images with token rows
+// SOT, 4 random ids, EOT, padding; label i for pair i.
+struct NanoBatch {
+  model::FlorenceConfig cfg = model::resolve_florence_config("florence-nano");
+  model::FlorenceModel m{cfg};
+  torch::Tensor images, ids, labels;
+  NanoBatch() {
+    const int64_t n = 8, s = cfg.vision.image_size, L = cfg.text.context_length;
+    images = torch::randn({n, 3, s, s});
+    ids = torch::randint(1, 4000, {n, L}, torch::kLong);
+    ids.select(1, 0).fill_(cfg.text.sot_token);
+    ids.select(1, 5).fill_(cfg.text.eot_token);
+    ids.slice(1, 6).zero_();
+    labels = torch::arange(n, torch::kLong);
+  }
+};
+
 // One UniCL step of florence-nano under amp_bf16 autocast against float32: the loss within 1%,
 // every gradient float32 (master weights) and aligned with the float32 gradient (cosine > 0.99).
 TEST(Precision, AmpUniclStepFollowsFloat32) {
   torch::manual_seed(3);
-  const model::FlorenceConfig cfg = model::resolve_florence_config("florence-nano");
-  model::FlorenceModel m(cfg);
-  const int64_t n = 8, s = cfg.vision.image_size, L = cfg.text.context_length;
-  const torch::Tensor images = torch::randn({n, 3, s, s});
-  torch::Tensor ids = torch::randint(1, 4000, {n, L}, torch::kLong);
-  ids.select(1, 0).fill_(cfg.text.sot_token);
-  ids.select(1, 5).fill_(cfg.text.eot_token);
-  ids.slice(1, 6).zero_();
-  const torch::Tensor labels = torch::arange(n, torch::kLong);
+  NanoBatch b;
+  model::FlorenceModel& m = b.m;
+  const torch::Tensor &images = b.images, &ids = b.ids, &labels = b.labels;
 
   auto step = [&](bool autocast) {
     for (auto& p : m->parameters()) p.mutable_grad() = torch::Tensor();
@@ -74,15 +85,9 @@ TEST(Precision, AmpUniclStepFollowsFloat32) {
 // (bfloat16 rounding of micro-batches of 4 against one batch of 8).
 TEST(Precision, AmpGradCacheGivesEveryParameterItsGradient) {
   torch::manual_seed(4);
-  const model::FlorenceConfig cfg = model::resolve_florence_config("florence-nano");
-  model::FlorenceModel m(cfg);
-  const int64_t n = 8, s = cfg.vision.image_size, L = cfg.text.context_length;
-  const torch::Tensor images = torch::randn({n, 3, s, s});
-  torch::Tensor ids = torch::randint(1, 4000, {n, L}, torch::kLong);
-  ids.select(1, 0).fill_(cfg.text.sot_token);
-  ids.select(1, 5).fill_(cfg.text.eot_token);
-  ids.slice(1, 6).zero_();
-  const torch::Tensor labels = torch::arange(n, torch::kLong);
+  NanoBatch b;
+  model::FlorenceModel& m = b.m;
+  const torch::Tensor &images = b.images, &ids = b.ids, &labels = b.labels;
   auto grads = [&](int accum) {
     for (auto& p : m->parameters()) p.mutable_grad() = torch::Tensor();
     {
