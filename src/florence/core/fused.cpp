@@ -140,29 +140,32 @@ bool kernel_applies(const torch::Tensor& x) {
 
 uint16_t* bf16_ptr(const torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>()); }
 
+// kernel(offset, count) over [0, n) in chunks of kGrain elements spread over the intra-op threads.
+template <typename Kernel>
+void for_chunks(int64_t n, const Kernel& kernel) {
+  at::parallel_for(0, n, kGrain, [&](int64_t lo, int64_t hi) { kernel(lo, hi - lo); });
+}
+
 // y = quick_gelu(x) for contiguous x and y of the same dtype (float32 or bfloat16; y may be x).
 void quick_gelu_forward_into(const torch::Tensor& x, const torch::Tensor& y) {
+  const bool bf16 = x.scalar_type() == torch::kBFloat16;
   if (x.data_ptr() == y.data_ptr()) {
-    if (x.scalar_type() == torch::kBFloat16) {
+    if (bf16) {
       uint16_t* xp = bf16_ptr(x);
-      at::parallel_for(0, x.numel(), kGrain, [&](int64_t lo, int64_t hi) { quick_gelu_inplace_bf16_kernel(xp + lo, hi - lo); });
+      for_chunks(x.numel(), [&](int64_t at, int64_t k) { quick_gelu_inplace_bf16_kernel(xp + at, k); });
     } else {
       float* xp = x.data_ptr<float>();
-      at::parallel_for(0, x.numel(), kGrain, [&](int64_t lo, int64_t hi) { quick_gelu_inplace_kernel(xp + lo, hi - lo); });
+      for_chunks(x.numel(), [&](int64_t at, int64_t k) { quick_gelu_inplace_kernel(xp + at, k); });
     }
-    return;
-  }
-  if (x.scalar_type() == torch::kBFloat16) {
+  } else if (bf16) {
     const uint16_t* xp = bf16_ptr(x);
     uint16_t* yp = bf16_ptr(y);
-    at::parallel_for(0, x.numel(), kGrain,
-                     [&](int64_t lo, int64_t hi) { quick_gelu_forward_bf16_kernel(xp + lo, yp + lo, hi - lo); });
-    return;
+    for_chunks(x.numel(), [&](int64_t at, int64_t k) { quick_gelu_forward_bf16_kernel(xp + at, yp + at, k); });
+  } else {
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    for_chunks(x.numel(), [&](int64_t at, int64_t k) { quick_gelu_forward_kernel(xp + at, yp + at, k); });
   }
-  const float* xp = x.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, x.numel(), kGrain,
-                   [&](int64_t lo, int64_t hi) { quick_gelu_forward_kernel(xp + lo, yp + lo, hi - lo); });
 }
 
 torch::Tensor quick_gelu_composite(const torch::Tensor& x) { return x * torch::sigmoid(1.702 * x); }
@@ -188,20 +191,14 @@ struct QuickGeluFunction : torch::autograd::Function<QuickGeluFunction> {
     const auto gy = grad_out[0].to(x.scalar_type()).contiguous();
     auto gx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
     if (x.scalar_type() == torch::kBFloat16) {
-      const uint16_t* xp = bf16_ptr(x);
-      const uint16_t* gyp = bf16_ptr(gy);
+      const uint16_t *xp = bf16_ptr(x), *gyp = bf16_ptr(gy);
       uint16_t* gxp = bf16_ptr(gx);
-      at::parallel_for(0, x.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-        quick_gelu_backward_bf16_kernel(xp + lo, gyp + lo, gxp + lo, hi - lo);
-      });
-      return {gx};
+      for_chunks(x.numel(), [&](int64_t at, int64_t k) { quick_gelu_backward_bf16_kernel(xp + at, gyp + at, gxp + at, k); });
+    } else {
+      const float *xp = x.data_ptr<float>(), *gyp = gy.data_ptr<float>();
+      float* gxp = gx.data_ptr<float>();
+      for_chunks(x.numel(), [&](int64_t at, int64_t k) { quick_gelu_backward_kernel(xp + at, gyp + at, gxp + at, k); });
     }
-    const float* xp = x.data_ptr<float>();
-    const float* gyp = gy.data_ptr<float>();
-    float* gxp = gx.data_ptr<float>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      quick_gelu_backward_kernel(xp + lo, gyp + lo, gxp + lo, hi - lo);
-    });
     return {gx};
   }
 };
@@ -237,8 +234,9 @@ torch::Tensor& quick_gelu_(torch::Tensor& x) {
 }
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (!fused_kernels_enabled() || x.dim() <= 2 || !bias.defined() || bias.dim() != 1 || x.numel() == 0 || !x.is_contiguous() || weight.dim() != 2 || x.size(-1) != weight.size(1))
-    return torch::linear(x, weight, bias);
+  const bool fused = fused_kernels_enabled() && x.dim() > 2 && x.numel() > 0 && x.is_contiguous() && bias.defined() &&
+                     bias.dim() == 1 && weight.dim() == 2 && x.size(-1) == weight.size(1);
+  if (!fused) return torch::linear(x, weight, bias);
   std::vector<int64_t> shape = x.sizes().vec();
   const int64_t in = shape.back();
   shape.back() = weight.size(0);
