@@ -1,13 +1,17 @@
 // florence data build SOURCE --out DIR [--size N] [--limit N] [--threads N] [--shard-size N]
-//                    [--fields title,description,keywords] [--short-names] [--input PATH] [--overwrite] [--json]
+//                    [--fields a,b] [--short-names] [--input PATH] [--overwrite] [--json]
+// florence data build all --out DATA [--sources a,b] [--parallel N] [--size N] [--limit N] [--overwrite]
 // florence data build detection|vqa|actions --out DIR [--input CORPORA] [--images N | --clips N]
 //                    [--size N] [--seed S] [--frames T] [--categories FILE] [--unseen a,b] [--backgrounds DIR]
+#include <fmt/format.h>
+
 #include <iostream>
 
 #include "command.h"
 #include "florence/adapt/detect/detection_set.h"
 #include "florence/adapt/video/action_set.h"
 #include "florence/adapt/vlp/vqa_set.h"
+#include "florence/core/error.h"
 #include "florence/data/corpus.h"
 #include "florence/data/scene.h"
 
@@ -80,23 +84,31 @@ void setup_data(CLI::App& root) {
   auto* cmd = data->add_subcommand(
       "build", "Build WebDataset shards OUT/{train,val,test}/NNNNNN.tar + OUT/summary.json from a local source");
   auto o = std::make_shared<florence::data::CorpusOptions>();
-  auto fields = std::make_shared<std::string>("title");
+  auto fields = std::make_shared<std::string>();
+  auto all = std::make_shared<florence::data::BuildAllOptions>();
+  auto all_sources = std::make_shared<std::string>();
+  std::vector<std::string> names;
+  std::string corpus_names;
+  for (const auto& src : florence::data::corpus_sources()) {
+    names.push_back(src.name);
+    corpus_names += (corpus_names.empty() ? "" : " | ") + src.name;
+  }
+  for (const char* n : {"all", "detection", "vqa", "actions"}) names.push_back(n);
   auto as_json = std::make_shared<bool>(false);
   auto scene = std::make_shared<SceneFlags>();
   auto size = std::make_shared<int>(0);
   cmd->add_option("source", o->source,
-                  "openclipart | emoji | fashion-mnist (corpora); detection | vqa | actions (scene sets from the "
-                  "corpora: docs/detection.md, docs/vqa.md, docs/video.md)")
+                  corpus_names + " (corpora: docs/data.md); all (every corpus into OUT/NAME); detection | vqa | "
+                  "actions (scene sets from the corpora: docs/detection.md, docs/vqa.md, docs/video.md)")
       ->required()
-      ->check(CLI::IsMember({"openclipart", "emoji", "fashion-mnist", "detection", "vqa", "actions"}));
+      ->check(CLI::IsMember(names));
   cmd->add_option("--out", o->out_dir, "Output directory")->required();
   cmd->add_option("--input", o->input,
-                  "Source location (default: /usr/share/openclipart/svg, "
-                  "$FLORENCE_CACHE/emoji-datasource-google-VERSION/package, /usr/share/datasets/fashion-mnist); "
+                  "Source location (default: where scripts/setup puts it, docs/data.md); "
                   "scene sets: corpus folders, comma-separated (default: data/openclipart,data/emoji)");
   cmd->add_option("--size", *size,
-                  "Pixels (square): openclipart render size (default 96); detection / vqa image size (160 / 128); "
-                  "actions frame size (64)")
+                  "Pixels (square): render size of the SVG and stamp corpora (default 96); detection / vqa image "
+                  "size (160 / 128); actions frame size (64)")
       ->check(florence::cli::positive());
   cmd->add_option("--images", scene->images, "detection / vqa: scenes in all (70% train, 10% val, 20% test; default 5000 / 3000)")
       ->check(florence::cli::positive());
@@ -117,12 +129,18 @@ void setup_data(CLI::App& root) {
   cmd->add_option("--threads", o->threads, "Worker threads (default: the global --threads, else all cores)")
       ->check(florence::cli::non_negative());
   cmd->add_option("--shard-size", o->shard_size, "Samples per shard")->capture_default_str()->check(florence::cli::positive());
-  cmd->add_option("--fields", *fields, "openclipart: text fields, comma-separated: title,description,keywords")
-      ->capture_default_str();
-  cmd->add_option("--render-timeout", o->render_timeout_s, "openclipart: seconds before a rsvg-convert run is killed")
+  cmd->add_option("--fields", *fields,
+                  "Text fields, comma-separated (default: the source's): openclipart title,description,keywords "
+                  "(title); openmoji annotation,tags; mdi name,aliases,tags (name,aliases); tabler name,tags; "
+                  "fontawesome label,terms; flags name,official (name); tuxpaint caption");
+  cmd->add_option("--render-timeout", o->render_timeout_s, "SVG corpora: seconds before a rsvg-convert run is killed")
       ->capture_default_str()
       ->check(florence::cli::positive());
-  cmd->add_flag("--short-names", o->short_names, "emoji: append the short names to the text");
+  cmd->add_flag("--short-names", o->short_names, "emoji, twemoji: append the short names to the text");
+  cmd->add_option("--sources", *all_sources, "all: only these corpora, comma-separated (default: every one)");
+  cmd->add_option("--parallel", all->parallel, "all: corpora built at once (the threads are split between them)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
   cmd->add_flag("--overwrite", o->overwrite, "Replace an existing corpus in --out");
   cmd->add_flag("--json", *as_json, "Print the summary as JSON");
   cmd->callback([=] {
@@ -136,6 +154,20 @@ void setup_data(CLI::App& root) {
     if (*size > 0) o->size = *size;
     o->fields = split_list(*fields);
     if (o->threads == 0) o->threads = florence::cli::requested_threads();
+    if (o->source == "all") {
+      if (!o->input.empty() || !o->fields.empty() || o->short_names)
+        throw florence::Error("data build all: --input, --fields and --short-names name one source's options; "
+                              "build that source on its own (all uses the demo's text options: docs/data.md)");
+      all->out_dir = o->out_dir;
+      all->base = *o;
+      all->sources = split_list(*all_sources);
+      const nlohmann::json result = florence::data::build_all_corpora(*all);
+      std::cout << (*as_json ? result.dump(2) + "\n" : florence::data::format_build_all_summary(result));
+      if (result.value("failed", int64_t(0)) > 0)
+        throw florence::Error(fmt::format("data build all: {} source(s) failed (see the table)", result.value("failed", int64_t(0))));
+      return;
+    }
+    if (!all_sources->empty()) throw florence::Error("data build: --sources is an option of 'data build all'");
     const nlohmann::json summary = florence::data::build_corpus(*o);
     if (*as_json) {
       nlohmann::json brief = summary;

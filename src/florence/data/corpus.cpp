@@ -376,10 +376,71 @@ struct Progress {
   void tick(size_t done) {
     if (!on || total == 0 || (done % every != 0 && done != total)) return;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    spdlog::info("data build {}: {}/{} ({:.1f}%) {:.1f} items/s", what, done, total, 100.0 * double(done) / double(total),
+    const int filled = int(20 * done / total);
+    spdlog::info("data build {:<12} [{}{}] {}/{} ({:.1f}%) {:.1f} items/s", what, std::string(size_t(filled), '#'),
+                 std::string(size_t(20 - filled), '.'), done, total, 100.0 * double(done) / double(total),
                  s > 0 ? double(done) / s : 0.0);
   }
 };
+
+// ------------------------------------------------------------------------------------------------
+// Rendering one source image to the corpus's PNG
+// ------------------------------------------------------------------------------------------------
+
+/// Renders `path` (.svg: rsvg-convert at size x size keeping the aspect ratio; else an image file
+/// OpenCV decodes) onto a white size x size canvas. On failure returns an empty vector and sets
+/// item.reason / item.detail. Throws when rsvg-convert cannot be started at all (a setup problem).
+std::vector<uint8_t> render_corpus_image(const std::string& path, const CorpusOptions& o, Item& item) {
+  std::string bytes;
+  std::string ext = fs::path(path).extension().string();
+  for (auto& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (ext == ".svg") {
+    const std::string size_str = std::to_string(o.size);
+    ProcResult pr = run_process({"rsvg-convert", "--unlimited", "-a", "-w", size_str, "-h", size_str, "-f", "png", path},
+                                o.render_timeout_s);
+    if (!pr.started) {
+      throw Error(o.source + ": " + pr.err + " (install Debian package librsvg2-bin: scripts/setup)");
+    }
+    if (pr.timed_out) {
+      item.reason = "render_timeout";
+      item.detail = fmt::format("killed after {} s", o.render_timeout_s);
+      return {};
+    }
+    if (pr.exit_code != 0 || pr.out.empty()) {
+      item.reason = "render_failed";
+      item.detail = detail::collapse_ws(pr.err).substr(0, 300);
+      if (item.detail.empty()) item.detail = "exit code " + std::to_string(pr.exit_code);
+      return {};
+    }
+    bytes = std::move(pr.out);
+  } else {
+    constexpr uintmax_t kMaxImageFileBytes = 64ull << 20;
+    std::error_code ec;
+    const uintmax_t file_bytes = fs::file_size(path, ec);
+    if (!ec && file_bytes > kMaxImageFileBytes) {
+      item.reason = "image_too_large";
+      item.detail = fmt::format("{} bytes, over the {} byte limit", file_bytes, kMaxImageFileBytes);
+      return {};
+    }
+    try {
+      bytes = core::read_text_file(path);
+    } catch (const Error& e) {
+      item.reason = "missing_image";
+      item.detail = e.what();
+      return {};
+    }
+  }
+  std::vector<uint8_t> png;
+  try {
+    png = composite_on_white_png(std::vector<uint8_t>(bytes.begin(), bytes.end()), o.size);
+  } catch (const ImageTooLarge& e) {
+    item.reason = "image_too_large";
+    item.detail = e.what();
+    return {};
+  }
+  if (png.empty()) item.reason = ext == ".svg" ? "render_undecodable" : "undecodable_image";
+  return png;
+}
 
 // ------------------------------------------------------------------------------------------------
 // openclipart
@@ -434,7 +495,7 @@ void build_openclipart(const CorpusOptions& o, CorpusSink& sink, nlohmann::json&
   head["key_collisions"] = collisions;
 
   xmlInitParser();
-  const std::string size_str = std::to_string(o.size);
+  const std::vector<std::string> fields = detail::resolve_fields("openclipart", o.fields);
   auto produce = [&](size_t i) -> Item {
     Item item;
     item.name = rel[i];
@@ -446,32 +507,13 @@ void build_openclipart(const CorpusOptions& o, CorpusSink& sink, nlohmann::json&
       item.detail = err;
       return item;
     }
-    const std::string text = svg_text(md, o.fields);
+    const std::string text = svg_text(md, fields);
     if (text.empty()) {
       item.reason = "no_text";
       return item;
     }
-    ProcResult pr = run_process({"rsvg-convert", "--unlimited", "-a", "-w", size_str, "-h", size_str, "-f", "png", path},
-                                o.render_timeout_s);
-    if (!pr.started) {
-      throw Error("openclipart: " + pr.err + " (install Debian package librsvg2-bin: scripts/setup)");
-    }
-    if (pr.timed_out) {
-      item.reason = "render_timeout";
-      item.detail = fmt::format("killed after {} s", o.render_timeout_s);
-      return item;
-    }
-    if (pr.exit_code != 0 || pr.out.empty()) {
-      item.reason = "render_failed";
-      item.detail = detail::collapse_ws(pr.err).substr(0, 300);
-      if (item.detail.empty()) item.detail = "exit code " + std::to_string(pr.exit_code);
-      return item;
-    }
-    std::vector<uint8_t> png = composite_on_white_png(std::vector<uint8_t>(pr.out.begin(), pr.out.end()), o.size);
-    if (png.empty()) {
-      item.reason = "render_undecodable";
-      return item;
-    }
+    std::vector<uint8_t> png = render_corpus_image(path, o, item);
+    if (png.empty()) return item;
     Sample s;
     s.key = keys[i];
     s.image = std::move(png);
@@ -505,23 +547,71 @@ void build_openclipart(const CorpusOptions& o, CorpusSink& sink, nlohmann::json&
 }
 
 // ------------------------------------------------------------------------------------------------
-// emoji
+// listed sources: tuxpaint, openmoji, mdi, tabler, fontawesome, flags (corpus_icons.cpp reads them)
+// ------------------------------------------------------------------------------------------------
+
+void build_listed(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
+  const std::string root = o.input.empty() ? corpus_source(o.source).default_input : o.input;
+  detail::ListedSource listed = detail::list_source(o, root);
+  if (o.limit > 0 && size_t(o.limit) < listed.items.size()) listed.items.resize(size_t(o.limit));
+  considered = int64_t(listed.items.size());
+  head.update(listed.head);
+  auto produce = [&](size_t i) -> Item {
+    const detail::ListedItem& li = listed.items[i];
+    Item item;
+    item.name = li.name;
+    if (!li.fail_reason.empty()) {
+      item.reason = li.fail_reason;
+      item.detail = li.fail_detail;
+      return item;
+    }
+    std::vector<uint8_t> png = render_corpus_image(li.path, o, item);
+    if (png.empty()) return item;
+    Sample s;
+    s.key = li.key;
+    s.image = std::move(png);
+    s.image_ext = "png";
+    s.text = li.text;
+    s.meta = li.meta;
+    const std::string split = split_of(li.split_key);
+    s.meta["split"] = split;
+    item.samples.push_back(std::move(s));
+    item.splits.push_back(split);
+    item.ok = true;
+    return item;
+  };
+  Progress prog{o.source, listed.items.size(), o.progress, std::chrono::steady_clock::now(), 500};
+  std::set<std::string> seen;
+  run_ordered(listed.items.size(), resolve_threads(o.threads), produce, [&](size_t i, Item& item) {
+    if (item.ok && !seen.insert(item.samples[0].key).second)
+      sink.fail(item.name, "duplicate_key", "");
+    else if (item.ok)
+      sink.add(item.samples[0], item.splits[0]);
+    else
+      sink.fail(item.name, item.reason, item.detail);
+    prog.tick(i + 1);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// emoji, twemoji
 // ------------------------------------------------------------------------------------------------
 
 void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head, int64_t& considered) {
-  const std::string dir = o.input.empty() ? default_emoji_dir() : o.input;
+  const std::string dir = o.input.empty() ? corpus_source(o.source).default_input : o.input;
   const fs::path json_path = fs::path(dir) / "emoji.json";  // present: checked by check_input
+  const std::string art = o.source == "twemoji" ? "twitter" : "google";
   nlohmann::json list;
   {
     std::ifstream f(json_path);
     try {
       list = nlohmann::json::parse(f);
     } catch (const nlohmann::json::exception& e) {
-      throw Error("emoji: '" + json_path.string() + "' is not valid JSON: " + e.what());
+      throw Error(o.source + ": '" + json_path.string() + "' is not valid JSON: " + e.what());
     }
   }
-  if (!list.is_array()) throw Error("emoji: '" + json_path.string() + "' is not a JSON array");
-  const fs::path img_dir = fs::path(dir) / "img" / "google" / "64";
+  if (!list.is_array()) throw Error(o.source + ": '" + json_path.string() + "' is not a JSON array");
+  const fs::path img_dir = fs::path(dir) / "img" / art / "64";
   size_t n = list.size();
   if (o.limit > 0 && size_t(o.limit) < n) n = size_t(o.limit);
   int64_t total_images = 0;
@@ -590,7 +680,7 @@ void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head,
       s.image = std::move(png);
       s.image_ext = "png";
       s.text = text;
-      s.meta = {{"source", "emoji"},     {"category", str(e, "category")}, {"subcategory", str(e, "subcategory")},
+      s.meta = {{"source", o.source},    {"category", str(e, "category")}, {"subcategory", str(e, "subcategory")},
                 {"unified", u},          {"name", str(e, "name")},         {"short_names", shorts},
                 {"base", unified},       {"split", split}};
       if (!tone.empty()) s.meta["skin_tone"] = tone;
@@ -610,7 +700,7 @@ void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head,
     item.ok = true;
     return item;
   };
-  Progress prog{"emoji", n, o.progress, std::chrono::steady_clock::now(), 500};
+  Progress prog{o.source, n, o.progress, std::chrono::steady_clock::now(), 500};
   std::set<std::string> seen;
   run_ordered(n, resolve_threads(o.threads), produce, [&](size_t i, Item& item) {
     for (size_t k = 0; k < item.samples.size(); ++k) {
@@ -687,13 +777,16 @@ void check_input(const CorpusOptions& o) {
     const std::string root = o.input.empty() ? default_openclipart_dir() : o.input;
     if (!fs::is_directory(root))
       throw Error("openclipart: '" + root + "' is not a directory (install Debian package openclipart-svg: scripts/setup)");
-    if (o.size < 8 || o.size > 4096) throw Error("openclipart: --size must be in [8, 4096]");
-    for (const auto& f : o.fields) (void)svg_text(SvgMetadata{}, {f});  // validates the field names
-  } else if (o.source == "emoji") {
-    const fs::path json_path = fs::path(o.input.empty() ? default_emoji_dir() : o.input) / "emoji.json";
+  } else if (o.source == "emoji" || o.source == "twemoji") {
+    const fs::path json_path = fs::path(o.input.empty() ? corpus_source(o.source).default_input : o.input) / "emoji.json";
     if (!fs::is_regular_file(json_path))
-      throw Error("emoji: '" + json_path.string() + "' not found (scripts/setup fetches emoji-datasource-google@" +
-                  std::string(kEmojiVersion) + " with npm pack into $FLORENCE_CACHE)");
+      throw Error(o.source + ": '" + json_path.string() + "' not found (scripts/setup fetches " +
+                  corpus_source(o.source).provided_by.substr(4) + " with npm pack into $FLORENCE_CACHE)");
+  } else if (o.source != "fashion-mnist") {
+    const std::string root = o.input.empty() ? corpus_source(o.source).default_input : o.input;
+    if (!fs::is_directory(root))
+      throw Error(o.source + ": '" + root + "' is not a directory (" + corpus_source(o.source).provided_by +
+                  ": scripts/setup installs it)");
   } else {
     const std::string dir = o.input.empty() ? std::string(kFashionMnistDir) : o.input;
     if (!fs::is_directory(dir))
@@ -703,10 +796,26 @@ void check_input(const CorpusOptions& o) {
 
 }  // namespace
 
+nlohmann::json corpus_options_json(const CorpusOptions& o) {
+  nlohmann::json opts = {{"limit", o.limit}, {"shard_size", o.shard_size}, {"input", o.input}};
+  const CorpusSourceInfo info = corpus_source(o.source);
+  if (o.source != "emoji" && o.source != "twemoji" && o.source != "fashion-mnist") {
+    opts["size"] = o.size;
+    opts["render_timeout_s"] = o.render_timeout_s;
+  }
+  if (!info.fields.empty()) opts["fields"] = detail::resolve_fields(o.source, o.fields);
+  if (o.source == "emoji" || o.source == "twemoji") {
+    opts["short_names"] = o.short_names;
+    opts["package_version"] = kEmojiVersion;
+  }
+  return opts;
+}
+
 nlohmann::json build_corpus(const CorpusOptions& o) {
-  if (o.source != "openclipart" && o.source != "emoji" && o.source != "fashion-mnist")
-    throw Error("data build: unknown source '" + o.source + "' (openclipart | emoji | fashion-mnist)");
+  const CorpusSourceInfo info = corpus_source(o.source);  // throws on an unknown source
+  (void)detail::resolve_fields(o.source, o.fields);          // throws on a field the source lacks
   if (o.out_dir.empty()) throw Error("data build: --out is required");
+  if (o.size < 8 || o.size > 4096) throw Error("data build: --size must be in [8, 4096]");
   if (o.shard_size < 1) throw Error("data build: --shard-size must be >= 1");
   if (o.limit < 0) throw Error("data build: --limit must be >= 0");
   if (o.render_timeout_s <= 0) throw Error("data build: render timeout must be > 0");
@@ -717,22 +826,16 @@ nlohmann::json build_corpus(const CorpusOptions& o) {
   head["source"] = o.source;
   head["out_dir"] = o.out_dir;
   head["threads"] = resolve_threads(o.threads);
-  nlohmann::json opts = {{"limit", o.limit}, {"shard_size", o.shard_size}, {"input", o.input}};
-  if (o.source == "openclipart") {
-    opts["size"] = o.size;
-    opts["fields"] = o.fields;
-    opts["render_timeout_s"] = o.render_timeout_s;
-  }
-  if (o.source == "emoji") {
-    opts["short_names"] = o.short_names;
-    opts["package_version"] = kEmojiVersion;
-  }
-  head["options"] = opts;
+  head["options"] = corpus_options_json(o);
+  head["provided_by"] = info.provided_by;
+  head["license"] = info.license;
+  head["class_field"] = info.class_field;
   int64_t considered = 0;
   try {
     if (o.source == "openclipart") build_openclipart(o, sink, head, considered);
-    else if (o.source == "emoji") build_emoji(o, sink, head, considered);
-    else build_fashion_mnist(o, sink, head, considered);
+    else if (o.source == "emoji" || o.source == "twemoji") build_emoji(o, sink, head, considered);
+    else if (o.source == "fashion-mnist") build_fashion_mnist(o, sink, head, considered);
+    else build_listed(o, sink, head, considered);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::json summary = sink.finish(std::move(head), considered, secs);
     sink.commit();
@@ -741,6 +844,102 @@ nlohmann::json build_corpus(const CorpusOptions& o) {
     sink.restore();
     throw;
   }
+}
+
+CorpusOptions all_corpora_options(const BuildAllOptions& a, const std::string& source) {
+  CorpusOptions o = a.base;
+  o.source = source;
+  o.out_dir = (fs::path(a.out_dir) / source).string();
+  o.input.clear();
+  o.fields.clear();
+  if (source == "openclipart") o.fields = {"title", "keywords"};
+  if (source == "emoji" || source == "twemoji") o.short_names = true;
+  return o;
+}
+
+nlohmann::json build_all_corpora(const BuildAllOptions& a) {
+  if (a.out_dir.empty()) throw Error("data build all: --out is required");
+  if (a.parallel < 1) throw Error("data build all: --parallel must be >= 1");
+  std::vector<std::string> names = a.sources;
+  if (names.empty())
+    for (const auto& s : corpus_sources()) names.push_back(s.name);
+  for (const auto& n : names) (void)corpus_source(n);  // unknown names fail before any work
+  const auto t0 = std::chrono::steady_clock::now();
+  const int total_threads = resolve_threads(a.base.threads);
+  const int parallel = std::min<int>(a.parallel, int(names.size()));
+  const int per_source = std::max(1, total_threads / std::max(1, parallel));
+  std::vector<nlohmann::json> rows(names.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < names.size(); i = next++) {
+      nlohmann::json row = {{"name", names[i]}};
+      try {
+        CorpusOptions o = all_corpora_options(a, names[i]);
+        o.threads = per_source;
+        const fs::path summary = fs::path(o.out_dir) / "summary.json";
+        bool build = true;
+        if (fs::exists(summary)) {
+          nlohmann::json old;
+          try {
+            old = core::read_json_file(summary);
+          } catch (const Error&) {
+          }
+          if (old.is_object() && old.value("options", nlohmann::json()) == corpus_options_json(o)) {
+            row["status"] = "up to date";
+            row["summary"] = old;
+            build = false;
+          } else if (!a.base.overwrite) {
+            throw Error("'" + o.out_dir + "' holds a corpus built with other options; pass --overwrite to rebuild it");
+          }
+        } else {
+          o.overwrite = true;  // shards without a summary: an interrupted build, nothing complete to lose
+        }
+        if (build) {
+          spdlog::info("data build all: {} -> {} ({} threads)", names[i], o.out_dir, o.threads);
+          nlohmann::json s = build_corpus(o);
+          s.erase("failed_items");
+          row["status"] = "built";
+          row["summary"] = s;
+        }
+      } catch (const std::exception& e) {
+        row["status"] = "failed";
+        row["error"] = e.what();
+        spdlog::error("data build all: {}: {}", names[i], e.what());
+      }
+      rows[i] = std::move(row);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < parallel; ++t) pool.emplace_back(work);
+  for (auto& t : pool) t.join();
+  int64_t failed = 0;
+  for (const auto& r : rows) failed += r.value("status", "") == "failed";
+  return {{"out_dir", a.out_dir},
+          {"sources", rows},
+          {"failed", failed},
+          {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+}
+
+std::string format_build_all_summary(const nlohmann::json& r) {
+  std::string out = fmt::format("{:<14} {:<11} {:>8} {:>7} {:>20} {:>6} {:>8}\n", "source", "status", "written", "failed",
+                                "train / val / test", "class", "seconds");
+  for (const auto& row : r.value("sources", nlohmann::json::array())) {
+    const nlohmann::json s = row.value("summary", nlohmann::json::object());
+    const nlohmann::json sp = s.value("splits", nlohmann::json::object());
+    const std::string status = row.value("status", "");
+    if (status == "failed") {
+      out += fmt::format("{:<14} {:<11} {}\n", row.value("name", ""), status, row.value("error", ""));
+      continue;
+    }
+    out += fmt::format("{:<14} {:<11} {:>8} {:>7} {:>20} {:>6} {:>8.1f}\n", row.value("name", ""), status,
+                       s.value("samples", int64_t(0)), s.value("failed_total", int64_t(0)),
+                       fmt::format("{} / {} / {}", sp.value("train", int64_t(0)), sp.value("val", int64_t(0)),
+                                   sp.value("test", int64_t(0))),
+                       s.contains("categories") ? s["categories"].size() : 0, s.value("seconds", 0.0));
+  }
+  out += fmt::format("{} source(s), {} failed, {:.1f} s in all\n", r.value("sources", nlohmann::json::array()).size(),
+                     r.value("failed", int64_t(0)), r.value("seconds", 0.0));
+  return out;
 }
 
 std::string format_corpus_summary(const nlohmann::json& s) {
