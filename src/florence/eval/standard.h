@@ -8,6 +8,11 @@
 //                             the training pairs name their category's word in their keywords, so
 //                             the category words are seen in captions, though never as labels)
 //   DATA/emoji/test           zero-shot by category + retrieval on the pair texts (name + short names)
+//   DATA/twemoji/test         as emoji, Twitter's art of the same emoji (same split)
+//   DATA/tuxpaint/test        zero-shot by category (top folder) + retrieval on the stamp captions
+//   DATA/openmoji/test        zero-shot by group + retrieval on annotation + tags
+//   DATA/tabler/test          zero-shot by category (icons without one are skipped) + retrieval
+//   DATA/mdi/test, DATA/fontawesome/test, DATA/flags/test   retrieval only
 // (shard layout of data/corpus.h: OUT/{train,val,test}/NNNNNN.tar). A set whose folder is
 // missing is reported as missing, not an error.
 #include <nlohmann/json.hpp>
@@ -34,7 +39,7 @@ struct StandardSet {
   ClassPrompts class_prompts;
 };
 
-/// fashion-mnist, openclipart, emoji as above.
+/// The sets above, in that order.
 const std::vector<StandardSet>& standard_sets();
 
 struct EvalAllOptions {
@@ -109,7 +114,7 @@ struct ZeroShotRunOptions {
 
 /// Runs zero-shot as eval_all() does for a set: the candidates are prompt_settings() of a set whose
 /// class-name table is options.class_names when given, else the built-in table of the standard set
-/// called options.name (fashion-mnist | openclipart | emoji; none for other names); the choice is made
+/// called options.name (standard_sets(); none for other names); the choice is made
 /// on DATA/<prompt_selection> when DATA is a corpus root (has a DATA/<split> folder), else settings[0]
 /// is used and the reason recorded. The result carries "prompt_setting", "prompt_selection",
 /// "class_names" ("--class-names FILE", "built-in table of SET" or "none: the class names as they
