@@ -137,7 +137,8 @@ void setup_data(CLI::App& root) {
       ->capture_default_str()
       ->check(florence::cli::positive());
   cmd->add_flag("--short-names", o->short_names, "emoji, twemoji: append the short names to the text");
-  cmd->add_option("--sources", *all_sources, "all: only these corpora, comma-separated (default: every one)");
+  auto* sources_opt =
+      cmd->add_option("--sources", *all_sources, "all: only these corpora, comma-separated (default: every one)");
   cmd->add_option("--parallel", all->parallel, "all: corpora built at once (the threads are split between them)")
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
@@ -161,6 +162,8 @@ void setup_data(CLI::App& root) {
       all->out_dir = o->out_dir;
       all->base = *o;
       all->sources = split_list(*all_sources);
+      if (sources_opt->count() > 0 && all->sources.empty())
+        throw florence::Error("data build all: --sources names no corpus (leave it out to build every one)");
       const nlohmann::json result = florence::data::build_all_corpora(*all);
       std::cout << (*as_json ? result.dump(2) + "\n" : florence::data::format_build_all_summary(result));
       if (result.value("failed", int64_t(0)) > 0)

@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -367,6 +368,31 @@ class CorpusSink {
   nlohmann::json failed_ = nlohmann::json::array();
 };
 
+/// An exclusive flock on OUT/.build.lock for the life of one build: a second build of the same folder
+/// (another `data build`, or a source named twice) fails at once instead of replacing the first one's
+/// files. The lock goes with the process (no stale lock after a kill).
+class BuildLock {
+ public:
+  explicit BuildLock(const std::string& out_dir) {
+    fs::create_directories(out_dir);
+    const std::string path = (fs::path(out_dir) / ".build.lock").string();
+    fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error("data build: cannot open '" + path + "': " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd_);
+      throw Error(err == EWOULDBLOCK ? "data build: another build is writing '" + out_dir + "' (it holds " + path + ")"
+                                     : "data build: cannot lock '" + path + "': " + std::strerror(err));
+    }
+  }
+  ~BuildLock() { ::close(fd_); }
+  BuildLock(const BuildLock&) = delete;
+  BuildLock& operator=(const BuildLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 struct Progress {
   std::string what;
   size_t total;
@@ -565,6 +591,14 @@ void build_listed(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head
       item.detail = li.fail_detail;
       return item;
     }
+    try {  // text and meta come from file names and files: invalid UTF-8 is one bad item, not a failed build
+      (void)li.meta.dump();
+      (void)nlohmann::json(li.text).dump();
+    } catch (const nlohmann::json::exception& e) {
+      item.reason = "invalid_utf8_text";
+      item.detail = e.what();
+      return item;
+    }
     std::vector<uint8_t> png = render_corpus_image(li.path, o, item);
     if (png.empty()) return item;
     Sample s;
@@ -616,7 +650,10 @@ void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head,
   if (o.limit > 0 && size_t(o.limit) < n) n = size_t(o.limit);
   int64_t total_images = 0;
   for (size_t i = 0; i < n; ++i)
-    if (list[i].is_object()) total_images += 1 + int64_t(list[i].value("skin_variations", nlohmann::json::object()).size());
+    if (list[i].is_object()) {
+      const auto& sv = list[i].contains("skin_variations") ? list[i]["skin_variations"] : nlohmann::json();
+      total_images += 1 + (sv.is_object() ? int64_t(sv.size()) : 0);
+    }
   considered = total_images;
   head["entries"] = n;
 
@@ -654,6 +691,11 @@ void build_emoji(const CorpusOptions& o, CorpusSink& sink, nlohmann::json& head,
     const std::string base_key = to_lower_ascii(unified);
     const std::string split = split_of(base_key);  // variants follow their base (see corpus.h)
     auto make = [&](const std::string& key, const std::string& image, const std::string& u, const std::string& tone) {
+      if (!detail::safe_file_name(image)) {  // a metadata path must stay in the image folder
+        item.failures.push_back("bad_entry");
+        item.detail += (item.detail.empty() ? "" : "; ") + std::string("image '") + image + "' leaves " + img_dir.string();
+        return;
+      }
       const fs::path p = img_dir / image;
       std::ifstream f(p, std::ios::binary);
       if (!f) {
@@ -820,6 +862,7 @@ nlohmann::json build_corpus(const CorpusOptions& o) {
   if (o.limit < 0) throw Error("data build: --limit must be >= 0");
   if (o.render_timeout_s <= 0) throw Error("data build: render timeout must be > 0");
   check_input(o);
+  const BuildLock lock(o.out_dir);  // one build per output folder at a time
   const auto t0 = std::chrono::steady_clock::now();
   CorpusSink sink(o);
   nlohmann::json head;
@@ -846,6 +889,25 @@ nlohmann::json build_corpus(const CorpusOptions& o) {
   }
 }
 
+namespace {
+
+/// Every split that summary.json counts shards for has at least that many .tar files.
+bool shards_present(const std::string& out_dir, const nlohmann::json& summary) {
+  const nlohmann::json shards = summary.value("shards", nlohmann::json::object());
+  if (!shards.is_object()) return false;
+  for (const auto& [split, n] : shards.items()) {
+    if (!n.is_number_integer() || n.get<int64_t>() <= 0) continue;
+    int64_t found = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(fs::path(out_dir) / split, ec))
+      found += e.path().extension() == ".tar" && e.path().filename().string()[0] != '.';
+    if (ec || found < n.get<int64_t>()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 CorpusOptions all_corpora_options(const BuildAllOptions& a, const std::string& source) {
   CorpusOptions o = a.base;
   o.source = source;
@@ -863,7 +925,11 @@ nlohmann::json build_all_corpora(const BuildAllOptions& a) {
   std::vector<std::string> names = a.sources;
   if (names.empty())
     for (const auto& s : corpus_sources()) names.push_back(s.name);
-  for (const auto& n : names) (void)corpus_source(n);  // unknown names fail before any work
+  std::set<std::string> distinct;
+  for (const auto& n : names) {
+    (void)corpus_source(n);  // unknown names fail before any work
+    if (!distinct.insert(n).second) throw Error("data build all: '" + n + "' is named twice in --sources");
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const int total_threads = resolve_threads(a.base.threads);
   const int parallel = std::min<int>(a.parallel, int(names.size()));
@@ -880,16 +946,26 @@ nlohmann::json build_all_corpora(const BuildAllOptions& a) {
         bool build = true;
         if (fs::exists(summary)) {
           nlohmann::json old;
+          std::string unreadable;
           try {
             old = core::read_json_file(summary);
-          } catch (const Error&) {
+            if (!old.is_object()) unreadable = "not a JSON object";
+          } catch (const Error& e) {
+            unreadable = e.what();
           }
-          if (old.is_object() && old.value("options", nlohmann::json()) == corpus_options_json(o)) {
+          if (unreadable.empty() && old.value("source", "") == names[i] &&
+              old.value("options", nlohmann::json()) == corpus_options_json(o) && shards_present(o.out_dir, old)) {
             row["status"] = "up to date";
             row["summary"] = old;
             build = false;
           } else if (!a.base.overwrite) {
-            throw Error("'" + o.out_dir + "' holds a corpus built with other options; pass --overwrite to rebuild it");
+            throw Error(!unreadable.empty() ? "'" + summary.string() + "' is unreadable (" + unreadable +
+                                                  "); pass --overwrite to rebuild the corpus"
+                        : old.value("source", "") != names[i]
+                            ? "'" + o.out_dir + "' holds a corpus of source '" + old.value("source", "?") +
+                                  "'; pass --overwrite to replace it"
+                            : "'" + o.out_dir + "' holds a corpus built with other options or missing shards; pass " +
+                                  "--overwrite to rebuild it");
           }
         } else {
           o.overwrite = true;  // shards without a summary: an interrupted build, nothing complete to lose

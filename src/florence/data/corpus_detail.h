@@ -14,6 +14,10 @@ namespace florence::data::detail {
 /// Runs of ASCII whitespace become one space; leading and trailing whitespace is dropped.
 std::string collapse_ws(const std::string& s);
 
+/// A name from a package's metadata that becomes a file name: non-empty, no '/', no "..", so it
+/// stays inside its folder.
+bool safe_file_name(const std::string& name);
+
 /// One image of a listed source (tuxpaint, openmoji, mdi, tabler, fontawesome, flags): what the
 /// source's metadata says about it, before any rendering. corpus.cpp renders `path` (an .svg with
 /// rsvg-convert, anything else decoded by OpenCV) and writes the sample.

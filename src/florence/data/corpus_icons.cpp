@@ -66,6 +66,10 @@ CorpusSourceInfo corpus_source(const std::string& name) {
 
 namespace detail {
 
+bool safe_file_name(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos && name.find("..") == std::string::npos;
+}
+
 std::vector<std::string> resolve_fields(const std::string& source, const std::vector<std::string>& fields) {
   const CorpusSourceInfo info = corpus_source(source);
   if (fields.empty()) return info.default_fields;
@@ -159,11 +163,6 @@ ListedItem bad_entry(const std::string& name, const std::string& detail) {
   return it;
 }
 
-/// A name from a package's metadata that becomes a file name: it must stay inside its folder.
-bool safe_file_name(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name.find("..") == std::string::npos;
-}
-
 ListedItem item_of(const std::string& source, const std::string& key, const std::string& split_key, const fs::path& path,
                    const std::string& text, const std::string& category) {
   ListedItem it;
@@ -212,7 +211,14 @@ ListedSource list_tuxpaint(const CorpusOptions& o, const std::string& root) {
       caption.resize(4096);
       f.read(caption.data(), std::streamsize(caption.size()));
       caption.resize(size_t(std::max<std::streamsize>(f.gcount(), 0)));
-      if (const size_t nl = caption.find_first_of("\r\n"); nl != std::string::npos) caption.resize(nl);
+      if (const size_t nl = caption.find_first_of("\r\n"); nl != std::string::npos) {
+        caption.resize(nl);
+      } else if (caption.size() == 4096) {  // cut: not inside a UTF-8 sequence
+        size_t cut = caption.size();
+        while (cut > 0 && (static_cast<unsigned char>(caption[cut - 1]) & 0xC0) == 0x80) --cut;
+        if (cut > 0 && (static_cast<unsigned char>(caption[cut - 1]) & 0x80)) --cut;  // the lead byte too
+        caption.resize(cut);
+      }
       if (caption.size() >= 3 && caption.compare(0, 3, "\xEF\xBB\xBF") == 0) caption.erase(0, 3);  // UTF-8 BOM
       caption = collapse_ws(caption);
       // The first line is the English caption; a file starting with "xx.utf8=..." has none.
@@ -288,7 +294,7 @@ ListedSource list_mdi(const CorpusOptions& o, const std::string& root) {
     if (!used.insert(it.key).second) it.fail_reason = "duplicate_key";
     it.meta["name"] = name;
     it.meta["tags"] = tags;
-    if (e.value("deprecated", false)) it.meta["deprecated"] = true;
+    if (e.contains("deprecated") && e["deprecated"].is_boolean() && e["deprecated"].get<bool>()) it.meta["deprecated"] = true;
     out.items.push_back(std::move(it));
   }
   return out;
@@ -307,9 +313,13 @@ ListedSource list_tabler(const CorpusOptions& o, const std::string& root) {
     std::vector<std::string> tags;
     for (const auto& t : strings_of(e.value("tags", nlohmann::json()))) tags.push_back(words_of(t));
     const std::string text = join_fields(fields, {{"name", {words_of(name)}}, {"tags", tags}});
-    const nlohmann::json styles = e.value("styles", nlohmann::json::object());
+    const nlohmann::json styles = e.contains("styles") ? e["styles"] : nlohmann::json();
+    if (!styles.is_object()) {
+      out.items.push_back(bad_entry("icons.json[" + name + "]", "'styles' is not an object"));
+      continue;
+    }
     for (const char* style : {"outline", "filled"}) {
-      if (!styles.is_object() || !styles.contains(style)) continue;
+      if (!styles.contains(style)) continue;
       const std::string key = std::string(style) + "/" + key_from_relative_path(name);
       ListedItem it = item_of("tabler", key, key_from_relative_path(name),
                               fs::path(root) / "icons" / style / (name + ".svg"), text, str_of(e, "category"));
@@ -332,20 +342,28 @@ ListedSource list_fontawesome(const CorpusOptions& o, const std::string& root) {
       out.items.push_back(bad_entry("icon-families.json[" + name + "]", "not a usable icon name and object"));
       continue;
     }
+    const nlohmann::json search = e.contains("search") ? e["search"] : nlohmann::json();
     const std::vector<std::string> terms =
-        strings_of(e.value("search", nlohmann::json::object()).value("terms", nlohmann::json()));
+        strings_of(search.is_object() && search.contains("terms") ? search["terms"] : nlohmann::json());
     std::string label = collapse_ws(str_of(e, "label"));
     if (label.empty()) label = words_of(name);
     std::string text = join_fields(fields, {{"label", {label}}, {"terms", terms}});
     for (auto& c : text) c = char(std::tolower(static_cast<unsigned char>(c)));
     // The free styles as the package states them; the classic family's SVGs live in svgs/STYLE/.
     std::set<std::string> styles;
-    const auto lic = e.value("familyStylesByLicense", nlohmann::json::object());
-    if (lic.is_object() && lic.contains("free") && lic["free"].is_array())
+    const nlohmann::json lic = e.contains("familyStylesByLicense") ? e["familyStylesByLicense"] : nlohmann::json();
+    if (!lic.is_object() || (lic.contains("free") && !lic["free"].is_array())) {
+      out.items.push_back(bad_entry("icon-families.json[" + name + "]", "familyStylesByLicense is not an object of lists"));
+      continue;
+    }
+    if (lic.contains("free"))  // icons without a free style are Pro only: not in this package, not counted
       for (const auto& fs_ : lic["free"])
         if (str_of(fs_, "family") == "classic" && !str_of(fs_, "style").empty()) styles.insert(str_of(fs_, "style"));
     for (const auto& style : styles) {
-      if (!safe_file_name(style)) continue;
+      if (!safe_file_name(style)) {
+        out.items.push_back(bad_entry("icon-families.json[" + name + "]", "style '" + style + "' is not a folder name"));
+        continue;
+      }
       const std::string key = style + "/" + key_from_relative_path(name);
       ListedItem it = item_of("fontawesome", key, key_from_relative_path(name),
                               fs::path(root) / "svgs" / style / (name + ".svg"), text, style);

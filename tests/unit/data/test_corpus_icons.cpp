@@ -10,6 +10,9 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <set>
+#include <sys/file.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "florence/core/error.h"
 #include "florence/data/corpus.h"
@@ -378,6 +381,107 @@ TEST(CorpusSources, BuildAllSkipsWhatIsBuiltAndResumesWhatIsNot) {
   EXPECT_EQ(statuses(r)["mdi"], "failed");
   EXPECT_EQ(statuses(r)["flags"], "up to date");
   EXPECT_THROW(build_all_corpora(BuildAllOptions{out.string(), {"imagenet"}, {}, 1}), florence::Error);
+}
+
+// Found by a hostile review: entries of the wrong shape, text that is not UTF-8 and metadata paths
+// that leave the package are counted skips; the rest of the source is still built.
+TEST(CorpusSources, HostileMetadataIsCountedNotFatal) {
+  const std::string mdi_pkg = corpus_source("mdi").default_input;
+  const fs::path mdi = fresh_dir("hostile_mdi");
+  fs::create_directories(mdi / "svg");
+  fs::copy_file(mdi_pkg + "/svg/ab-testing.svg", mdi / "svg" / "ab-testing.svg");
+  fs::copy_file(mdi_pkg + "/svg/abacus.svg", mdi / "svg" / "abacus.svg");
+  std::ofstream(mdi / "meta.json")
+      << R"([{"name":"ab-testing","deprecated":"yes","aliases":5,"tags":null},{"name":"abacus","deprecated":null},)"
+      << R"({"name":"../svg/abacus"},{"name":7},null])";
+  CorpusOptions o = options("mdi", fresh_dir("hostile_mdi_out"));
+  o.input = mdi.string();
+  auto summary = build_corpus(o);
+  EXPECT_EQ(summary.at("samples"), 2);
+  EXPECT_EQ(summary.at("failures").at("bad_entry"), 3);
+
+  const std::string fa_pkg = corpus_source("fontawesome").default_input;
+  const fs::path fa = fresh_dir("hostile_fa");
+  fs::create_directories(fa / "metadata");
+  fs::create_directories(fa / "svgs" / "solid");
+  fs::copy_file(fa_pkg + "/svgs/solid/0.svg", fa / "svgs" / "solid" / "0.svg");
+  fs::copy_file(fa_pkg + "/svgs/solid/1.svg", fa / "svgs" / "solid" / "1.svg");
+  const std::string free_solid = R"("familyStylesByLicense":{"free":[{"family":"classic","style":"solid"}]})";
+  std::ofstream(fa / "metadata" / "icon-families.json")
+      << R"({"0":{"label":"Zero","search":"zero",)" << free_solid << R"(},"1":{"label":"One","search":null,)" << free_solid
+      << R"(},"2":{"label":"Two","familyStylesByLicense":"free"},"3":{"label":"x","familyStylesByLicense":{"free":[{"family":"classic","style":"../../tmp"}]}}})";
+  o = options("fontawesome", fresh_dir("hostile_fa_out"));
+  o.input = fa.string();
+  summary = build_corpus(o);
+  EXPECT_EQ(summary.at("samples"), 2);
+  EXPECT_EQ(summary.at("failures").at("bad_entry"), 2);
+
+  const fs::path tux = fresh_dir("hostile_tux");
+  fs::create_directories(tux / "food");
+  const std::string png = corpus_source("tuxpaint").default_input + "/food/bread.svg";
+  for (const char* n : {"latin1", "long", "fine"}) fs::copy_file(png, tux / "food" / (std::string(n) + ".svg"));
+  std::ofstream(tux / "food" / "latin1.txt") << "\xff\xfe caf\xe9 stamp\n";
+  std::string long_caption = "a";
+  for (int i = 0; i < 3000; ++i) long_caption += "\xc3\xa9";  // 'é' x 3000: cut at 4 KiB between characters
+  std::ofstream(tux / "food" / "long.txt") << long_caption;
+  std::ofstream(tux / "food" / "fine.txt") << "Bread.\n";
+  o = options("tuxpaint", fresh_dir("hostile_tux_out"));
+  o.input = tux.string();
+  summary = build_corpus(o);
+  EXPECT_EQ(summary.at("samples"), 2);
+  EXPECT_EQ(summary.at("failures").at("invalid_utf8_text"), 1);
+  const auto tux_corpus = read_corpus(o.out_dir);
+  EXPECT_LE(tux_corpus.at("food/long").text.size(), 4096u);
+  EXPECT_EQ(tux_corpus.at("food/long").text.size() % 2, 1u);  // 'a' + whole 2-byte characters
+
+  // An emoji.json image path outside the package's image folder.
+  const fs::path tw = fresh_dir("hostile_tw");
+  fs::create_directories(tw / "img" / "twitter" / "64");
+  fs::copy_file(corpus_source("twemoji").default_input + "/img/twitter/64/1f600.png", tw / "img" / "twitter" / "64" / "1f600.png");
+  std::ofstream(tw / "emoji.json") << R"([{"name":"GRINNING FACE","unified":"1F600","image":"1f600.png"},)"
+                                   << R"({"name":"SECRET","unified":"BBBB","image":"../../../../../etc/hostname"},)"
+                                   << R"({"name":"ABS","unified":"CCCC","image":"/etc/hostname","skin_variations":"oops"}])";
+  o = options("twemoji", fresh_dir("hostile_tw_out"));
+  o.input = tw.string();
+  summary = build_corpus(o);
+  EXPECT_EQ(summary.at("considered"), 3);
+  EXPECT_EQ(summary.at("samples"), 1);
+  EXPECT_EQ(summary.at("failures").at("bad_entry"), 2);
+}
+
+TEST(CorpusSources, OneBuildPerOutputFolder) {
+  const fs::path out = fresh_dir("locked");
+  const int fd = ::open((out / ".build.lock").c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as another build would hold it
+  try {
+    build_corpus(options("flags", out, 3));
+    ADD_FAILURE() << "built while another build held the folder";
+  } catch (const florence::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another build is writing"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(out / "summary.json"));
+  ::close(fd);
+  EXPECT_EQ(build_corpus(options("flags", out, 3)).at("samples"), 3);
+  // build all: a source named twice, one of another source, and missing shards are not "up to date".
+  BuildAllOptions a;
+  a.out_dir = fresh_dir("all_checks").string();
+  a.base = options("flags", out, 3);
+  a.sources = {"flags", "flags"};
+  EXPECT_THROW(build_all_corpora(a), florence::Error);
+  CorpusOptions emoji = options("emoji", fs::path(a.out_dir) / "twemoji", 3);
+  emoji.short_names = true;
+  build_corpus(emoji);  // Google art where twemoji belongs: same options JSON, another source
+  a.sources = {"twemoji"};
+  nlohmann::json r = build_all_corpora(a);
+  EXPECT_EQ(r["sources"][0]["status"], "failed");
+  EXPECT_NE(r["sources"][0]["error"].get<std::string>().find("source 'emoji'"), std::string::npos);
+  a.base.overwrite = true;
+  EXPECT_EQ(build_all_corpora(a)["sources"][0]["status"], "built");
+  a.base.overwrite = false;
+  EXPECT_EQ(build_all_corpora(a)["sources"][0]["status"], "up to date");
+  for (const auto& e : fs::directory_iterator(fs::path(a.out_dir) / "twemoji" / "train")) fs::remove(e.path());
+  EXPECT_EQ(build_all_corpora(a)["sources"][0]["status"], "failed");
 }
 
 }  // namespace test_corpus_icons
