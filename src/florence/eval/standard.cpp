@@ -45,7 +45,7 @@ const std::vector<StandardSet>& standard_sets() {
         {"sports", "sport"}, {"symbols", "symbol"}, {"town", "building or street sign"}, {"vehicles", "vehicle"}}},
       {"openmoji", true, true, false,
        {{"activities", "activity"}, {"animals-nature", "animal or plant"}, {"component", "skin tone or hair style"},
-        {"extras-openmoji", "icon"}, {"extras-unicode", "symbol"}, {"flags", "flag"}, {"food-drink", "food or drink"},
+        {"extras-openmoji", "icon"}, {"extras-unicode", "unicode symbol"}, {"flags", "flag"}, {"food-drink", "food or drink"},
         {"objects", "object"}, {"people-body", "person"}, {"smileys-emotion", "smiley face"}, {"symbols", "symbol"},
         {"travel-places", "place or vehicle"}}},
       {"tabler", true, true, false,
