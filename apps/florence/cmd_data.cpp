@@ -171,6 +171,9 @@ void setup_data(CLI::App& root) {
       return;
     }
     if (!all_sources->empty()) throw florence::Error("data build: --sources is an option of 'data build all'");
+    if (!o->fields.empty() && florence::data::corpus_source(o->source).fields.empty())
+      throw florence::Error("data build " + o->source + ": the source has no text fields to choose (--fields " +
+                            *fields + ")");
     const nlohmann::json summary = florence::data::build_corpus(*o);
     if (*as_json) {
       nlohmann::json brief = summary;

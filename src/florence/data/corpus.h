@@ -77,7 +77,8 @@ struct CorpusOptions {
                                  ///< skin variants), fashion-mnist images per original split
   int threads = 0;               ///< worker threads (0 = all hardware cores)
   int64_t shard_size = 1000;     ///< max samples per shard
-  std::vector<std::string> fields;  ///< text fields (CorpusSourceInfo::fields); empty = the source's default
+  std::vector<std::string> fields;  ///< text fields (CorpusSourceInfo::fields); empty = the source's default;
+                                    ///< ignored by sources without fields (emoji, twemoji, fashion-mnist)
   bool short_names = false;      ///< emoji, twemoji: append short names to the text
   double render_timeout_s = 60;  ///< openclipart: a rsvg-convert run longer than this is killed
   bool overwrite = false;        ///< remove existing shards / summary.json in out_dir first

@@ -42,8 +42,8 @@ struct ListedSource {
 /// per-item problems become items with a fail_reason.
 ListedSource list_source(const CorpusOptions& o, const std::string& root);
 
-/// Text fields `o.fields` resolved against the source's own (empty: the source's default).
-/// Throws florence::Error on a field the source does not have.
+/// Text fields `o.fields` resolved against the source's own (empty: the source's default; a source
+/// without text fields ignores them). Throws florence::Error on a field the source does not have.
 std::vector<std::string> resolve_fields(const std::string& source, const std::vector<std::string>& fields);
 
 }  // namespace florence::data::detail

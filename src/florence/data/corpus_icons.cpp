@@ -72,10 +72,10 @@ bool safe_file_name(const std::string& name) {
 
 std::vector<std::string> resolve_fields(const std::string& source, const std::vector<std::string>& fields) {
   const CorpusSourceInfo info = corpus_source(source);
-  if (fields.empty()) return info.default_fields;
+  // A source with a fixed text (emoji, twemoji, fashion-mnist) ignores fields, as it always has: one
+  // CorpusOptions may be reused across sources. The CLI refuses --fields for such a source.
+  if (fields.empty() || info.fields.empty()) return info.default_fields;
   for (const auto& f : fields) {
-    if (info.fields.empty())
-      throw Error("data build " + source + ": the source has no text fields to choose (--fields " + f + ")");
     if (std::find(info.fields.begin(), info.fields.end(), f) == info.fields.end()) {
       std::string known;
       for (const auto& k : info.fields) known += (known.empty() ? "" : " | ") + k;
