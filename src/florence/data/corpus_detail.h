@@ -37,7 +37,8 @@ struct ListedSource {
   nlohmann::json head = nlohmann::json::object();  ///< merged into summary.json (package version, ...)
 };
 
-/// Reads the metadata of `o.source` (one of the listed sources) under `root`. Throws florence::Error
+/// Reads the metadata of `o.source` (one of the listed sources) under `root`, a directory (build_corpus
+/// checks it first). Throws florence::Error
 /// when the metadata file itself is missing or not what the source ships (naming the setup step);
 /// per-item problems become items with a fail_reason.
 ListedSource list_source(const CorpusOptions& o, const std::string& root);
