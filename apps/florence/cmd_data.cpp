@@ -112,7 +112,7 @@ void setup_data(CLI::App& root) {
       ->check(florence::cli::positive());
   cmd->add_option("--images", scene->images, "detection / vqa: scenes in all (70% train, 10% val, 20% test; default 5000 / 3000)")
       ->check(florence::cli::positive());
-  cmd->add_option("--clips", scene->clips, "actions: clips in all (70/10/20; default 2200)")->check(florence::cli::positive());
+  cmd->add_option("--clips", scene->clips, "actions: clips in all (70/10/20; default 8800)")->check(florence::cli::positive());
   cmd->add_option("--seed", scene->seed, "Scene sets: random seed (same seed, same set)")->capture_default_str();
   cmd->add_option("--frames", scene->frames, "actions: frames per clip")->capture_default_str()->check(CLI::Range(2, 256));
   cmd->add_option("--fps", scene->fps, "actions: frame rate of the video files")->capture_default_str()->check(florence::cli::positive());

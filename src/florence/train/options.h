@@ -82,7 +82,7 @@ struct RunOptions {
       s.out_dir);
     f(Field{"device", "--device", "Torch device (cpu, cuda, cuda:1)"}, s.device);
     f(Field{"precision", "--precision",
-            "fp32 | amp_bf16 (pretrain and finetune only so far: bfloat16 autocast with float32 weights, optimizer "
+            "fp32 | amp_bf16 (pretrain, finetune and video train so far: bfloat16 autocast with float32 weights, optimizer "
             "and loss; fp32 where the CPU lacks native bfloat16)"},
       s.precision);
     f(Field{"batch_size", "--batch-size", "Batch size", Field::kPositive}, s.batch_size);

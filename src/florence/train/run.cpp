@@ -47,7 +47,7 @@ void RunOptions::validate_run(bool steps_or_epochs) const {
   if (log_every < 1) throw Error(fmt::format("--log-every must be >= 1, got {}", log_every));
   if (parse_precision(precision) == Precision::kBf16)
     throw Error("--precision bf16 (bfloat16 weights) is for inference; training takes fp32, or amp_bf16 (bfloat16 "
-                "autocast, float32 master weights and optimizer state) in pretrain and finetune");
+                "autocast, float32 master weights and optimizer state) in pretrain, finetune and video train");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ RunResult run_task(TrainTask& task) {
     throw Error(fmt::format("'{}' already holds checkpoints; pass --resume to continue that run or choose another --out",
                             run_dir.string()));
 
-  RunContext ctx{device, &dist, run_dir, dist.is_main(), t_start};
+  RunContext ctx{device, &dist, run_dir, dist.is_main(), t_start, precision_name(precision)};
   const int64_t total = task.setup(ctx);
   if (total <= 0) throw Error(fmt::format("{}: no training steps", task.name()));
   std::unique_ptr<GroupedAdamW> opt = make_adamw(task.param_groups(), o);

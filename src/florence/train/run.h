@@ -186,6 +186,9 @@ struct RunContext {
   std::filesystem::path run_dir;
   bool writer = true;  ///< this process writes the run folder (rank 0)
   std::chrono::steady_clock::time_point start;
+  /// The precision that runs: "fp32" or "amp_bf16" (--precision after the CPU check of
+  /// core/precision.h; a resumed run's own flag).
+  std::string precision = "fp32";
 };
 
 /// One step's result, from TrainTask::step.

@@ -47,7 +47,7 @@ struct ActionSetOptions {
   int frames = 16;       ///< frames per clip (T)
   double fps = 8;        ///< container frame rate
   int jpeg_quality = 90; ///< MJPG quality (OpenCV VIDEOWRITER_PROP_QUALITY)
-  int64_t train_clips = 1540, val_clips = 220, test_clips = 440;
+  int64_t train_clips = 6160, val_clips = 880, test_clips = 1760;  // --clips 8800 (docs/video.md: 2,200 clips did not train reliably)
   std::vector<std::string> actions;  ///< subset of action_names(); empty = all (labels follow this order)
   int max_distractors = 1;           ///< still sprites behind the actor: U[0, max]
   uint64_t seed = 0;

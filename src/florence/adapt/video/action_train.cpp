@@ -255,6 +255,7 @@ class ActionTask : public train::TrainTask {
     return fmt::format("{} train clips, {} unreadable so far", train_.size(), train_skips_);
   }
   train::StepOutput step(const train::Position& pos) override;
+  bool supports_amp() const override { return true; }
   void after_step(const train::Position& pos, nlohmann::json& metrics) override;
   nlohmann::json config() const override;
   nlohmann::json checkpoint_extra() const override;
@@ -451,6 +452,8 @@ train::StepOutput ActionTask::step(const train::Position& pos) {
   out.samples = batch_x_.size(0);
   torch::Tensor logits = net_->forward(batch_x_.to(ctx_.device));
   torch::Tensor y = batch_y_.to(ctx_.device);
+  NoAutocastGuard fp32_loss;  // --precision amp_bf16: the loss in float32
+  logits = logits.to(torch::kFloat);
   torch::Tensor l = train::smoothed_cross_entropy(logits, y, o_.label_smoothing);
   out.loss = l.item<double>();
   if (std::isfinite(out.loss)) l.backward();
@@ -500,6 +503,7 @@ void ActionTask::finish(train::RunResult& run) {
                       {"init", init_desc()},
                       {"input", o_.input},
                       {"freeze_tower", o_.freeze_tower},
+                      {"precision", ctx_.precision},  // training's; val and test run in float32
                       {"model", spec_.name},
                       {"weights", run.final_weights},
                       {"num_train", train_.size()},
