@@ -3,8 +3,9 @@
 // florence video info [CONFIG] [--frames T] [--size S]
 // florence video train --data ACTIONS --out RUN (--checkpoint CKPT | --model NAME) [--input video|single-frame]
 //                      [--frames 8] [--freeze-tower] [--epochs N | --steps N] [--resume [RUN]] [--result FILE]
+// florence video train --task retrieval --data ACTIONS --out RUN --checkpoint FLORENCE_CKPT [--video-init ACTION_CKPT]
 // florence video eval --checkpoint RUN/model.safetensors --data ACTIONS [--split test] [--clips 2] [--crops 1]
-// florence video retrieval --checkpoint FLORENCE_CKPT --data ACTIONS [--split test] [--frames 8] [--clips 1]
+// florence video retrieval --checkpoint FLORENCE_CKPT|VIDEO_TEXT_CKPT --data ACTIONS [--split test] [--frames 8] [--clips 1]
 #include <fmt/format.h>
 
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "florence/adapt/video/action_train.h"
 #include "florence/adapt/video/embed.h"
 #include "florence/adapt/video/retrieval.h"
+#include "florence/adapt/video/video_text.h"
 #include "florence/eval/metrics.h"
 #include "florence/eval/standard.h"
 #include "florence/model/info.h"
@@ -121,9 +123,25 @@ std::string metrics_line(const nlohmann::json& r) {
                      100 * m["chance"]["top1"].get<double>(), eval::format_p_value(m["p_value"]["top1"].get<double>()));
 }
 
+/// The t2v and v2t lines of a caption_retrieval result (retrieval.h).
+void print_retrieval(const nlohmann::json& r) {
+  for (const char* dir : {"t2v", "v2t"}) {
+    const auto& m = r[dir];
+    std::cout << fmt::format("{}: R@1 {:.2f} %  R@5 {:.2f} %  R@10 {:.2f} %  median rank {}  ({} queries, {} items; "
+                             "chance R@1 {:.2f} %)\n",
+                             std::string(dir) == "t2v" ? "text -> video" : "video -> text", 100 * m["R@1"].get<double>(),
+                             100 * m["R@5"].get<double>(), 100 * m["R@10"].get<double>(), m["median_rank"].dump(),
+                             m["num_queries"].get<int64_t>(), m["num_items"].get<int64_t>(),
+                             100 * m["chance"]["R@1"].get<double>());
+  }
+}
+
 void setup_video_train(CLI::App& root) {
   auto* grp = cli::group(root, "video", "Video CoSwin: a Florence image tower inflated to video");
-  auto* cmd = grp->add_subcommand("train", "Action recognition: the inflated tower + a linear head on an action set");
+  auto* cmd = grp->add_subcommand(
+      "train",
+      "Train on an action set: --task actions (the inflated tower + a linear head) or --task retrieval (video-text "
+      "contrastive on the captions)");
   auto o = std::make_shared<video::VideoTrainOptions>();
   auto resume = std::make_shared<std::string>();
   auto result = std::make_shared<std::string>();
@@ -141,7 +159,9 @@ void setup_video_train(CLI::App& root) {
       run = cli::resume_merge(cmd, video::load_video_train_options(target), *o);
       run.resume = target;
     }
-    const auto r = video::train_actions(run);
+    if (run.task != "actions" && run.task != "retrieval")
+      throw Error(fmt::format("--task must be actions or retrieval, got '{}'", run.task));
+    const auto r = run.task == "retrieval" ? video::train_video_text(run) : video::train_actions(run);
     if (r.interrupted) {
       std::cout << fmt::format("stopped after step {}/{}; resume with: florence video train --resume {}\n", r.steps_done,
                                r.total_steps, r.run_dir);
@@ -153,6 +173,9 @@ void setup_video_train(CLI::App& root) {
     if (r.result.contains("val_top1"))
       std::cout << fmt::format("val top-1 {:.2f} % (1 view)\n", 100 * r.result["val_top1"].get<double>());
     if (r.result.contains("metrics")) std::cout << "test " << metrics_line(r.result) << "\n";
+    if (r.result.contains("val_t2v_r1"))
+      std::cout << fmt::format("val text -> video R@1 {:.2f} % (1 view)\n", 100 * r.result["val_t2v_r1"].get<double>());
+    if (r.result.contains("test")) print_retrieval(r.result["test"]);
     std::cout << "weights " << r.final_weights << "\n";
   });
 }
@@ -183,7 +206,7 @@ void setup_video_eval(CLI::App& root) {
 void setup_video_retrieval(CLI::App& root) {
   auto* grp = cli::group(root, "video", "Video CoSwin: a Florence image tower inflated to video");
   auto* cmd = grp->add_subcommand("retrieval",
-                                  "Zero-shot text-to-video retrieval (R@1/5/10) of a two-tower checkpoint on an action set's captions");
+                                  "Text-to-video retrieval (R@1/5/10) on an action set's captions: zero-shot from a two-tower checkpoint, or a `video train --task retrieval` model");
   auto f = std::make_shared<cli::EvalFlags>();
   auto o = std::make_shared<video::VideoRetrievalOptions>();
   auto result = std::make_shared<std::string>();
@@ -203,15 +226,7 @@ void setup_video_retrieval(CLI::App& root) {
     if (!opts.embed.load.preprocess.crop_pct) opts.embed.load.preprocess.crop_pct = 1.0;
     const nlohmann::json r = video::video_retrieval(opts);
     if (!result->empty()) eval::write_json_file(*result, r);
-    for (const char* dir : {"t2v", "v2t"}) {
-      const auto& m = r[dir];
-      std::cout << fmt::format("{}: R@1 {:.2f} %  R@5 {:.2f} %  R@10 {:.2f} %  median rank {}  ({} queries, {} items; "
-                               "chance R@1 {:.2f} %)\n",
-                               std::string(dir) == "t2v" ? "text -> video" : "video -> text", 100 * m["R@1"].get<double>(),
-                               100 * m["R@5"].get<double>(), 100 * m["R@10"].get<double>(), m["median_rank"].dump(),
-                               m["num_queries"].get<int64_t>(), m["num_items"].get<int64_t>(),
-                               100 * m["chance"]["R@1"].get<double>());
-    }
+    print_retrieval(r);
   });
 }
 

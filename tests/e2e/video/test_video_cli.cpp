@@ -2,13 +2,16 @@
 // fixtures (tests/support/sprite_corpora.h): `video train` (run folder, metrics, test metrics with
 // multi-view), `video eval` of its weights (the same numbers), resume after an interruption (the
 // same final weights as the uninterrupted run), and bad input (a corrupt clip and bad manifest
-// lines are counted skips; a checkpoint that is not a video model is a clear error).
+// lines are counted skips; a checkpoint that is not a video model is a clear error); and the
+// retrieval side: zero-shot `video retrieval` of a two-tower checkpoint, `video train --task
+// retrieval` (video-text contrastive) and `video retrieval` of its weights (the same numbers).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "florence/adapt/video/action_set.h"
@@ -186,6 +189,107 @@ TEST(VideoCli, TrainEvalResumeAndBadInput) {
                 out, &err),
             0);
   EXPECT_NE(err.find("classes.txt"), std::string::npos) << err;
+}
+
+TEST(VideoCli, RetrievalZeroShotTrainAndRank) {
+  if (!test::sprite_sources_available()) GTEST_SKIP() << "needs openclipart-svg, librsvg2-bin and emoji-datasource-google (scripts/setup)";
+  std::string out, err;
+  // A random two-tower florence-nano checkpoint whose sidecar names the CLIP vocabulary.
+  const fs::path two_tower = root() / "nano_vocab" / "model.safetensors";
+  fs::create_directories(two_tower.parent_path());
+  {
+    torch::manual_seed(3);
+    const model::ModelSpec spec = model::resolve_model("florence-nano");
+    model::FlorenceModel m(*spec.florence);
+    model::save_checkpoint(*m, spec, two_tower.string(), torch::kFloat, {{"vocab", std::string(FLORENCE_SHARED_DIR) + "/data/clip/bpe_simple_vocab_16e6.txt.gz"}});
+  }
+  // The test split: 11 clips, each with its own caption (distinct sprites and actions).
+  std::set<std::string> captions;
+  for (const auto& j : test::read_jsonl(fs::path(action_set()) / "test.jsonl")) captions.insert(j["caption"].get<std::string>());
+
+  // Zero-shot: the inflated image tower against the text tower.
+  const fs::path zs = root() / "zero_shot.json";
+  ASSERT_EQ(run("video retrieval --checkpoint " + two_tower.string() + " --data " + action_set() + " --frames 4 --result " +
+                    zs.string(),
+                out, &err),
+            0)
+      << err;
+  const nlohmann::json z = nlohmann::json::parse(test::read_text(zs));
+  EXPECT_EQ(z["num_clips"], 11);
+  EXPECT_EQ(z["num_captions"], captions.size());
+  EXPECT_EQ(z["t2v"]["num_queries"], captions.size());
+  EXPECT_EQ(z["v2t"]["num_queries"], 11);
+  EXPECT_EQ(z["model"], "zero-shot (inflated image tower)");
+
+  // Video-text contrastive training: 4 steps of batch 4 from the inflated towers.
+  const fs::path run_dir = root() / "run_vt";
+  const std::string args = "video train --task retrieval --data " + action_set() + " --checkpoint " + two_tower.string() +
+                           " --out " + run_dir.string() +
+                           " --frames 4 --batch-size 4 --steps 4 --lr 1e-3 --test-clips 2 --threads 1 --seed 7";
+  ASSERT_EQ(run(args, out, &err), 0) << err;
+  EXPECT_NE(out.find("text -> video: R@1"), std::string::npos) << out;
+  const auto metrics = test::read_jsonl(run_dir / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 4u);
+  for (const auto& m : metrics) {
+    EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << m;
+    EXPECT_GT(m["tau"].get<double>(), 0.0) << m;
+  }
+  EXPECT_TRUE(metrics.back().contains("val_t2v_r1"));
+  const nlohmann::json res = nlohmann::json::parse(test::read_text(run_dir / "result.json"));
+  EXPECT_EQ(res["task"], "video-text");
+  EXPECT_EQ(res["num_train"], 22);
+  EXPECT_EQ(res["test"]["num_clips"], 11);
+  EXPECT_EQ(res["test"]["t2v"]["num_queries"], captions.size());
+  EXPECT_NEAR(res["test"]["t2v"]["chance"]["R@1"].get<double>(), 1.0 / 11, 1e-9);
+  EXPECT_TRUE(fs::exists(run_dir / "vocab.bpe.gz"));  // the run folder carries its vocabulary (gzip as given)
+  const nlohmann::json side = nlohmann::json::parse(test::read_text(run_dir / "model.json"));
+  EXPECT_EQ(side["video_text"], true);
+  EXPECT_EQ(side["video"]["frames"], 4);
+  // The saved tower is the 3D one ([C, 3, tube, 7, 7] stem); training moved both towers.
+  const auto trained = core::load_safetensors((run_dir / "model.safetensors").string()).tensors;
+  const auto init = core::load_safetensors(two_tower.string()).tensors;
+  EXPECT_EQ(trained.at("image_encoder.patch_embed.proj.weight").sizes(), (std::vector<int64_t>{48, 3, 2, 7, 7}));
+  EXPECT_GT((trained.at("text_projection") - init.at("text_projection")).abs().max().item<double>(), 1e-6);
+  EXPECT_GT((trained.at("image_projection") - init.at("image_projection")).abs().max().item<double>(), 1e-6);
+
+  // `video retrieval` of the trained weights with the same views: the same ranks as the run's test.
+  const fs::path again = root() / "trained_retrieval.json";
+  ASSERT_EQ(run("video retrieval --checkpoint " + (run_dir / "model.safetensors").string() + " --data " + action_set() +
+                    " --clips 2 --result " + again.string(),
+                out, &err),
+            0)
+      << err;
+  const nlohmann::json a = nlohmann::json::parse(test::read_text(again));
+  EXPECT_EQ(a["model"], "video-text (trained)");
+  EXPECT_EQ(a["sampling"]["frames"], 4);  // the checkpoint's own, not --frames' default
+  for (const char* dir : {"t2v", "v2t"}) {
+    EXPECT_NEAR(a[dir]["R@1"].get<double>(), res["test"][dir]["R@1"].get<double>(), 1e-12) << dir;
+    EXPECT_NEAR(a[dir]["mean_rank"].get<double>(), res["test"][dir]["mean_rank"].get<double>(), 1e-9) << dir;
+  }
+
+  // Bad input: clear errors, exit status 1.
+  const std::string base = "video train --data " + action_set() + " --frames 4 --batch-size 4 --steps 1 --threads 1 --out ";
+  EXPECT_NE(run(base + (root() / "bad1").string() + " --task ranking --checkpoint " + two_tower.string(), out, &err), 0);
+  EXPECT_NE(err.find("--task must be actions or retrieval"), std::string::npos) << err;
+  EXPECT_NE(run(base + (root() / "bad2").string() + " --task retrieval --model florence-nano", out, &err), 0);
+  EXPECT_NE(err.find("--checkpoint (a two-tower Florence checkpoint"), std::string::npos) << err;
+  EXPECT_NE(run(base + (root() / "bad3").string() + " --task retrieval --checkpoint " + two_tower.string() +
+                    " --video-init " + two_tower.string(),
+                out, &err),
+            0);
+  EXPECT_NE(err.find("is not a `video train` action checkpoint"), std::string::npos) << err;
+  EXPECT_NE(run(base + (root() / "bad4").string() + " --task retrieval --checkpoint " + two_tower.string() +
+                    " --freeze-tower",
+                out, &err),
+            0);
+  EXPECT_NE(err.find("--freeze-tower is for --task actions"), std::string::npos) << err;
+  // An action model's weights are not a video-text checkpoint for `video retrieval`: its sidecar
+  // has no text tower (a clear error, not a crash).
+  const fs::path two_tower_novocab = root() / "nano" / "model.safetensors";
+  if (fs::exists(two_tower_novocab)) {
+    EXPECT_NE(run("video retrieval --checkpoint " + two_tower_novocab.string() + " --data " + action_set(), out, &err), 0);
+    EXPECT_NE(err.find("vocab"), std::string::npos) << err;
+  }
 }
 
 }  // namespace test_video_cli

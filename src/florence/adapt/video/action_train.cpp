@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "florence/adapt/video/clip_input.h"
 #include "florence/adapt/video/configs.h"
 #include "florence/core/checkpoint.h"
 #include "florence/core/device.h"
@@ -87,102 +88,7 @@ ActionSplit read_action_split(const std::string& root, const std::string& split)
 namespace {
 
 constexpr uint64_t kTagVideoSubset = 41, kTagVideoOrder = 42, kTagVideoClip = 43;
-constexpr int kTrainOffsets = 4;  // temporal jitter: the offset inside each sampling segment, of 4
 
-/// Seeded random subset of n clips (0 or >= size: all), kept in manifest order.
-std::vector<ActionClip> subset(std::vector<ActionClip> all, int64_t n, uint64_t seed) {
-  if (n <= 0 || n >= int64_t(all.size())) return all;
-  std::vector<size_t> idx(all.size());
-  std::iota(idx.begin(), idx.end(), size_t(0));
-  std::mt19937_64 rng(seed);
-  std::shuffle(idx.begin(), idx.end(), rng);
-  idx.resize(size_t(n));
-  std::sort(idx.begin(), idx.end());
-  std::vector<ActionClip> out;
-  for (size_t i : idx) out.push_back(std::move(all[i]));
-  return out;
-}
-
-/// How clips become model input (shared by training, validation, test and `video eval`).
-struct InputSpec {
-  std::string input = "video";  ///< "video" | "single-frame"
-  int frames = 8;               ///< T of "video"
-  int tube = 2;                 ///< the tokenizer's temporal kernel: single-frame repeats the frame this often
-  int image_size = 64;
-  std::array<float, 3> mean = data::kImageNetMean, std = data::kImageNetStd;
-
-  bool single() const { return input == "single-frame"; }
-  /// Frames sampled from the video.
-  int sampled() const { return single() ? 1 : frames; }
-  /// Frames the model sees.
-  int model_frames() const { return single() ? tube : frames; }
-  nlohmann::json preprocess_json() const {
-    return {{"image_size", image_size}, {"crop_pct", 1.0}, {"mean", mean}, {"std", std}};
-  }
-  nlohmann::json to_json() const {
-    return {{"input", input}, {"frames", frames}, {"tube", tube}, {"preprocess", preprocess_json()}};
-  }
-  static InputSpec from_json(const nlohmann::json& j) {
-    InputSpec s;
-    s.input = j.at("input").get<std::string>();
-    s.frames = j.at("frames").get<int>();
-    s.tube = j.at("tube").get<int>();
-    const auto& p = j.at("preprocess");
-    s.image_size = p.at("image_size").get<int>();
-    s.mean = p.at("mean").get<std::array<float, 3>>();
-    s.std = p.at("std").get<std::array<float, 3>>();
-    return s;
-  }
-  data::TransformOptions transform(bool train_crop) const {
-    data::TransformOptions t;
-    t.image_size = image_size;
-    t.crop_pct = 1.0;  // the whole frame: actors move up to the frame's edges
-    t.train = train_crop;
-    t.hflip = false;  // a flip turns move_left into move_right, rotate_cw into rotate_ccw
-    t.scale_min = 0.5;
-    t.scale_max = 1.0;
-    t.mean = mean;
-    t.std = std;
-    return t;
-  }
-};
-
-/// [T', 3, S, S] (T' sampled frames) -> [3, T, S, S] model layout, repeating a single frame.
-torch::Tensor to_model_input(torch::Tensor frames, const InputSpec& in) {
-  if (in.single()) frames = frames.expand({in.tube, frames.size(1), frames.size(2), frames.size(3)});
-  return frames.permute({1, 0, 2, 3}).contiguous();
-}
-
-/// One training clip: frames at a random offset inside each sampling segment, one geometry (crop
-/// box) for the whole clip, both drawn from `rng`. [3, T, S, S].
-torch::Tensor read_train_clip(const std::string& path, const InputSpec& in, const data::ImageTransform& tf,
-                              std::mt19937_64& rng) {
-  data::ClipSampling s;
-  s.frames = in.sampled();
-  const int offset = int(rng() % kTrainOffsets);
-  const data::DecodedVideo d =
-      data::decode_frames(path, [&](int64_t total) { return data::sample_indices(total, s, offset, kTrainOffsets); });
-  const int64_t S = in.image_size;
-  torch::Tensor frames = torch::empty({int64_t(d.frames.size()), 3, S, S}, torch::kFloat32);
-  const std::mt19937_64 start = rng;
-  for (size_t i = 0; i < d.frames.size(); ++i) {
-    std::mt19937_64 r = start;
-    tf.apply_into(d.frames[i], r, frames[int64_t(i)].data_ptr<float>());
-  }
-  return to_model_input(frames, in);
-}
-
-/// All test views of one clip: [V, 3, T, S, S], V = clips x crops (data::read_views).
-torch::Tensor read_test_views(const std::string& path, const InputSpec& in, int clips, int crops) {
-  data::ViewOptions v;
-  v.sampling.frames = in.sampled();
-  v.num_clips = clips;
-  v.num_crops = crops;
-  v.transform = in.transform(false);
-  torch::Tensor views = data::read_views(path, v).views;  // [V, T', 3, S, S]
-  if (in.single()) views = views.expand({views.size(0), in.tube, views.size(2), views.size(3), views.size(4)});
-  return views.permute({0, 2, 1, 3, 4}).contiguous();
-}
 
 /// Class probabilities of each readable clip, averaged over its views (softmax, then the mean:
 /// Video Swin's test setting average_clips='prob'), and its label. Unreadable clips are skipped,
@@ -197,30 +103,15 @@ std::pair<torch::Tensor, torch::Tensor> predict_clips(vision::VideoSwinTransform
   torch::NoGradGuard ng;
   std::vector<torch::Tensor> scores;
   std::vector<int64_t> labels;
-  std::vector<torch::Tensor> pending;
-  std::vector<int64_t> pending_labels;
   const int64_t V = int64_t(num_clips) * num_crops;
-  auto flush = [&] {
-    if (pending.empty()) return;
-    torch::Tensor x = torch::cat(pending, 0).to(device);
-    torch::Tensor p = torch::softmax(net->forward(x).to(torch::kCPU, torch::kFloat), 1);
-    scores.push_back(p.view({int64_t(pending.size()), V, -1}).mean(1));
-    labels.insert(labels.end(), pending_labels.begin(), pending_labels.end());
-    pending.clear();
-    pending_labels.clear();
-  };
-  for (const auto& c : clips) {
-    try {
-      pending.push_back(read_test_views(c.path, in, num_clips, num_crops));
-      pending_labels.push_back(c.label);
-    } catch (const data::VideoError& e) {
-      ++skipped[e.reason()];
-      spdlog::warn("video: skipping {} ({})", c.path, e.what());
-      continue;
-    }
-    if (int(pending.size()) >= group) flush();
-  }
-  flush();
+  for_each_view_group(
+      clips, in, num_clips, num_crops, skipped,
+      [&](const torch::Tensor& views, const std::vector<size_t>& idx) {
+        torch::Tensor p = torch::softmax(net->forward(views.to(device)).to(torch::kCPU, torch::kFloat), 1);
+        scores.push_back(p.view({int64_t(idx.size()), V, -1}).mean(1));
+        for (size_t i : idx) labels.push_back(clips[i].label);
+      },
+      group);
   if (was_training) net->train();
   if (scores.empty()) return {};
   return {torch::cat(scores, 0), torch::tensor(labels, torch::kLong)};
@@ -288,8 +179,7 @@ class ActionTask : public train::TrainTask {
   std::vector<ActionClip> train_, val_, test_;
   nlohmann::json data_summary_;
   int64_t steps_per_epoch_ = 0, total_ = 0;
-  std::vector<size_t> order_;
-  int64_t cursor_ = 0, epoch_ = 0;
+  ClipBatches batches_{kTagVideoOrder, kTagVideoClip};
   torch::Tensor batch_x_, batch_y_;
   int64_t train_skips_ = 0;
   double last_val_ = -1;
@@ -297,16 +187,11 @@ class ActionTask : public train::TrainTask {
 
 void ActionTask::validate() {
   o_.validate_run(true);
-  if (o_.data.empty()) throw Error("video train: --data (an action set root) is required");
-  if (o_.input != "video" && o_.input != "single-frame")
-    throw Error(fmt::format("--input must be video or single-frame, got '{}'", o_.input));
-  if (o_.augment != "none" && o_.augment != "crop")
-    throw Error(fmt::format("--augment must be none or crop, got '{}'", o_.augment));
-  if (o_.frames < 1) throw Error(fmt::format("--frames must be >= 1, got {}", o_.frames));
-  if (o_.test_clips < 1 || o_.test_crops < 1) throw Error("--test-clips and --test-crops must be >= 1");
+  validate_clip_options(o_);
+  if (o_.task != "actions") throw Error(fmt::format("video train: the action task got --task '{}'", o_.task));
+  if (!o_.video_init.empty()) throw Error("--video-init is for --task retrieval (actions: use --checkpoint)");
   if (o_.label_smoothing < 0 || o_.label_smoothing >= 1)
     throw Error(fmt::format("--label-smoothing must be in [0, 1), got {}", o_.label_smoothing));
-  if (o_.max_train_clips < 0 || o_.max_eval_clips < 0) throw Error("--max-train-clips / --max-eval-clips must be >= 0");
   if (o_.random_init && o_.checkpoint.empty()) throw Error("--random-init needs --checkpoint (whose config it uses)");
   if (o_.checkpoint.empty() && o_.model.empty())
     throw Error("video train: give --checkpoint (a pretrained Florence run) or --model NAME (random init)");
@@ -357,15 +242,7 @@ void ActionTask::setup_model() {
 
   // Preprocessing: the checkpoint's (model/run_artifacts.h), else the tower's size and ImageNet statistics.
   const model::RunArtifacts art = model::find_run_artifacts(o_.checkpoint);
-  try {
-    in_.image_size = art.preprocess.value("image_size", tower.image_size);
-    if (art.preprocess.contains("mean")) in_.mean = art.preprocess["mean"].get<std::array<float, 3>>();
-    if (art.preprocess.contains("std")) in_.std = art.preprocess["std"].get<std::array<float, 3>>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("video train: bad preprocess entry for '{}': {}", o_.checkpoint, e.what()));
-  }
-  in_.input = o_.input;
-  in_.frames = o_.frames;
+  in_ = input_spec(o_, art.preprocess, tower.image_size);
 
   cfg_ = with_image_tower(resolve_video_config(o_.video_config), tower);
   in_.tube = cfg_.tube;
@@ -414,35 +291,17 @@ int64_t ActionTask::setup(const train::RunContext& ctx) {
 }
 
 void ActionTask::open_epoch(const train::Position& pos) {
-  epoch_ = pos.epoch;
-  order_.resize(train_.size());
-  std::iota(order_.begin(), order_.end(), size_t(0));
-  std::mt19937_64 rng(train::seed_mix({kTagVideoOrder, o_.seed, uint64_t(pos.epoch)}));
-  std::shuffle(order_.begin(), order_.end(), rng);
-  cursor_ = pos.batches_in_epoch * o_.batch_size;  // the order is a function of (seed, epoch): skip by index
+  batches_.open(train_.size(), o_.seed, pos.epoch, pos.batches_in_epoch, o_.batch_size);
 }
 
 bool ActionTask::next_batch(const train::Position& pos) {
-  // Batch b of the epoch is the window [b * B, (b + 1) * B) of the epoch's order (the last partial
-  // window is dropped); an unreadable clip leaves its batch one sample short (counted, logged).
-  if (cursor_ + o_.batch_size > int64_t(order_.size())) return false;
-  std::vector<torch::Tensor> xs;
-  std::vector<int64_t> ys;
-  for (int64_t k = 0; k < o_.batch_size; ++k, ++cursor_) {
-    const ActionClip& c = train_[order_[size_t(cursor_)]];
-    std::mt19937_64 rng(train::seed_mix({kTagVideoClip, o_.seed, uint64_t(epoch_), uint64_t(cursor_)}));
-    try {
-      xs.push_back(read_train_clip(c.path, in_, *train_tf_, rng));
-      ys.push_back(c.label);
-    } catch (const data::VideoError& e) {
-      ++train_skips_;
-      spdlog::warn("video train: skipping {} ({})", c.path, e.what());
-    }
-  }
-  if (xs.empty())
+  std::vector<size_t> read;
+  if (!batches_.next(train_, in_, *train_tf_, batch_x_, read, train_skips_)) return false;
+  if (read.empty())
     throw Error(fmt::format("video train: no clip of batch {} of epoch {} could be read (see the log)",
                             pos.batches_in_epoch, pos.epoch));
-  batch_x_ = torch::stack(xs, 0);
+  std::vector<int64_t> ys;
+  for (size_t i : read) ys.push_back(train_[i].label);
   batch_y_ = torch::tensor(ys, torch::kLong);
   return true;
 }
@@ -543,6 +402,15 @@ train::RunResult train_actions(const VideoTrainOptions& options) {
 }
 
 VideoTrainOptions load_video_train_options(const std::string& arg) {
+  // A run folder's config.json says which task ("video-actions" | "video-text"); a checkpoint's
+  // sidecar holds "video" either way (its options say the task).
+  std::error_code ec;
+  const fs::path cfg = fs::path(arg) / "config.json";
+  if (fs::is_regular_file(cfg, ec)) {
+    const nlohmann::json j = nlohmann::json::parse(core::read_text_file(cfg), nullptr, false);
+    if (j.is_object() && j.value("kind", "") == "video-text")
+      return VideoTrainOptions::from_json(train::load_saved_options(arg, {"video-text", "video", "", "video training"}));
+  }
   return VideoTrainOptions::from_json(train::load_saved_options(arg, {"video-actions", "video", "", "video training"}));
 }
 

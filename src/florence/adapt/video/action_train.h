@@ -70,6 +70,7 @@ ActionSplit read_action_split(const std::string& root, const std::string& split)
 /// plus the fields below.
 struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
   std::string data;               ///< action set root (action_set.h layout)
+  std::string task = "actions";   ///< "actions" (a classification head) | "retrieval" (video-text contrastive: video_text.h)
   std::string checkpoint;         ///< initial weights: a Florence or CoSwin checkpoint; empty = random init
   bool random_init = false;       ///< random weights for the checkpoint's config (its preprocessing kept)
   std::string model;              ///< model name / JSON; empty = the checkpoint's own spec
@@ -77,6 +78,7 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
   std::string input = "video";    ///< "video" | "single-frame"
   int frames = 8;                 ///< frames per clip (input "video")
   bool freeze_tower = false;      ///< train the head only (linear probe)
+  std::string video_init;         ///< --task retrieval: a `video train` action checkpoint whose tower starts the video side
   double label_smoothing = 0.1;
   std::string augment = "none";   ///< "none" | "crop"
   int test_clips = 2;             ///< temporal views at test time
@@ -105,6 +107,8 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
   static void visit_fields(S& s, F& f) {
     using train::Field;
     f(Field{"data", "--data", "Action set root (florence data build actions)"}, s.data);
+    f(Field{"task", "--task", "actions (a classification head) | retrieval (video-text contrastive on the captions)"},
+      s.task);
     f(Field{"checkpoint", "--checkpoint", "Initial weights: a Florence / CoSwin checkpoint whose image tower is inflated"},
       s.checkpoint);
     f(Field{"random_init", "--random-init", "Random weights for the --checkpoint's config (baseline)"}, s.random_init);
@@ -114,6 +118,9 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
     f(Field{"frames", "--frames", "Frames per clip (uniform sampling)", Field::kPositive}, s.frames);
     f(Field{"freeze_tower", "--freeze-tower", "Train the head only (linear probe of the inflated tower)"},
       s.freeze_tower);
+    f(Field{"video_init", "--video-init",
+            "--task retrieval: start the video tower from this `video train` action checkpoint"},
+      s.video_init);
     f(Field{"label_smoothing", "--label-smoothing", "Label smoothing epsilon", Field::kProbability}, s.label_smoothing);
     f(Field{"augment", "--augment", "none | crop (one random resized crop per clip; never a flip)"}, s.augment);
     f(Field{"test_clips", "--test-clips", "Temporal views averaged at test time", Field::kPositive}, s.test_clips);

@@ -1,0 +1,179 @@
+// Clip input shared by the video tasks; see clip_input.h.
+#include "florence/adapt/video/clip_input.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include <spdlog/spdlog.h>
+
+#include "florence/core/error.h"
+#include "florence/data/video.h"
+#include "florence/train/seeding.h"
+
+namespace florence::video {
+
+std::vector<ActionClip> subset(std::vector<ActionClip> all, int64_t n, uint64_t seed) {
+  if (n <= 0 || n >= int64_t(all.size())) return all;
+  std::vector<size_t> idx(all.size());
+  std::iota(idx.begin(), idx.end(), size_t(0));
+  std::mt19937_64 rng(seed);
+  std::shuffle(idx.begin(), idx.end(), rng);
+  idx.resize(size_t(n));
+  std::sort(idx.begin(), idx.end());
+  std::vector<ActionClip> out;
+  for (size_t i : idx) out.push_back(std::move(all[i]));
+  return out;
+}
+
+nlohmann::json InputSpec::preprocess_json() const {
+  return {{"image_size", image_size}, {"crop_pct", 1.0}, {"mean", mean}, {"std", std}};
+}
+
+nlohmann::json InputSpec::to_json() const {
+  return {{"input", input}, {"frames", frames}, {"tube", tube}, {"preprocess", preprocess_json()}};
+}
+
+InputSpec InputSpec::from_json(const nlohmann::json& j) {
+  InputSpec s;
+  s.input = j.at("input").get<std::string>();
+  s.frames = j.at("frames").get<int>();
+  s.tube = j.at("tube").get<int>();
+  const auto& p = j.at("preprocess");
+  s.image_size = p.at("image_size").get<int>();
+  s.mean = p.at("mean").get<std::array<float, 3>>();
+  s.std = p.at("std").get<std::array<float, 3>>();
+  return s;
+}
+
+data::TransformOptions InputSpec::transform(bool train_crop) const {
+  data::TransformOptions t;
+  t.image_size = image_size;
+  t.crop_pct = 1.0;  // the whole frame: actors move up to the frame's edges
+  t.train = train_crop;
+  t.hflip = false;  // a flip turns move_left into move_right, rotate_cw into rotate_ccw
+  t.scale_min = 0.5;
+  t.scale_max = 1.0;
+  t.mean = mean;
+  t.std = std;
+  return t;
+}
+
+InputSpec input_spec(const VideoTrainOptions& o, const nlohmann::json& preprocess, int tower_size) {
+  InputSpec in;
+  try {
+    in.image_size = preprocess.value("image_size", tower_size);
+    if (preprocess.contains("mean")) in.mean = preprocess["mean"].get<std::array<float, 3>>();
+    if (preprocess.contains("std")) in.std = preprocess["std"].get<std::array<float, 3>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("video train: bad preprocess entry for '{}': {}", o.checkpoint, e.what()));
+  }
+  in.input = o.input;
+  in.frames = o.frames;
+  return in;
+}
+
+torch::Tensor to_model_input(torch::Tensor frames, const InputSpec& in) {
+  if (in.single()) frames = frames.expand({in.tube, frames.size(1), frames.size(2), frames.size(3)});
+  return frames.permute({1, 0, 2, 3}).contiguous();
+}
+
+torch::Tensor read_train_clip(const std::string& path, const InputSpec& in, const data::ImageTransform& tf,
+                              std::mt19937_64& rng) {
+  data::ClipSampling s;
+  s.frames = in.sampled();
+  const int offset = int(rng() % kTrainOffsets);
+  const data::DecodedVideo d =
+      data::decode_frames(path, [&](int64_t total) { return data::sample_indices(total, s, offset, kTrainOffsets); });
+  const int64_t S = in.image_size;
+  torch::Tensor frames = torch::empty({int64_t(d.frames.size()), 3, S, S}, torch::kFloat32);
+  const std::mt19937_64 start = rng;
+  for (size_t i = 0; i < d.frames.size(); ++i) {
+    std::mt19937_64 r = start;
+    tf.apply_into(d.frames[i], r, frames[int64_t(i)].data_ptr<float>());
+  }
+  return to_model_input(frames, in);
+}
+
+torch::Tensor read_test_views(const std::string& path, const InputSpec& in, int clips, int crops) {
+  data::ViewOptions v;
+  v.sampling.frames = in.sampled();
+  v.num_clips = clips;
+  v.num_crops = crops;
+  v.transform = in.transform(false);
+  torch::Tensor views = data::read_views(path, v).views;  // [V, T', 3, S, S]
+  if (in.single()) views = views.expand({views.size(0), in.tube, views.size(2), views.size(3), views.size(4)});
+  return views.permute({0, 2, 1, 3, 4}).contiguous();
+}
+
+int64_t for_each_view_group(const std::vector<ActionClip>& clips, const InputSpec& in, int num_clips, int num_crops,
+                            data::SkipCounts& skipped,
+                            const std::function<void(const torch::Tensor&, const std::vector<size_t>&)>& fn,
+                            int group) {
+  std::vector<torch::Tensor> pending;
+  std::vector<size_t> idx;
+  int64_t done = 0;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    fn(torch::cat(pending, 0), idx);
+    done += int64_t(idx.size());
+    pending.clear();
+    idx.clear();
+  };
+  for (size_t i = 0; i < clips.size(); ++i) {
+    try {
+      pending.push_back(read_test_views(clips[i].path, in, num_clips, num_crops));
+      idx.push_back(i);
+    } catch (const data::VideoError& e) {
+      ++skipped[e.reason()];
+      spdlog::warn("video: skipping {} ({})", clips[i].path, e.what());
+      continue;
+    }
+    if (int(pending.size()) >= group) flush();
+  }
+  flush();
+  return done;
+}
+
+void validate_clip_options(const VideoTrainOptions& o) {
+  if (o.data.empty()) throw Error("video train: --data (an action set root) is required");
+  if (o.input != "video" && o.input != "single-frame")
+    throw Error(fmt::format("--input must be video or single-frame, got '{}'", o.input));
+  if (o.augment != "none" && o.augment != "crop")
+    throw Error(fmt::format("--augment must be none or crop, got '{}'", o.augment));
+  if (o.frames < 1) throw Error(fmt::format("--frames must be >= 1, got {}", o.frames));
+  if (o.test_clips < 1 || o.test_crops < 1) throw Error("--test-clips and --test-crops must be >= 1");
+  if (o.max_train_clips < 0 || o.max_eval_clips < 0) throw Error("--max-train-clips / --max-eval-clips must be >= 0");
+}
+
+void ClipBatches::open(size_t n, uint64_t seed, int64_t epoch, int64_t batches_done, int64_t batch) {
+  seed_ = seed;
+  epoch_ = epoch;
+  batch_ = batch;
+  order_.resize(n);
+  std::iota(order_.begin(), order_.end(), size_t(0));
+  std::mt19937_64 rng(train::seed_mix({order_tag_, seed, uint64_t(epoch)}));
+  std::shuffle(order_.begin(), order_.end(), rng);
+  cursor_ = batches_done * batch;
+}
+
+bool ClipBatches::next(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf,
+                       torch::Tensor& x, std::vector<size_t>& read, int64_t& unreadable) {
+  if (cursor_ + batch_ > int64_t(order_.size())) return false;
+  std::vector<torch::Tensor> xs;
+  read.clear();
+  for (int64_t k = 0; k < batch_; ++k, ++cursor_) {
+    const size_t i = order_[size_t(cursor_)];
+    std::mt19937_64 rng(train::seed_mix({clip_tag_, seed_, uint64_t(epoch_), uint64_t(cursor_)}));
+    try {
+      xs.push_back(read_train_clip(clips[i].path, in, tf, rng));
+      read.push_back(i);
+    } catch (const data::VideoError& e) {
+      ++unreadable;
+      spdlog::warn("video train: skipping {} ({})", clips[i].path, e.what());
+    }
+  }
+  x = xs.empty() ? torch::Tensor() : torch::stack(xs, 0);
+  return true;
+}
+
+}  // namespace florence::video
