@@ -283,6 +283,24 @@ TEST(VideoCli, RetrievalZeroShotTrainAndRank) {
                 out, &err),
             0);
   EXPECT_NE(err.find("--freeze-tower is for --task actions"), std::string::npos) << err;
+  EXPECT_NE(run("video train --data " + action_set() + " --frames 4 --batch-size 1 --steps 1 --threads 1 --out " +
+                    (root() / "bad5").string() + " --task retrieval --checkpoint " + two_tower.string(),
+                out, &err),
+            0);
+  EXPECT_NE(err.find("--batch-size >= 2"), std::string::npos) << err;
+  // A video-text model is not an action model for `video eval`, nor a two-tower init.
+  EXPECT_NE(run("video eval --checkpoint " + (run_dir / "model.safetensors").string() + " --data " + action_set(), out,
+                &err),
+            0);
+  EXPECT_NE(err.find("is a video-text model"), std::string::npos) << err;
+  EXPECT_NE(run(base + (root() / "bad6").string() + " --task retrieval --checkpoint " +
+                    (run_dir / "model.safetensors").string(),
+                out, &err),
+            0);
+  EXPECT_NE(err.find("is a video-text model already"), std::string::npos) << err;
+  // Resuming with another input is refused (the checkpoint's frames are not silently replaced).
+  EXPECT_NE(run("video train --resume " + run_dir.string() + " --steps 6 --frames 8", out, &err), 0);
+  EXPECT_NE(err.find("was trained with --input video --frames 4"), std::string::npos) << err;
   // An action model's weights are not a video-text checkpoint for `video retrieval`: its sidecar
   // has no text tower (a clear error, not a crash).
   const fs::path two_tower_novocab = root() / "nano" / "model.safetensors";

@@ -76,6 +76,7 @@ ActionSplit read_action_split(const std::string& root, const std::string& split)
     c.label = j["label"].get<int64_t>();
     c.action = s.classes[size_t(c.label)];
     if (j.contains("caption") && j["caption"].is_string()) c.caption = j["caption"].get<std::string>();
+    if (c.caption.find_first_not_of(" \t\r\n") == std::string::npos) c.caption.clear();  // blank = no caption
     if (!fs::is_regular_file(c.path, ec)) {
       skip("missing_file", fmt::format("'{}' does not exist", c.path));
       continue;
@@ -190,6 +191,7 @@ void ActionTask::validate() {
   validate_clip_options(o_);
   if (o_.task != "actions") throw Error(fmt::format("video train: the action task got --task '{}'", o_.task));
   if (!o_.video_init.empty()) throw Error("--video-init is for --task retrieval (actions: use --checkpoint)");
+  if (!o_.vocab.empty()) throw Error("--vocab is for --task retrieval (an action model has no text tower)");
   if (o_.label_smoothing < 0 || o_.label_smoothing >= 1)
     throw Error(fmt::format("--label-smoothing must be in [0, 1), got {}", o_.label_smoothing));
   if (o_.random_init && o_.checkpoint.empty()) throw Error("--random-init needs --checkpoint (whose config it uses)");
@@ -350,6 +352,9 @@ nlohmann::json ActionTask::checkpoint_extra() const {
 
 void ActionTask::check_resume(const nlohmann::json& side, const std::string& ckpt) {
   if (!side.contains("video")) throw Error(fmt::format("'{}' is not a video training checkpoint", ckpt));
+  if (sidecar_is_video_text(side))
+    throw Error(fmt::format("'{}' is a video-text run (--task retrieval), not an action run", ckpt));
+  check_resume_input(side, in_, ckpt);
   if (side["video"].value("classes", std::vector<std::string>{}) != classes_)
     throw Error(fmt::format("resume: the classes of '{}' differ from the data's", ckpt));
 }
@@ -426,6 +431,10 @@ nlohmann::json evaluate_actions(const VideoEvalOptions& o) {
     throw Error(fmt::format("video eval: '{}' has no sidecar '{}' (train one with `florence video train`)", o.checkpoint,
                             side_path));
   const nlohmann::json side = core::read_json_file(side_path);
+  if (sidecar_is_video_text(side))
+    throw Error(fmt::format("video eval: '{}' is a video-text model (video train --task retrieval); rank it with "
+                            "`florence video retrieval --checkpoint {}`",
+                            o.checkpoint, o.checkpoint));
   if (!side.contains("video") || !side["video"].contains("config"))
     throw Error(fmt::format("video eval: '{}' is not a video action checkpoint (no \"video\" entry)", side_path));
   InputSpec in;

@@ -78,7 +78,8 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
   std::string input = "video";    ///< "video" | "single-frame"
   int frames = 8;                 ///< frames per clip (input "video")
   bool freeze_tower = false;      ///< train the head only (linear probe)
-  std::string video_init;         ///< --task retrieval: a `video train` action checkpoint whose tower starts the video side
+  std::string video_init;         ///< --task retrieval: a `video train` checkpoint whose tower starts the video side
+  std::string vocab;              ///< --task retrieval: BPE vocabulary ("" = the checkpoint's)
   double label_smoothing = 0.1;
   std::string augment = "none";   ///< "none" | "crop"
   int test_clips = 2;             ///< temporal views at test time
@@ -109,7 +110,9 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
     f(Field{"data", "--data", "Action set root (florence data build actions)"}, s.data);
     f(Field{"task", "--task", "actions (a classification head) | retrieval (video-text contrastive on the captions)"},
       s.task);
-    f(Field{"checkpoint", "--checkpoint", "Initial weights: a Florence / CoSwin checkpoint whose image tower is inflated"},
+    f(Field{"checkpoint", "--checkpoint",
+            "Initial weights: a Florence / CoSwin checkpoint whose image tower is inflated (--task retrieval: a "
+            "two-tower Florence checkpoint with its vocabulary)"},
       s.checkpoint);
     f(Field{"random_init", "--random-init", "Random weights for the --checkpoint's config (baseline)"}, s.random_init);
     f(Field{"model", "--model", "Model config (name / JSON); without --checkpoint: random init"}, s.model);
@@ -119,9 +122,11 @@ struct VideoTrainOptions : train::TaskOptions<VideoTrainOptions> {
     f(Field{"freeze_tower", "--freeze-tower", "Train the head only (linear probe of the inflated tower)"},
       s.freeze_tower);
     f(Field{"video_init", "--video-init",
-            "--task retrieval: start the video tower from this `video train` action checkpoint"},
+            "--task retrieval: start the video tower from this `video train` checkpoint (either task)"},
       s.video_init);
-    f(Field{"label_smoothing", "--label-smoothing", "Label smoothing epsilon", Field::kProbability}, s.label_smoothing);
+    f(Field{"vocab", "--vocab", "--task retrieval: the BPE vocabulary (default: the checkpoint's)"}, s.vocab);
+    f(Field{"label_smoothing", "--label-smoothing", "Label smoothing epsilon (--task actions)", Field::kProbability},
+      s.label_smoothing);
     f(Field{"augment", "--augment", "none | crop (one random resized crop per clip; never a flip)"}, s.augment);
     f(Field{"test_clips", "--test-clips", "Temporal views averaged at test time", Field::kPositive}, s.test_clips);
     f(Field{"test_crops", "--test-crops", "Spatial views averaged at test time", Field::kPositive}, s.test_crops);

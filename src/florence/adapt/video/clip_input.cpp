@@ -134,6 +134,43 @@ int64_t for_each_view_group(const std::vector<ActionClip>& clips, const InputSpe
   return done;
 }
 
+std::vector<ActionClip> captioned_clips(std::vector<ActionClip> clips, data::SkipCounts& skipped, const std::string& what) {
+  std::vector<ActionClip> out;
+  int64_t dropped = 0;
+  for (auto& c : clips)
+    if (!c.caption.empty()) out.push_back(std::move(c));
+    else ++dropped;
+  if (dropped > 0) {
+    skipped["no_caption"] += dropped;
+    spdlog::warn("{}: {} clip(s) without a caption left out", what, dropped);
+  }
+  return out;
+}
+
+bool sidecar_is_video_text(const nlohmann::json& side) {
+  if (!side.is_object() || !side.contains("video_text")) return false;
+  const auto& v = side["video_text"];
+  return v.is_boolean() && v.get<bool>();
+}
+
+void check_resume_input(const nlohmann::json& side, const InputSpec& in, const std::string& ckpt) {
+  const nlohmann::json v = side.value("video", nlohmann::json::object());
+  const std::string input = v.contains("input") && v["input"].is_string() ? v["input"].get<std::string>() : "";
+  const int frames = v.contains("frames") && v["frames"].is_number_integer() ? v["frames"].get<int>() : -1;
+  if (input != in.input || frames != in.frames)
+    throw Error(fmt::format("resume: '{}' was trained with --input {} --frames {}; this run asks for --input {} "
+                            "--frames {} (start a new run to change them)",
+                            ckpt, input, frames, in.input, in.frames));
+}
+
+void validate_input_spec(const InputSpec& in, const std::string& where) {
+  if (in.input != "video" && in.input != "single-frame")
+    throw Error(fmt::format("{}: input must be video or single-frame, got '{}'", where, in.input));
+  if (in.frames < 1 || in.tube < 1 || in.image_size < 1)
+    throw Error(fmt::format("{}: frames ({}), tube ({}) and image_size ({}) must be >= 1", where, in.frames, in.tube,
+                            in.image_size));
+}
+
 void validate_clip_options(const VideoTrainOptions& o) {
   if (o.data.empty()) throw Error("video train: --data (an action set root) is required");
   if (o.input != "video" && o.input != "single-frame")

@@ -80,6 +80,22 @@ int64_t for_each_view_group(const std::vector<ActionClip>& clips, const InputSpe
                             const std::function<void(const torch::Tensor&, const std::vector<size_t>&)>& fn,
                             int group = 8);
 
+/// The clips of a split that have a caption; the others are counted in `skipped` under
+/// "no_caption" and, when there are any, logged once naming `what`.
+std::vector<ActionClip> captioned_clips(std::vector<ActionClip> clips, data::SkipCounts& skipped, const std::string& what);
+
+/// True when a checkpoint sidecar says `video train --task retrieval` wrote it ("video_text": true;
+/// any other value, or none, is false).
+bool sidecar_is_video_text(const nlohmann::json& sidecar);
+
+/// Resume: throws florence::Error when the run's --input or --frames differ from those the
+/// checkpoint `ckpt` (sidecar "video") was trained with.
+void check_resume_input(const nlohmann::json& sidecar, const InputSpec& in, const std::string& ckpt);
+
+/// Throws florence::Error naming `where` unless `in` is usable: input video | single-frame,
+/// frames, tube and image_size >= 1.
+void validate_input_spec(const InputSpec& in, const std::string& where);
+
 /// The range checks the video training tasks share (--data, --input, --augment, --frames,
 /// --test-clips / --test-crops, --max-*-clips), as florence::Error naming the flag.
 void validate_clip_options(const VideoTrainOptions& o);

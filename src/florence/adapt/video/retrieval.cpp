@@ -54,7 +54,14 @@ namespace {
 /// A `video train --task retrieval` checkpoint: its own video and text towers and input spec.
 nlohmann::json trained_retrieval(const VideoRetrievalOptions& o, const std::vector<ActionClip>& clips,
                                  data::SkipCounts& skipped) {
-  LoadedVideoText m = load_video_text(o.embed.load.checkpoint, parse_device(o.embed.load.device));
+  LoadedVideoText m = load_video_text(o.embed.load.checkpoint, parse_device(o.embed.load.device), o.embed.load.vocab);
+  spdlog::info("video retrieval: '{}' is a trained video-text model: it samples as it was trained ({} input, {} "
+               "frames of {} px, its own video config); --frames, --video-config, --model and the preprocessing "
+               "flags do not apply",
+               o.embed.load.checkpoint, m.input.input, m.input.frames, m.input.image_size);
+  if (o.embed.load.precision != "fp32")
+    spdlog::warn("video retrieval: a trained video-text model runs in fp32 (--precision {} ignored)",
+                 o.embed.load.precision);
   nlohmann::json r = rank_clips(m.model, *m.tokenizer, clips, m.input, o.embed.num_clips, o.embed.num_crops,
                                 parse_device(o.embed.load.device), skipped);
   r["video_config"] = m.model->video_config().to_json();
@@ -68,14 +75,12 @@ nlohmann::json trained_retrieval(const VideoRetrievalOptions& o, const std::vect
 nlohmann::json video_retrieval(const VideoRetrievalOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   if (o.data.empty()) throw Error("video retrieval: --data is required");
-  const ActionSplit split = read_action_split(o.data, o.split);
-  std::vector<ActionClip> clips;
-  for (const auto& c : split.clips)
-    if (!c.caption.empty()) clips.push_back(c);
+  ActionSplit split = read_action_split(o.data, o.split);
+  data::SkipCounts skipped = split.skipped;
+  std::vector<ActionClip> clips = captioned_clips(std::move(split.clips), skipped, "video retrieval");
   if (clips.empty()) throw Error(fmt::format("video retrieval: split '{}' of '{}' has no captioned clip", o.split, o.data));
   if (o.max_clips > 0 && int64_t(clips.size()) > o.max_clips) clips.resize(size_t(o.max_clips));
 
-  data::SkipCounts skipped = split.skipped;
   nlohmann::json r;
   if (is_video_text_checkpoint(o.embed.load.checkpoint)) {
     r = trained_retrieval(o, clips, skipped);

@@ -90,16 +90,16 @@ bool is_video_text_checkpoint(const std::string& checkpoint) {
   const std::string side = model::sidecar_path(checkpoint);
   if (!fs::is_regular_file(side, ec)) return false;
   const nlohmann::json j = nlohmann::json::parse(core::read_text_file(side), nullptr, false);
-  return j.is_object() && j.value("video_text", false);
+  return sidecar_is_video_text(j);
 }
 
-LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Device& device) {
+LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Device& device, const std::string& vocab) {
   std::error_code ec;
   if (!fs::is_regular_file(checkpoint, ec)) throw Error(fmt::format("checkpoint '{}' is not a file", checkpoint));
   const std::string side_path = model::sidecar_path(checkpoint);
   if (!fs::is_regular_file(side_path, ec)) throw Error(fmt::format("'{}' has no sidecar '{}'", checkpoint, side_path));
   const nlohmann::json side = core::read_json_file(side_path);
-  if (!side.is_object() || !side.value("video_text", false) || !side.contains("video") || !side.contains("model"))
+  if (!sidecar_is_video_text(side) || !side.contains("video") || !side.contains("model"))
     throw Error(fmt::format("'{}' is not a `video train --task retrieval` checkpoint", side_path));
   LoadedVideoText r;
   vision::VideoSwinConfig vc;
@@ -110,11 +110,12 @@ LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Devi
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("bad \"video\" entry in '{}': {}", side_path, e.what()));
   }
+  validate_input_spec(r.input, fmt::format("the \"video\" entry of '{}'", side_path));
   const model::ModelSpec spec = model::spec_from_json(side["model"], side_path);
   if (!spec.florence) throw Error(fmt::format("'{}': the \"model\" entry is not a two-tower config", side_path));
-  const model::RunArtifacts art = model::find_run_artifacts(checkpoint);
+  const model::RunArtifacts art = model::find_run_artifacts(checkpoint, vocab);
   if (art.vocab.empty())
-    throw Error(fmt::format("'{}': no vocabulary found{}", checkpoint,
+    throw Error(fmt::format("'{}': no vocabulary found{}; pass --vocab FILE", checkpoint,
                             art.vocab_problem.empty() ? std::string() : " (" + art.vocab_problem + ")"));
   r.vocab = art.vocab;
   r.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::from_file(art.vocab));
@@ -167,16 +168,6 @@ namespace {
 
 constexpr uint64_t kTagSubset = 51, kTagOrder = 52, kTagClip = 53;
 
-/// Clips of a split that have a caption (the others are counted under "no_caption").
-std::vector<ActionClip> captioned(ActionSplit s, nlohmann::json& skipped) {
-  std::vector<ActionClip> out;
-  for (auto& c : s.clips)
-    if (!c.caption.empty()) out.push_back(std::move(c));
-    else ++s.skipped["no_caption"];
-  skipped = s.skipped;
-  return out;
-}
-
 class VideoTextTask : public train::TrainTask {
  public:
   explicit VideoTextTask(const VideoTrainOptions& o) : o_(o) {}
@@ -217,7 +208,7 @@ class VideoTextTask : public train::TrainTask {
     return pretrained() ? o_.checkpoint : fmt::format("random init ({}, seed {})", init_spec_.name, o_.seed);
   }
   std::string video_init_desc() const {
-    if (!o_.video_init.empty()) return o_.video_init + " (action model)";
+    if (!o_.video_init.empty()) return o_.video_init + " (its video tower)";
     return pretrained() ? o_.checkpoint + " (inflated)" : "random init";
   }
   std::string vocab_name() const { return fs::path(vocab_).extension() == ".gz" ? "vocab.bpe.gz" : "vocab.bpe"; }
@@ -251,6 +242,10 @@ void VideoTextTask::validate() {
     throw Error("video train --task retrieval: --checkpoint (a two-tower Florence checkpoint: its text tower and "
                 "vocabulary) is required");
   if (o_.freeze_tower) throw Error("--freeze-tower is for --task actions (a linear probe)");
+  if (o_.label_smoothing != VideoTrainOptions{}.label_smoothing)
+    throw Error("--label-smoothing is for --task actions (the contrastive loss has no label smoothing)");
+  if (o_.batch_size < 2)
+    throw Error(fmt::format("--task retrieval needs --batch-size >= 2 (in-batch negatives), got {}", o_.batch_size));
   std::error_code ec;
   for (const auto& [flag, path] : {std::pair{"--checkpoint", o_.checkpoint}, std::pair{"--video-init", o_.video_init}}) {
     if (path.empty()) continue;
@@ -259,17 +254,26 @@ void VideoTextTask::validate() {
       throw Error(fmt::format("{} '{}' is a directory; pass the weights file (e.g. {})", flag, path,
                               (fs::path(path) / "model.safetensors").string()));
   }
+  if (o_.resume.empty() && is_video_text_checkpoint(o_.checkpoint))
+    throw Error(fmt::format("--checkpoint '{}' is a video-text model already: continue its run with --resume RUN_DIR, "
+                            "or start from it with --video-init (its video tower) and the two-tower --checkpoint it "
+                            "came from",
+                            o_.checkpoint));
 }
 
 void VideoTextTask::setup_data() {
   nlohmann::json skipped;
-  ActionSplit tr = read_action_split(o_.data, o_.train_split);
-  train_ = subset(captioned(std::move(tr), skipped["train"]), o_.max_train_clips, train::seed_mix({kTagSubset, o_.seed, 0}));
+  // A split's clips with a caption; the manifest's skips and the uncaptioned clips counted.
+  auto read = [&](const std::string& split) {
+    ActionSplit s = read_action_split(o_.data, split);
+    std::vector<ActionClip> c = captioned_clips(std::move(s.clips), s.skipped, "video train: split '" + split + "'");
+    skipped[split] = s.skipped;
+    return c;
+  };
+  train_ = subset(read(o_.train_split), o_.max_train_clips, train::seed_mix({kTagSubset, o_.seed, 0}));
   const uint64_t s_eval = train::seed_mix({kTagSubset, o_.seed, 1});
-  if (!o_.val_split.empty())
-    val_ = subset(captioned(read_action_split(o_.data, o_.val_split), skipped["val"]), o_.max_eval_clips, s_eval);
-  if (!o_.test_split.empty())
-    test_ = subset(captioned(read_action_split(o_.data, o_.test_split), skipped["test"]), o_.max_eval_clips, s_eval);
+  if (!o_.val_split.empty()) val_ = subset(read(o_.val_split), o_.max_eval_clips, s_eval);
+  if (!o_.test_split.empty()) test_ = subset(read(o_.test_split), o_.max_eval_clips, s_eval);
   if (train_.empty()) throw Error(fmt::format("video train: split '{}' of '{}' has no captioned clip", o_.train_split, o_.data));
   steps_per_epoch_ = int64_t(train_.size()) / o_.batch_size;
   if (steps_per_epoch_ == 0)
@@ -288,10 +292,10 @@ void VideoTextTask::setup_model() {
   if (fc.vision.variant != "coswin")
     throw Error(fmt::format("video train: the image tower of '{}' is '{}', not a CoSwin tower", init_spec_.name,
                             fc.vision.variant));
-  const model::RunArtifacts art = model::find_run_artifacts(o_.checkpoint);
+  const model::RunArtifacts art = model::find_run_artifacts(o_.checkpoint, o_.vocab);
   if (art.vocab.empty())
-    throw Error(fmt::format("video train --task retrieval: no vocabulary found for '{}'{}", o_.checkpoint,
-                            art.vocab_problem.empty() ? std::string() : " (" + art.vocab_problem + ")"));
+    throw Error(fmt::format("video train --task retrieval: no vocabulary found for '{}'{}; pass --vocab FILE",
+                            o_.checkpoint, art.vocab_problem.empty() ? std::string() : " (" + art.vocab_problem + ")"));
   vocab_ = fs::absolute(art.vocab).string();
   tok_ = std::make_shared<text::Tokenizer>(text::Tokenizer::from_file(vocab_));
   if (tok_->vocab_size() > fc.text.vocab_size)
@@ -323,7 +327,12 @@ void VideoTextTask::setup_model() {
     }
     if (!o_.video_init.empty()) {
       // The tower of an action model: its config's tower must be this one (same image tower and video fields).
-      const nlohmann::json side = core::read_json_file(model::sidecar_path(o_.video_init));
+      const std::string side_path = model::sidecar_path(o_.video_init);
+      std::error_code ec;
+      if (!fs::is_regular_file(side_path, ec))
+        throw Error(fmt::format("--video-init '{}' has no sidecar '{}' (a `video train` checkpoint has one)",
+                                o_.video_init, side_path));
+      const nlohmann::json side = core::read_json_file(side_path);
       if (!side.contains("video") || !side["video"].contains("config"))
         throw Error(fmt::format("--video-init '{}' is not a `video train` action checkpoint (no \"video\" entry)",
                                 o_.video_init));
@@ -333,15 +342,18 @@ void VideoTextTask::setup_model() {
       if (theirs.to_json() != cfg_.to_json())
         throw Error(fmt::format("--video-init '{}': its Video CoSwin config {} differs from this run's {}", o_.video_init,
                                 theirs.to_json().dump(), cfg_.to_json().dump()));
+      // An action model's tower is the whole file less its head; a video-text model's is image_encoder.*.
+      const bool vt = sidecar_is_video_text(side);
+      const std::string prefix = vt ? "image_encoder." : "";
       core::TensorMap w;
       for (auto& [k, t] : model::read_weights(o_.video_init, model::ModelSpec{}))
-        if (k.rfind("head.", 0) != 0) w[k] = t;
+        if (k.rfind(prefix, 0) == 0 && k.rfind("head.", 0) != 0) w[k.substr(prefix.size())] = t;
       try {
         core::load_state_dict(*net_->image_encoder, w);
       } catch (const Error& e) {
         throw Error(fmt::format("--video-init '{}': {}", o_.video_init, e.what()));
       }
-      spdlog::info("video train: video tower from the action model {}", o_.video_init);
+      spdlog::info("video train: video tower from {}", o_.video_init);
     }
   }
   net_->to(ctx_.device);
@@ -422,8 +434,9 @@ nlohmann::json VideoTextTask::checkpoint_extra() const {
 }
 
 void VideoTextTask::check_resume(const nlohmann::json& side, const std::string& ckpt) {
-  if (!side.value("video_text", false))
+  if (!sidecar_is_video_text(side))
     throw Error(fmt::format("'{}' is not a `video train --task retrieval` checkpoint", ckpt));
+  check_resume_input(side, in_, ckpt);
 }
 
 void VideoTextTask::write_files() {

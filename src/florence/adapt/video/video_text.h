@@ -4,7 +4,7 @@
 // (train/run.h), and the model it trains.
 //
 //   * model: VideoTextModel below: Video CoSwin inflated from a two-tower checkpoint's image tower
-//     (or, with --video-init, the tower of a `video train` action checkpoint) with the checkpoint's
+//     (or, with --video-init, the tower of a `video train` checkpoint of either task) with the checkpoint's
 //     image projection, and the checkpoint's text tower, text projection and temperature;
 //     --random-init: the same config with random weights (the vocabulary kept);
 //   * batch: B training clips (clip_input.h: frames, jitter, --augment) and their captions; clips
@@ -83,7 +83,9 @@ bool is_video_text_checkpoint(const std::string& checkpoint);
 
 /// Loads a `video train --task retrieval` checkpoint. Throws florence::Error for a missing or
 /// foreign sidecar, a missing vocabulary, or weights that do not fit (strict load).
-LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Device& device);
+/// `vocab` overrides the vocabulary (else the sidecar's, else RUN/vocab.bpe[.gz]).
+LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Device& device,
+                                const std::string& vocab = "");
 
 /// Text-to-video / video-to-text retrieval of `clips` against their distinct captions: each clip's
 /// views (clips x crops, clip_input.h) embedded, averaged and re-normalised; the captions through
