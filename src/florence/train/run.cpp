@@ -271,15 +271,19 @@ nlohmann::json schedule_json(const LrSchedule& s) {
           {"total_steps", s.total_steps}};
 }
 
-// metrics.jsonl: a fresh run starts it empty; a resumed one keeps the lines up to its step.
-std::ofstream open_metrics(const fs::path& path, bool resumed, int64_t step) {
+// metrics.jsonl: a fresh run starts it empty; a resumed one keeps the lines up to its step, and
+// their losses (in file order) go to `kept_losses`, so the run's loss summary covers the whole run.
+std::ofstream open_metrics(const fs::path& path, bool resumed, int64_t step, std::vector<double>& kept_losses) {
   std::error_code ec;
   if (resumed && fs::exists(path, ec)) {
     std::ifstream in(path);
     std::string line, kept;
     while (std::getline(in, line)) {
       try {
-        if (nlohmann::json::parse(line).value("step", int64_t(0)) <= step) kept += line + "\n";
+        const nlohmann::json j = nlohmann::json::parse(line);
+        if (j.value("step", int64_t(0)) > step) continue;
+        kept += line + "\n";
+        if (j.contains("loss") && j["loss"].is_number()) kept_losses.push_back(j["loss"].get<double>());
       } catch (const nlohmann::json::exception&) {
       }
     }
@@ -377,7 +381,8 @@ RunResult run_task(TrainTask& task) {
     core::write_text_atomic(run_dir / "config.json", cfg.dump(2) + "\n");
   }
   std::ofstream metrics;
-  if (dist.is_main()) metrics = open_metrics(run_dir / "metrics.jsonl", !o.resume.empty(), pos.step);
+  std::vector<double> earlier_losses;  // the steps before a resume (main rank: from metrics.jsonl)
+  if (dist.is_main()) metrics = open_metrics(run_dir / "metrics.jsonl", !o.resume.empty(), pos.step, earlier_losses);
 
   const int64_t W = dist.world_size();
   const bool bar = dist.is_main() && (o.progress == 1 || (o.progress < 0 && isatty(STDERR_FILENO)));
@@ -518,12 +523,18 @@ RunResult run_task(TrainTask& task) {
   res.steps_done = pos.step;
   res.last_checkpoint = ckpt.latest();
   if (!losses.empty()) {
-    const size_t n = std::min<size_t>(10, losses.size());
     res.first_loss = losses.front();
     res.last_loss = losses.back();
+  }
+  // The means cover the whole run: a resumed run's earlier steps (metrics.jsonl) come first, so
+  // resuming (even a finished run) reports what the uninterrupted run would.
+  std::vector<double> history = earlier_losses;
+  history.insert(history.end(), losses.begin(), losses.end());
+  if (!history.empty()) {
+    const size_t n = std::min<size_t>(10, history.size());
     for (size_t i = 0; i < n; ++i) {
-      res.first_loss_mean += losses[i] / double(n);
-      res.last_loss_mean += losses[losses.size() - 1 - i] / double(n);
+      res.first_loss_mean += history[i] / double(n);
+      res.last_loss_mean += history[history.size() - 1 - i] / double(n);
     }
   }
   if (!res.interrupted) {

@@ -207,8 +207,10 @@ struct RunResult {
   int64_t steps_done = 0;     ///< total completed steps at return
   int64_t total_steps = 0;
   bool interrupted = false;   ///< stopped by a signal or stop_after_steps before total_steps
-  double first_loss = 0, last_loss = 0;            ///< first / last step of this call
-  double first_loss_mean = 0, last_loss_mean = 0;  ///< mean of the first / last min(10, n) steps
+  double first_loss = 0, last_loss = 0;            ///< first / last step of this call (0 when it ran none)
+  /// Mean of the first / last min(10, n) steps of the whole run: on rank 0 a resumed run's earlier
+  /// steps count too (read back from RUN/metrics.jsonl); other ranks see only this call's steps.
+  double first_loss_mean = 0, last_loss_mean = 0;
   std::string last_checkpoint;                     ///< newest checkpoint (.safetensors)
   double seconds = 0;
   int rank = 0, world_size = 1;

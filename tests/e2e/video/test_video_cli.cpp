@@ -151,6 +151,16 @@ TEST(VideoCli, TrainEvalResumeAndBadInput) {
         (weights_of(run2 / "model.safetensors", key) - weights_of(run_dir / "model.safetensors", key)).abs().max().item<double>();
     EXPECT_LE(diff, 1e-6) << key;
   }
+  // The loss summary covers the whole run (the steps before the resume too), as uninterrupted;
+  // resuming the finished run again changes nothing in it.
+  const auto summary = [](const fs::path& dir) {
+    return nlohmann::json::parse(test::read_text(dir / "result.json"))["train_loss"];
+  };
+  EXPECT_NEAR(summary(run2)["first10"].get<double>(), summary(run_dir)["first10"].get<double>(), 1e-6);
+  EXPECT_NEAR(summary(run2)["last10"].get<double>(), summary(run_dir)["last10"].get<double>(), 1e-6);
+  ASSERT_EQ(run("video train --resume " + run2.string() + " --threads 1", out), 0);
+  EXPECT_NEAR(summary(run2)["first10"].get<double>(), summary(run_dir)["first10"].get<double>(), 1e-6);
+  EXPECT_GT(summary(run2)["first10"].get<double>(), 0.0);
 
   // Bad input: a garbage clip and two bad manifest lines are counted skips, the rest is scored.
   {
