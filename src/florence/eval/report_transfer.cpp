@@ -19,6 +19,21 @@ void classification_rows(const nlohmann::json& m, const std::string& task, std::
                     pct(ch.at("mean_per_class").get<double>())});
 }
 
+/// Text-to-video / video-to-text rows of a caption retrieval (adapt/video/retrieval.h
+/// caption_retrieval JSON: "t2v" / "v2t" RetrievalMetrics).
+void caption_retrieval_rows(const nlohmann::json& r, const std::string& task, std::vector<ReportRow>& rows) {
+  for (const auto& [dir, label] : {std::pair<std::string, std::string>{"t2v", "text→video"}, {"v2t", "video→text"}}) {
+    const auto& m = r.at(dir);
+    const auto& ch = m.at("chance");
+    const std::string t = fmt::format("{} {} ({} queries, {} items)", task, label, m.at("num_queries").get<int64_t>(),
+                                      m.at("num_items").get<int64_t>());
+    for (const char* k : {"R@1", "R@5", "R@10"})
+      if (m.contains(k)) rows.push_back({t, std::string(k) + " %", pct(m[k].get<double>()), pct(ch.at(k).get<double>())});
+    rows.push_back({t, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
+                    fmt::format("{:g}", ch.at("median_rank").get<double>())});
+  }
+}
+
 }  // namespace
 
 std::vector<ReportRow> retrieval_report_rows(const nlohmann::json& j, const std::string& prefix) {
@@ -92,6 +107,30 @@ std::vector<ReportRow> transfer_report_rows(const nlohmann::json& j) {
       for (const auto& [k, v] : m.at(group).items())
         rows.push_back({t, fmt::format("VQA accuracy, {} {}", label, k), fmt::format("{:.2f}", v.get<double>()),
                         prior_of(group, k)});
+  } else if (task == "video-actions" || task == "video-actions-eval") {
+    // Action recognition (video train / video eval): top-1 / top-5 / mean per class with multi-view.
+    if (j.contains("metrics")) {
+      const auto& v = j.at("views");
+      const std::string t = fmt::format(
+          "video actions on '{}' ({} clips, {} input, {} x {} views{})",
+          j.contains("split") ? j["split"].get<std::string>()
+                              : j.value("options", nlohmann::json::object()).value("test_split", std::string("test")),
+          j.at("metrics").at("num_samples").get<int64_t>(), j.at("input").get<std::string>(), v.at("clips").get<int>(),
+          v.at("crops").get<int>(), task == "video-actions" ? fmt::format(", {} steps", j.at("steps").get<int64_t>()) : "");
+      classification_rows(j.at("metrics"), t, rows);
+    }
+  } else if (task == "video-retrieval") {
+    // video retrieval: zero-shot (inflated image tower) or a trained video-text model.
+    caption_retrieval_rows(j, fmt::format("video retrieval on '{}', {}", j.at("split").get<std::string>(),
+                                          j.value("model", std::string("zero-shot"))),
+                           rows);
+  } else if (task == "video-text") {
+    // video train --task retrieval: the test split's retrieval after training.
+    if (j.contains("test"))
+      caption_retrieval_rows(j.at("test"),
+                             fmt::format("video-text trained ({} steps, {} input)", j.at("steps").get<int64_t>(),
+                                         j.at("input").get<std::string>()),
+                             rows);
   } else if (task == "finetune-retrieval") {
     if (j.contains("zero_shot")) rows = retrieval_report_rows(j.at("zero_shot"), "before fine-tuning: retrieval ");
     for (auto& r : retrieval_report_rows(j.at("retrieval"), fmt::format("fine-tuned ({} steps) retrieval ",

@@ -592,4 +592,53 @@ TEST(ReportRows, VqaResultsShowEachQuestionTypeBesideThePrior) {
   EXPECT_THROW(eval::transfer_report_rows(j), nlohmann::json::exception);
 }
 
+TEST(ReportRows, VideoActionsAndRetrieval) {
+  // video eval / video train: classification rows with the views and steps in the title.
+  nlohmann::json m = {{"top1", 0.5},  {"top5", 0.75}, {"mean_per_class", 0.4},
+                      {"num_samples", 20}, {"chance", {{"top1", 0.1}, {"top5", 0.5}, {"mean_per_class", 0.1}}}};
+  nlohmann::json ev = {{"task", "video-actions-eval"}, {"split", "test"}, {"input", "video"},
+                       {"views", {{"clips", 2}, {"crops", 3}}}, {"metrics", m}};
+  auto rows = eval::transfer_report_rows(ev);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].task, "video actions on 'test' (20 clips, video input, 2 x 3 views)");
+  EXPECT_EQ(rows[0].metric, "top-1 %");
+  EXPECT_EQ(rows[0].value, "50.00");
+  EXPECT_EQ(rows[0].chance, "10.00");
+  nlohmann::json tr = ev;
+  tr["task"] = "video-actions";
+  tr.erase("split");
+  tr["steps"] = 300;
+  tr["options"] = {{"test_split", "held_out"}};
+  rows = eval::transfer_report_rows(tr);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[1].task, "video actions on 'held_out' (20 clips, video input, 2 x 3 views, 300 steps)");
+  tr.erase("metrics");  // a run without a test split: no rows
+  EXPECT_TRUE(eval::transfer_report_rows(tr).empty());
+  // video retrieval / video train --task retrieval: R@1/5/10 and median rank both ways.
+  auto dir = [](int64_t q, int64_t n, double r1) {
+    return nlohmann::json{{"num_queries", q}, {"num_items", n}, {"R@1", r1}, {"R@5", 0.2}, {"R@10", 0.3},
+                          {"median_rank", 12.5},
+                          {"chance", {{"R@1", 0.01}, {"R@5", 0.05}, {"R@10", 0.1}, {"median_rank", 50.0}}}};
+  };
+  nlohmann::json ret = {{"task", "video-retrieval"}, {"split", "test"}, {"model", "zero-shot (inflated image tower)"},
+                        {"t2v", dir(90, 100, 0.125)}, {"v2t", dir(100, 90, 0.25)}};
+  rows = eval::transfer_report_rows(ret);
+  ASSERT_EQ(rows.size(), 8u);
+  EXPECT_EQ(rows[0].task, "video retrieval on 'test', zero-shot (inflated image tower) text→video (90 queries, 100 items)");
+  EXPECT_EQ(rows[0].metric, "R@1 %");
+  EXPECT_EQ(rows[0].value, "12.50");
+  EXPECT_EQ(rows[0].chance, "1.00");
+  EXPECT_EQ(rows[3].metric, "median rank");
+  EXPECT_EQ(rows[3].value, "12.5");
+  EXPECT_EQ(rows[3].chance, "50");
+  EXPECT_EQ(rows[4].value, "25.00");
+  nlohmann::json vt = {{"task", "video-text"}, {"steps", 1920}, {"input", "video"},
+                       {"test", {{"t2v", dir(90, 100, 0.125)}, {"v2t", dir(100, 90, 0.25)}}}};
+  rows = eval::transfer_report_rows(vt);
+  ASSERT_EQ(rows.size(), 8u);
+  EXPECT_EQ(rows[4].task, "video-text trained (1920 steps, video input) video→text (100 queries, 90 items)");
+  ret.erase("t2v");
+  EXPECT_THROW(eval::transfer_report_rows(ret), nlohmann::json::exception);
+}
+
 }  // namespace test_transfer
