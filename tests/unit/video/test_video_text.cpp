@@ -2,6 +2,7 @@
 // the two-tower model embeds its frame and a caption exactly as the two-tower model does; a
 // video-text checkpoint saves and loads with its vocabulary; caption_retrieval on a hand-computed
 // case (ranks, R@1 and the queries without a clip).
+#include "florence/adapt/video/clip_input.h"
 #include "florence/adapt/video/configs.h"
 #include "florence/adapt/video/retrieval.h"
 #include "florence/adapt/video/video_text.h"
@@ -13,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "support/paths.h"
@@ -72,6 +74,21 @@ TEST(VideoTextModel, RefusesAHeadAndNonCheckpoints) {
   model::save_checkpoint(*f, spec, plain);
   EXPECT_FALSE(video::is_video_text_checkpoint(plain));
   EXPECT_FALSE(video::is_video_text_checkpoint((dir / "missing.safetensors").string()));
+  // A "video_text" entry that is not a boolean is a clear error naming the sidecar, not a silent "no".
+  {
+    nlohmann::json side = nlohmann::json::parse(std::ifstream(dir / "nano.json"));
+    side["video_text"] = "true";
+    std::ofstream(dir / "nano.json") << side.dump();
+    try {
+      video::is_video_text_checkpoint(plain);
+      ADD_FAILURE() << "a string \"video_text\" passed";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("nano.json: \"video_text\" must be true or false"), std::string::npos)
+          << e.what();
+    }
+    side.erase("video_text");
+    std::ofstream(dir / "nano.json") << side.dump();
+  }
   try {
     video::load_video_text(plain, torch::kCPU);
     ADD_FAILURE() << "a two-tower checkpoint loaded as a video-text one";

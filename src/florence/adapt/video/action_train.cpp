@@ -352,7 +352,7 @@ nlohmann::json ActionTask::checkpoint_extra() const {
 
 void ActionTask::check_resume(const nlohmann::json& side, const std::string& ckpt) {
   if (!side.contains("video")) throw Error(fmt::format("'{}' is not a video training checkpoint", ckpt));
-  if (sidecar_is_video_text(side))
+  if (sidecar_is_video_text(side, ckpt))
     throw Error(fmt::format("'{}' is a video-text run (--task retrieval), not an action run", ckpt));
   check_resume_input(side, in_, ckpt);
   if (side["video"].value("classes", std::vector<std::string>{}) != classes_)
@@ -431,7 +431,7 @@ nlohmann::json evaluate_actions(const VideoEvalOptions& o) {
     throw Error(fmt::format("video eval: '{}' has no sidecar '{}' (train one with `florence video train`)", o.checkpoint,
                             side_path));
   const nlohmann::json side = core::read_json_file(side_path);
-  if (sidecar_is_video_text(side))
+  if (sidecar_is_video_text(side, side_path))
     throw Error(fmt::format("video eval: '{}' is a video-text model (video train --task retrieval); rank it with "
                             "`florence video retrieval --checkpoint {}`",
                             o.checkpoint, o.checkpoint));

@@ -147,10 +147,13 @@ std::vector<ActionClip> captioned_clips(std::vector<ActionClip> clips, data::Ski
   return out;
 }
 
-bool sidecar_is_video_text(const nlohmann::json& side) {
+bool sidecar_is_video_text(const nlohmann::json& side, const std::string& where) {
   if (!side.is_object() || !side.contains("video_text")) return false;
   const auto& v = side["video_text"];
-  return v.is_boolean() && v.get<bool>();
+  if (!v.is_boolean())
+    throw Error(fmt::format("{}: \"video_text\" must be true or false, got {}", where.empty() ? "sidecar" : where,
+                            v.dump()));
+  return v.get<bool>();
 }
 
 void check_resume_input(const nlohmann::json& side, const InputSpec& in, const std::string& ckpt) {

@@ -85,8 +85,9 @@ int64_t for_each_view_group(const std::vector<ActionClip>& clips, const InputSpe
 std::vector<ActionClip> captioned_clips(std::vector<ActionClip> clips, data::SkipCounts& skipped, const std::string& what);
 
 /// True when a checkpoint sidecar says `video train --task retrieval` wrote it ("video_text": true;
-/// any other value, or none, is false).
-bool sidecar_is_video_text(const nlohmann::json& sidecar);
+/// false or absent: false). Throws florence::Error naming `where` (the sidecar file) when the entry
+/// is not a boolean.
+bool sidecar_is_video_text(const nlohmann::json& sidecar, const std::string& where = "");
 
 /// Resume: throws florence::Error when the run's --input or --frames differ from those the
 /// checkpoint `ckpt` (sidecar "video") was trained with.

@@ -90,7 +90,7 @@ bool is_video_text_checkpoint(const std::string& checkpoint) {
   const std::string side = model::sidecar_path(checkpoint);
   if (!fs::is_regular_file(side, ec)) return false;
   const nlohmann::json j = nlohmann::json::parse(core::read_text_file(side), nullptr, false);
-  return sidecar_is_video_text(j);
+  return sidecar_is_video_text(j, side);
 }
 
 LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Device& device, const std::string& vocab) {
@@ -99,7 +99,7 @@ LoadedVideoText load_video_text(const std::string& checkpoint, const torch::Devi
   const std::string side_path = model::sidecar_path(checkpoint);
   if (!fs::is_regular_file(side_path, ec)) throw Error(fmt::format("'{}' has no sidecar '{}'", checkpoint, side_path));
   const nlohmann::json side = core::read_json_file(side_path);
-  if (!sidecar_is_video_text(side) || !side.contains("video") || !side.contains("model"))
+  if (!sidecar_is_video_text(side, side_path) || !side.contains("video") || !side.contains("model"))
     throw Error(fmt::format("'{}' is not a `video train --task retrieval` checkpoint", side_path));
   LoadedVideoText r;
   vision::VideoSwinConfig vc;
@@ -343,7 +343,7 @@ void VideoTextTask::setup_model() {
         throw Error(fmt::format("--video-init '{}': its Video CoSwin config {} differs from this run's {}", o_.video_init,
                                 theirs.to_json().dump(), cfg_.to_json().dump()));
       // An action model's tower is the whole file less its head; a video-text model's is image_encoder.*.
-      const bool vt = sidecar_is_video_text(side);
+      const bool vt = sidecar_is_video_text(side, side_path);
       const std::string prefix = vt ? "image_encoder." : "";
       core::TensorMap w;
       for (auto& [k, t] : model::read_weights(o_.video_init, model::ModelSpec{}))
@@ -434,7 +434,7 @@ nlohmann::json VideoTextTask::checkpoint_extra() const {
 }
 
 void VideoTextTask::check_resume(const nlohmann::json& side, const std::string& ckpt) {
-  if (!sidecar_is_video_text(side))
+  if (!sidecar_is_video_text(side, ckpt))
     throw Error(fmt::format("'{}' is not a `video train --task retrieval` checkpoint", ckpt));
   check_resume_input(side, in_, ckpt);
 }
