@@ -122,4 +122,11 @@ TEST(CaptionRetrieval, HandComputed) {
   EXPECT_THROW(video::caption_retrieval(video, {"a", "b"}, text, {"a", "b", "c"}), Error);
 }
 
+// The caption queries are the distinct captions of the clips read, in order of first appearance.
+TEST(CaptionRetrieval, DistinctCaptionsKeepFirstAppearanceOrder) {
+  EXPECT_EQ(video::distinct_captions({"b", "a", "b", "c", "a"}), (std::vector<std::string>{"b", "a", "c"}));
+  EXPECT_TRUE(video::distinct_captions({}).empty());
+  EXPECT_EQ(video::distinct_captions({"x"}), (std::vector<std::string>{"x"}));
+}
+
 }  // namespace test_video_text

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "florence/adapt/video/action_train.h"
 #include "florence/adapt/video/video_text.h"
@@ -18,6 +19,14 @@
 #include "florence/text/tokenizer.h"
 
 namespace florence::video {
+
+std::vector<std::string> distinct_captions(const std::vector<std::string>& clip_captions) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& c : clip_captions)
+    if (seen.insert(c).second) out.push_back(c);
+  return out;
+}
 
 nlohmann::json caption_retrieval(const torch::Tensor& video, const std::vector<std::string>& clip_captions,
                                  const torch::Tensor& text, const std::vector<std::string>& captions) {
@@ -85,14 +94,10 @@ nlohmann::json video_retrieval(const VideoRetrievalOptions& o) {
   if (is_video_text_checkpoint(o.embed.load.checkpoint)) {
     r = trained_retrieval(o, clips, skipped);
   } else {
-    // Zero-shot. The text side first: a checkpoint without a text tower or vocabulary fails before any decoding.
+    // Zero-shot. The text tower and vocabulary are checked before any decoding; the captions
+    // ranked are those of the clips that were read (as the trained path's rank_clips).
     eval::EvalModel m = eval::load_eval_model(o.embed.load);
     eval::require_tokenizer(m, "video retrieval");
-    std::vector<std::string> captions;
-    std::map<std::string, bool> seen;
-    for (const auto& c : clips)
-      if (seen.emplace(c.caption, true).second) captions.push_back(c.caption);
-    const torch::Tensor text = eval::encode_texts(m, captions);  // [Q, D]
     std::vector<std::string> paths;
     std::map<std::string, std::string> caption_of;
     for (const auto& c : clips) {
@@ -102,6 +107,8 @@ nlohmann::json video_retrieval(const VideoRetrievalOptions& o) {
     const VideoEmbedResult v = embed_videos(paths, o.embed);  // [N, D], unreadable clips skipped
     std::vector<std::string> row_captions;
     for (const auto& k : v.keys) row_captions.push_back(caption_of.at(k));
+    const std::vector<std::string> captions = distinct_captions(row_captions);
+    const torch::Tensor text = eval::encode_texts(m, captions);  // [Q, D]
     r = caption_retrieval(v.embeds, row_captions, text, captions);
     r["video_config"] = v.config.to_json();
     r["model"] = "zero-shot (inflated image tower)";

@@ -26,6 +26,10 @@ struct VideoRetrievalOptions {
   int64_t max_clips = 0;       ///< first N clips of the split (0 = all)
 };
 
+/// The distinct strings of `clip_captions` in order of first appearance (the caption queries of
+/// caption_retrieval: the captions of the clips that were read).
+std::vector<std::string> distinct_captions(const std::vector<std::string>& clip_captions);
+
 /// Ranks clips against their distinct captions. video: [N, D] unit rows, row i a clip whose caption
 /// is clip_captions[i]; text: [Q, D] unit rows, row q the embedding of captions[q] (distinct, and
 /// every clip caption among them). Text -> video: each caption with at least one clip is a query,

@@ -149,10 +149,7 @@ nlohmann::json rank_clips(VideoTextModel& net, const text::Tokenizer& tok, const
     if (was_training) net->train();
     throw Error(fmt::format("video-text: none of the {} clips could be read (see the log)", clips.size()));
   }
-  std::vector<std::string> captions;
-  std::set<std::string> seen;
-  for (const auto& c : row_captions)
-    if (seen.insert(c).second) captions.push_back(c);
+  const std::vector<std::string> captions = distinct_captions(row_captions);
   std::vector<torch::Tensor> text;
   const int ctx = net->config().text.context_length;
   for (size_t s = 0; s < captions.size(); s += 256) {
