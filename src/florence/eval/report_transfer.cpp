@@ -19,18 +19,24 @@ void classification_rows(const nlohmann::json& m, const std::string& task, std::
                     pct(ch.at("mean_per_class").get<double>())});
 }
 
+/// R@1/5/10 and median rank of one retrieval direction (eval::RetrievalMetrics JSON with its
+/// "chance"), each beside its chance level, titled `title`.
+void direction_rows(const nlohmann::json& m, const std::string& title, std::vector<ReportRow>& rows) {
+  const auto& ch = m.at("chance");
+  for (const char* k : {"R@1", "R@5", "R@10"})
+    if (m.contains(k)) rows.push_back({title, std::string(k) + " %", pct(m[k].get<double>()), pct(ch.at(k).get<double>())});
+  rows.push_back({title, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
+                  fmt::format("{:g}", ch.at("median_rank").get<double>())});
+}
+
 /// Text-to-video / video-to-text rows of a caption retrieval (adapt/video/retrieval.h
 /// caption_retrieval JSON: "t2v" / "v2t" RetrievalMetrics).
 void caption_retrieval_rows(const nlohmann::json& r, const std::string& task, std::vector<ReportRow>& rows) {
   for (const auto& [dir, label] : {std::pair<std::string, std::string>{"t2v", "text→video"}, {"v2t", "video→text"}}) {
     const auto& m = r.at(dir);
-    const auto& ch = m.at("chance");
-    const std::string t = fmt::format("{} {} ({} queries, {} items)", task, label, m.at("num_queries").get<int64_t>(),
-                                      m.at("num_items").get<int64_t>());
-    for (const char* k : {"R@1", "R@5", "R@10"})
-      if (m.contains(k)) rows.push_back({t, std::string(k) + " %", pct(m[k].get<double>()), pct(ch.at(k).get<double>())});
-    rows.push_back({t, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
-                    fmt::format("{:g}", ch.at("median_rank").get<double>())});
+    direction_rows(m, fmt::format("{} {} ({} queries, {} items)", task, label, m.at("num_queries").get<int64_t>(),
+                                  m.at("num_items").get<int64_t>()),
+                   rows);
   }
 }
 
@@ -40,12 +46,7 @@ std::vector<ReportRow> retrieval_report_rows(const nlohmann::json& j, const std:
   std::vector<ReportRow> rows;
   const std::string n = fmt::format(" ({} images, {} texts)", j.at("num_images").get<int64_t>(), j.at("num_texts").get<int64_t>());
   for (const auto& [dir, label] : {std::pair<std::string, std::string>{"image_to_text", "image→text"}, {"text_to_image", "text→image"}}) {
-    const auto& m = j.at(dir);
-    const auto& ch = m.at("chance");
-    for (const char* k : {"R@1", "R@5", "R@10"})
-      if (m.contains(k)) rows.push_back({prefix + label + n, std::string(k) + " %", pct(m[k].get<double>()), pct(ch.at(k).get<double>())});
-    rows.push_back({prefix + label + n, "median rank", fmt::format("{:g}", m.at("median_rank").get<double>()),
-                    fmt::format("{:g}", ch.at("median_rank").get<double>())});
+    direction_rows(j.at(dir), prefix + label + n, rows);
   }
   return rows;
 }
