@@ -54,6 +54,36 @@ void RunOptions::validate_run(bool steps_or_epochs) const {
 // Optimizer
 // ---------------------------------------------------------------------------------------------
 
+int64_t DataCursor::start(const Position& pos, int64_t batch) const {
+  // A cursor restored for this epoch: it was saved right after batch pos.batches_in_epoch, so it
+  // is at least that many full batches in.
+  if (epoch == pos.epoch && item >= pos.batches_in_epoch * batch) return item;
+  return pos.batches_in_epoch * batch;
+}
+
+nlohmann::json DataCursor::to_json() const { return {{"epoch", epoch}, {"item", item}, {"skipped", skipped}}; }
+
+DataCursor DataCursor::from_sidecar(const nlohmann::json& sidecar, const std::string& where) {
+  DataCursor c;
+  if (!sidecar.contains("train_state") || !sidecar["train_state"].is_object() ||
+      !sidecar["train_state"].contains("data_cursor"))
+    return c;
+  const auto& j = sidecar["train_state"]["data_cursor"];
+  const std::string at = where + ": train_state.data_cursor.";
+  if (!j.is_object()) throw Error(fmt::format("{}: train_state.data_cursor is not an object", where));
+  const auto field = [&](const char* key) {
+    if (!j.contains(key)) throw Error(fmt::format("{}: train_state.data_cursor has no '{}'", where, key));
+    return core::json_get<int64_t>(j[key], at + key);
+  };
+  c.epoch = field("epoch");
+  c.item = field("item");
+  c.skipped = field("skipped");
+  if (c.epoch < 0 || c.item < 0 || c.skipped < 0)
+    throw Error(fmt::format("{}: train_state.data_cursor epoch {} / item {} / skipped {} must be >= 0", where,
+                            c.epoch, c.item, c.skipped));
+  return c;
+}
+
 std::vector<ParamGroup> decay_groups(const torch::nn::Module& module, double lr_scale) {
   ParamGroups g = split_param_groups(module);
   return {ParamGroup{g.decay, true, lr_scale}, ParamGroup{g.no_decay, false, lr_scale}};

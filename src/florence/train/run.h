@@ -64,6 +64,25 @@ struct Position {
   int64_t batches_in_epoch = 0;
 };
 
+/// Where a task's reader stands inside an epoch, for a task that replaces an unreadable item by
+/// the next one in its order (so it may consume more than batches x batch items). The task saves
+/// it in the checkpoint's train_state (to_json, under "data_cursor") and reads it back in
+/// check_resume; a resumed run then opens the epoch at the same item instead of at
+/// batches_in_epoch x batch.
+struct DataCursor {
+  int64_t epoch = -1;   ///< the epoch `item` belongs to (-1: none)
+  int64_t item = 0;     ///< items of that epoch consumed (read or skipped)
+  int64_t skipped = 0;  ///< unreadable items skipped since the run started (all epochs)
+  /// The item epoch pos.epoch starts at: `item` when this cursor belongs to that epoch and its
+  /// batches (a resumed run's first open), else pos.batches_in_epoch * batch.
+  int64_t start(const Position& pos, int64_t batch) const;
+  nlohmann::json to_json() const;
+  /// The "data_cursor" of a checkpoint sidecar's train_state; absent (a checkpoint written before
+  /// it existed): a cursor of epoch -1. Throws florence::Error naming `where` when an entry is not
+  /// a non-negative integer.
+  static DataCursor from_sidecar(const nlohmann::json& sidecar, const std::string& where);
+};
+
 // ---------------------------------------------------------------------------------------------
 // Optimizer
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 // fixtures (tests/support/sprite_corpora.h): `video train` (run folder, metrics, test metrics with
 // multi-view), `video eval` of its weights (the same numbers), resume after an interruption (the
 // same final weights as the uninterrupted run), and bad input (a corrupt clip and bad manifest
-// lines are counted skips; a checkpoint that is not a video model is a clear error); and the
+// lines are counted skips, a training split where half the clips are garbage trains and resumes
+// exactly; a checkpoint that is not a video model is a clear error); and the
 // retrieval side: zero-shot `video retrieval` of a two-tower checkpoint, `video train --task
 // retrieval` (video-text contrastive) and `video retrieval` of its weights (the same numbers).
 #include <gtest/gtest.h>
@@ -182,6 +183,46 @@ TEST(VideoCli, TrainEvalResumeAndBadInput) {
   EXPECT_EQ(broken["skipped"]["not_a_video"], 1) << broken["skipped"];
   EXPECT_EQ(broken["skipped"]["bad_json"], 1) << broken["skipped"];
   EXPECT_EQ(broken["skipped"]["bad_label"], 1) << broken["skipped"];
+
+  // Training over a split where half the clips are garbage: each unreadable clip is counted and
+  // the next clip takes its place (every batch full, no job lost), and a run interrupted after 2
+  // steps resumes at the clip where the reader stood (the checkpoint's data_cursor), ending with
+  // the uninterrupted run's weights and skip count.
+  {
+    std::string lines = test::read_text(fs::path(action_set()) / "train.jsonl"), mixed;
+    for (size_t at = 0, end; (end = lines.find('\n', at)) != std::string::npos; at = end + 1) {
+      nlohmann::json line = nlohmann::json::parse(lines.substr(at, end - at));
+      mixed += line.dump() + "\n";
+      line["path"] = "clips/garbage.avi";
+      mixed += line.dump() + "\n";
+    }
+    std::ofstream(fs::path(action_set()) / "halfbad.jsonl") << mixed;
+  }
+  const std::string halfbad = " --train-split halfbad --val-split '' --test-split ''";
+  const fs::path bad_full = root() / "run_halfbad", bad_resumed = root() / "run_halfbad_resumed";
+  ASSERT_EQ(run(train_args(bad_full) + halfbad, out), 0) << out;
+  const auto bad_metrics = test::read_jsonl(bad_full / "metrics.jsonl");
+  ASSERT_EQ(bad_metrics.size(), 3u);
+  for (const auto& m : bad_metrics) EXPECT_TRUE(std::isfinite(m["loss"].get<double>())) << m;
+  const nlohmann::json bad_res = nlohmann::json::parse(test::read_text(bad_full / "result.json"));
+  const int64_t bad_skips = bad_res["train_unreadable"].get<int64_t>();
+  EXPECT_GT(bad_skips, 0) << bad_res;
+  ASSERT_EQ(run(train_args(bad_resumed) + halfbad + " --stop-after-steps 2", out), 0) << out;
+  const nlohmann::json cursor = nlohmann::json::parse(test::read_text(
+      bad_resumed / "checkpoints" / "step_0000002.json"))["train_state"]["data_cursor"];
+  // 2 full batches of 4 readable clips were read, plus the skipped ones
+  EXPECT_EQ(cursor["epoch"], 0) << cursor;
+  EXPECT_EQ(cursor["item"].get<int64_t>() - cursor["skipped"].get<int64_t>(), 8) << cursor;
+  EXPECT_GT(cursor["skipped"].get<int64_t>(), 0) << cursor;
+  ASSERT_EQ(run("video train --resume " + bad_resumed.string() + " --threads 1", out), 0) << out;
+  for (const char* key : {"head.weight", "patch_embed.proj.weight"}) {
+    const double diff = (weights_of(bad_resumed / "model.safetensors", key) - weights_of(bad_full / "model.safetensors", key))
+                            .abs()
+                            .max()
+                            .item<double>();
+    EXPECT_LE(diff, 1e-6) << key;
+  }
+  EXPECT_EQ(nlohmann::json::parse(test::read_text(bad_resumed / "result.json"))["train_unreadable"], bad_skips);
 
   // A two-tower checkpoint is not a video action model: a clear error, exit status 1.
   const fs::path two_tower = root() / "nano" / "model.safetensors";

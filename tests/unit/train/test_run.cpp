@@ -407,6 +407,40 @@ TEST(RunLayer, GroupLearningRateScales) {
   EXPECT_FALSE(torch::equal(w.at("weight"), torch::nn::Linear(4, 1)->weight.detach()));
 }
 
+TEST(RunLayer, DataCursorStartsAResumedEpochWhereTheReaderStood) {
+  train::DataCursor c;
+  c.epoch = 2, c.item = 13, c.skipped = 5;
+  // The epoch it was saved in, 2 batches of 4 in (13 items: 8 read + 5 skipped): item 13.
+  EXPECT_EQ(c.start({50, 2, 2}, 4), 13);
+  // Another epoch, or no cursor: batches x batch.
+  EXPECT_EQ(c.start({50, 3, 0}, 4), 0);
+  EXPECT_EQ(train::DataCursor{}.start({50, 2, 2}, 4), 8);
+  // A cursor behind the batches consumed cannot be right: batches x batch.
+  c.item = 6;
+  EXPECT_EQ(c.start({50, 2, 2}, 4), 8);
+
+  // Round trip through a sidecar; a checkpoint without one gives epoch -1; bad entries are errors.
+  c.item = 13;
+  const nlohmann::json side = {{"train_state", {{"step", 50}, {"data_cursor", c.to_json()}}}};
+  const train::DataCursor back = train::DataCursor::from_sidecar(side, "ck.json");
+  EXPECT_EQ(back.epoch, 2);
+  EXPECT_EQ(back.item, 13);
+  EXPECT_EQ(back.skipped, 5);
+  EXPECT_EQ(train::DataCursor::from_sidecar({{"train_state", {{"step", 1}}}}, "ck.json").epoch, -1);
+  const auto message = [](const nlohmann::json& cursor) {
+    try {
+      train::DataCursor::from_sidecar({{"train_state", {{"data_cursor", cursor}}}}, "ck.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({{"epoch", 0}, {"item", -1}, {"skipped", 0}}).find("must be >= 0"), std::string::npos);
+  EXPECT_NE(message({{"epoch", 0}, {"item", 3}}).find("no 'skipped'"), std::string::npos);
+  EXPECT_NE(message({{"epoch", "x"}, {"item", 3}, {"skipped", 0}}).find("ck.json"), std::string::npos);
+  EXPECT_NE(message(7).find("not an object"), std::string::npos);
+}
+
 TEST(RunOptionsTable, JsonRoundTripUnknownKeysAndResumeMerge) {
   ToyOptions o;
   o.lr = 0.125;

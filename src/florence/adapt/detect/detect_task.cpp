@@ -54,6 +54,7 @@ class DetectTask : public train::TrainTask {
   nlohmann::json config() const override;
   nlohmann::json checkpoint_extra() const override { return detector_checkpoint_extra(cfg_, labels_, pre_); }
   void check_resume(const nlohmann::json& side, const std::string& ckpt) override;
+  nlohmann::json train_state(const train::Position&) const override { return {{"data_cursor", cur_.to_json()}}; }
   nlohmann::json final_extra() const override {
     nlohmann::json e = checkpoint_extra();
     e["init"] = init_desc();
@@ -73,7 +74,7 @@ class DetectTask : public train::TrainTask {
   BatchOptions pre_;
   DetectionSplit train_;
   std::vector<int64_t> order_;
-  size_t cursor_ = 0;
+  train::DataCursor cur_;  // where next_batch stands in order_ (saved in checkpoints: resume is exact)
   DetectionBatch batch_;
   BatchStats read_;
   int64_t steps_per_epoch_ = 0, total_ = 0;
@@ -181,14 +182,15 @@ void DetectTask::open_epoch(const train::Position& pos) {
   std::iota(order_.begin(), order_.end(), int64_t(0));
   std::mt19937_64 rng(train::seed_mix({kTagOrder, o_.seed, uint64_t(pos.epoch)}));
   for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[size_t(data::uniform_int(rng, i))]);
-  cursor_ = size_t(pos.batches_in_epoch * o_.batch_size);
+  cur_.item = cur_.start(pos, o_.batch_size);
+  cur_.epoch = pos.epoch;
 }
 
 bool DetectTask::next_batch(const train::Position& pos) {
-  while (cursor_ + size_t(o_.batch_size) <= order_.size()) {
-    const int64_t batch_index = int64_t(cursor_) / o_.batch_size;
-    std::vector<int64_t> idx(order_.begin() + int64_t(cursor_), order_.begin() + int64_t(cursor_) + o_.batch_size);
-    cursor_ += size_t(o_.batch_size);
+  while (cur_.item + o_.batch_size <= int64_t(order_.size())) {
+    const int64_t batch_index = cur_.item / o_.batch_size;
+    std::vector<int64_t> idx(order_.begin() + cur_.item, order_.begin() + cur_.item + o_.batch_size);
+    cur_.item += o_.batch_size;
     std::vector<bool> flip(idx.size(), false);
     if (o_.augment == "flip") {
       std::mt19937_64 rng(train::seed_mix({kTagFlip, o_.seed, uint64_t(pos.epoch), uint64_t(batch_index)}));
@@ -196,6 +198,7 @@ bool DetectTask::next_batch(const train::Position& pos) {
     }
     batch_ = load_detection_batch(train_, idx, labels_, pre_, flip);
     read_.add(batch_.stats);
+    cur_.skipped += batch_.stats.unreadable;
     if (batch_.stats.images > 0) return true;
     spdlog::warn("detect train: batch {} of epoch {} has no readable image; skipped", batch_index, pos.epoch);
   }
@@ -241,6 +244,7 @@ void DetectTask::check_resume(const nlohmann::json& side, const std::string& ckp
   if (!side.contains("detector")) throw Error(fmt::format("'{}' is not a detection checkpoint", ckpt));
   if (side.contains("categories") && side["categories"] != labels_.to_json())
     throw Error(fmt::format("resume: the categories of '{}' differ from the training split's", ckpt));
+  cur_ = train::DataCursor::from_sidecar(side, ckpt);
 }
 
 void DetectTask::finish(train::RunResult& run) {

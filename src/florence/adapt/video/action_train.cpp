@@ -144,7 +144,7 @@ class ActionTask : public train::TrainTask {
   void open_epoch(const train::Position& pos) override;
   bool next_batch(const train::Position& pos) override;
   std::string data_summary() const override {
-    return fmt::format("{} train clips, {} unreadable so far", train_.size(), train_skips_);
+    return fmt::format("{} train clips, {} unreadable so far", train_.size(), batches_.cursor().skipped);
   }
   train::StepOutput step(const train::Position& pos) override;
   bool supports_amp() const override { return true; }
@@ -152,6 +152,9 @@ class ActionTask : public train::TrainTask {
   nlohmann::json config() const override;
   nlohmann::json checkpoint_extra() const override;
   void check_resume(const nlohmann::json& sidecar, const std::string& ckpt) override;
+  nlohmann::json train_state(const train::Position&) const override {
+    return {{"data_cursor", batches_.cursor().to_json()}};
+  }
   nlohmann::json final_extra() const override {
     nlohmann::json e = checkpoint_extra();
     e["init"] = init_desc();
@@ -182,7 +185,6 @@ class ActionTask : public train::TrainTask {
   int64_t steps_per_epoch_ = 0, total_ = 0;
   ClipBatches batches_{kTagVideoOrder, kTagVideoClip};
   torch::Tensor batch_x_, batch_y_;
-  int64_t train_skips_ = 0;
   double last_val_ = -1;
 };
 
@@ -293,15 +295,12 @@ int64_t ActionTask::setup(const train::RunContext& ctx) {
 }
 
 void ActionTask::open_epoch(const train::Position& pos) {
-  batches_.open(train_.size(), o_.seed, pos.epoch, pos.batches_in_epoch, o_.batch_size);
+  batches_.open(train_.size(), o_.seed, pos, o_.batch_size);
 }
 
-bool ActionTask::next_batch(const train::Position& pos) {
+bool ActionTask::next_batch(const train::Position&) {
   std::vector<size_t> read;
-  if (!batches_.next(train_, in_, *train_tf_, batch_x_, read, train_skips_)) return false;
-  if (read.empty())
-    throw Error(fmt::format("video train: no clip of batch {} of epoch {} could be read (see the log)",
-                            pos.batches_in_epoch, pos.epoch));
+  if (!batches_.next(train_, in_, *train_tf_, batch_x_, read)) return false;
   std::vector<int64_t> ys;
   for (size_t i : read) ys.push_back(train_[i].label);
   batch_y_ = torch::tensor(ys, torch::kLong);
@@ -355,6 +354,7 @@ void ActionTask::check_resume(const nlohmann::json& side, const std::string& ckp
   if (sidecar_is_video_text(side, ckpt))
     throw Error(fmt::format("'{}' is a video-text run (--task retrieval), not an action run", ckpt));
   check_resume_input(side, in_, ckpt);
+  batches_.restore(train::DataCursor::from_sidecar(side, ckpt));
   if (side["video"].value("classes", std::vector<std::string>{}) != classes_)
     throw Error(fmt::format("resume: the classes of '{}' differ from the data's", ckpt));
 }
@@ -374,7 +374,7 @@ void ActionTask::finish(train::RunResult& run) {
                       {"steps", run.steps_done},
                       {"epochs", double(run.steps_done) / double(steps_per_epoch_)},
                       {"train_loss", {{"first10", run.first_loss_mean}, {"last10", run.last_loss_mean}}},
-                      {"train_unreadable", train_skips_},
+                      {"train_unreadable", batches_.cursor().skipped},
                       {"options", o_.to_json()},
                       {"data", data_summary_}};
   if (!val_.empty()) {

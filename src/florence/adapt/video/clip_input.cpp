@@ -185,34 +185,35 @@ void validate_clip_options(const VideoTrainOptions& o) {
   if (o.max_train_clips < 0 || o.max_eval_clips < 0) throw Error("--max-train-clips / --max-eval-clips must be >= 0");
 }
 
-void ClipBatches::open(size_t n, uint64_t seed, int64_t epoch, int64_t batches_done, int64_t batch) {
+void ClipBatches::open(size_t n, uint64_t seed, const train::Position& pos, int64_t batch) {
   seed_ = seed;
-  epoch_ = epoch;
   batch_ = batch;
   order_.resize(n);
   std::iota(order_.begin(), order_.end(), size_t(0));
-  std::mt19937_64 rng(train::seed_mix({order_tag_, seed, uint64_t(epoch)}));
+  std::mt19937_64 rng(train::seed_mix({order_tag_, seed, uint64_t(pos.epoch)}));
   std::shuffle(order_.begin(), order_.end(), rng);
-  cursor_ = batches_done * batch;
+  cur_.item = cur_.start(pos, batch);
+  cur_.epoch = pos.epoch;
 }
 
 bool ClipBatches::next(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf,
-                       torch::Tensor& x, std::vector<size_t>& read, int64_t& unreadable) {
-  if (cursor_ + batch_ > int64_t(order_.size())) return false;
+                       torch::Tensor& x, std::vector<size_t>& read) {
   std::vector<torch::Tensor> xs;
   read.clear();
-  for (int64_t k = 0; k < batch_; ++k, ++cursor_) {
-    const size_t i = order_[size_t(cursor_)];
-    std::mt19937_64 rng(train::seed_mix({clip_tag_, seed_, uint64_t(epoch_), uint64_t(cursor_)}));
+  while (int64_t(xs.size()) < batch_ && cur_.item < int64_t(order_.size())) {
+    const int64_t at = cur_.item++;
+    const size_t i = order_[size_t(at)];
+    std::mt19937_64 rng(train::seed_mix({clip_tag_, seed_, uint64_t(cur_.epoch), uint64_t(at)}));
     try {
       xs.push_back(read_train_clip(clips[i].path, in, tf, rng));
       read.push_back(i);
     } catch (const data::VideoError& e) {
-      ++unreadable;
-      spdlog::warn("video train: skipping {} ({})", clips[i].path, e.what());
+      ++cur_.skipped;
+      spdlog::warn("video train: skipping {} ({}); the next clip takes its place", clips[i].path, e.what());
     }
   }
-  x = xs.empty() ? torch::Tensor() : torch::stack(xs, 0);
+  if (int64_t(xs.size()) < batch_) return false;
+  x = torch::stack(xs, 0);
   return true;
 }
 

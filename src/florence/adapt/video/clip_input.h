@@ -17,6 +17,7 @@
 #include "florence/adapt/video/action_train.h"
 #include "florence/data/readers.h"
 #include "florence/data/transforms.h"
+#include "florence/train/run.h"
 
 namespace florence::video {
 
@@ -101,24 +102,32 @@ void validate_input_spec(const InputSpec& in, const std::string& where);
 /// --test-clips / --test-crops, --max-*-clips), as florence::Error naming the flag.
 void validate_clip_options(const VideoTrainOptions& o);
 
-/// Training batches of one epoch: the clips in a seeded order that is a function of (seed, epoch)
-/// (so a resumed run re-opens the epoch and skips by index), read `batch` at a time; each clip's
-/// frame offsets and crop are drawn from a generator seeded by (seed, epoch, position).
+/// Training batches of one epoch: the clips in a seeded order that is a function of (seed, epoch),
+/// read `batch` readable clips at a time; each clip's frame offsets and crop are drawn from a
+/// generator seeded by (seed, epoch, its position in the order). An unreadable clip is counted,
+/// logged and replaced by the next clip in the order, so one bad file costs no batch and no job.
+/// The reader's position (train::DataCursor) goes into each checkpoint, so a resumed run reopens
+/// the epoch at the same clip and continues as the uninterrupted run.
 class ClipBatches {
  public:
   /// order_tag / clip_tag: the task's seed_mix tags (train/seeding.h), distinct per task.
   ClipBatches(uint64_t order_tag, uint64_t clip_tag) : order_tag_(order_tag), clip_tag_(clip_tag) {}
-  /// Starts epoch `epoch` over n clips, skipping the first `batches_done` batches of `batch`.
-  void open(size_t n, uint64_t seed, int64_t epoch, int64_t batches_done, int64_t batch);
-  /// Reads the next window of `batch` clips (the last partial window is dropped: false). x: the
-  /// readable ones [b, 3, T, S, S]; read: their indices into `clips`. An unreadable clip leaves the
-  /// batch one short (counted in `unreadable`, logged).
+  /// Starts epoch pos.epoch over n clips at cursor().start(pos, batch).
+  void open(size_t n, uint64_t seed, const train::Position& pos, int64_t batch);
+  /// Reads the next `batch` readable clips: x [batch, 3, T, S, S], read: their indices into
+  /// `clips`. False when the epoch has fewer than `batch` readable clips left (those are dropped,
+  /// as a last partial batch is).
   bool next(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf, torch::Tensor& x,
-            std::vector<size_t>& read, int64_t& unreadable);
+            std::vector<size_t>& read);
+  /// Where the reader stands (saved in checkpoints); skipped = unreadable clips so far.
+  const train::DataCursor& cursor() const { return cur_; }
+  /// Resume: continue from a checkpoint's cursor (train::DataCursor::from_sidecar).
+  void restore(const train::DataCursor& c) { cur_ = c; }
 
  private:
   uint64_t order_tag_, clip_tag_, seed_ = 0;
-  int64_t epoch_ = 0, batch_ = 1, cursor_ = 0;
+  int64_t batch_ = 1;
+  train::DataCursor cur_;
   std::vector<size_t> order_;
 };
 

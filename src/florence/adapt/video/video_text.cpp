@@ -182,7 +182,7 @@ class VideoTextTask : public train::TrainTask {
   void open_epoch(const train::Position& pos) override;
   bool next_batch(const train::Position& pos) override;
   std::string data_summary() const override {
-    return fmt::format("{} train clips, {} unreadable so far", train_.size(), train_skips_);
+    return fmt::format("{} train clips, {} unreadable so far", train_.size(), batches_.cursor().skipped);
   }
   train::StepOutput step(const train::Position& pos) override;
   bool supports_amp() const override { return true; }
@@ -190,6 +190,9 @@ class VideoTextTask : public train::TrainTask {
   nlohmann::json config() const override;
   nlohmann::json checkpoint_extra() const override;
   void check_resume(const nlohmann::json& sidecar, const std::string& ckpt) override;
+  nlohmann::json train_state(const train::Position&) const override {
+    return {{"data_cursor", batches_.cursor().to_json()}};
+  }
   void write_files() override;
   nlohmann::json final_extra() const override {
     nlohmann::json e = checkpoint_extra();
@@ -227,7 +230,6 @@ class VideoTextTask : public train::TrainTask {
   ClipBatches batches_{kTagOrder, kTagClip};
   torch::Tensor batch_x_;
   std::vector<std::string> batch_captions_;
-  int64_t train_skips_ = 0;
   double last_val_ = -1;
 };
 
@@ -369,15 +371,12 @@ int64_t VideoTextTask::setup(const train::RunContext& ctx) {
 }
 
 void VideoTextTask::open_epoch(const train::Position& pos) {
-  batches_.open(train_.size(), o_.seed, pos.epoch, pos.batches_in_epoch, o_.batch_size);
+  batches_.open(train_.size(), o_.seed, pos, o_.batch_size);
 }
 
-bool VideoTextTask::next_batch(const train::Position& pos) {
+bool VideoTextTask::next_batch(const train::Position&) {
   std::vector<size_t> read;
-  if (!batches_.next(train_, in_, *train_tf_, batch_x_, read, train_skips_)) return false;
-  if (read.size() < 2)
-    throw Error(fmt::format("video train: fewer than 2 clips of batch {} of epoch {} could be read (see the log)",
-                            pos.batches_in_epoch, pos.epoch));
+  if (!batches_.next(train_, in_, *train_tf_, batch_x_, read)) return false;
   batch_captions_.clear();
   for (size_t i : read) batch_captions_.push_back(train_[i].caption);
   return true;
@@ -434,6 +433,7 @@ void VideoTextTask::check_resume(const nlohmann::json& side, const std::string& 
   if (!sidecar_is_video_text(side, ckpt))
     throw Error(fmt::format("'{}' is not a `video train --task retrieval` checkpoint", ckpt));
   check_resume_input(side, in_, ckpt);
+  batches_.restore(train::DataCursor::from_sidecar(side, ckpt));
 }
 
 void VideoTextTask::write_files() {
@@ -457,7 +457,7 @@ void VideoTextTask::finish(train::RunResult& run) {
                       {"steps", run.steps_done},
                       {"epochs", double(run.steps_done) / double(steps_per_epoch_)},
                       {"train_loss", {{"first10", run.first_loss_mean}, {"last10", run.last_loss_mean}}},
-                      {"train_unreadable", train_skips_},
+                      {"train_unreadable", batches_.cursor().skipped},
                       {"options", o_.to_json()},
                       {"data", data_summary_}};
   if (last_val_ >= 0) r["val_t2v_r1"] = last_val_;
