@@ -366,10 +366,6 @@ RunResult run_task(TrainTask& task) {
   if (total <= 0) throw Error(fmt::format("{}: no training steps", task.name()));
   std::unique_ptr<GroupedAdamW> opt = make_adamw(task.param_groups(), o);
   const LrSchedule sched = make_schedule(o, total);
-  const std::string plan = task.plan();
-  spdlog::info("plan: {} steps{}, batch {}, lr {} warm-up {} then cosine to {}, {}", total,
-               plan.empty() ? std::string() : " (" + plan + ")", o.batch_size, sched.peak_lr, sched.warmup_steps,
-               sched.min_lr, precision_name(precision));
 
   Checkpointer ckpt(ckpt_dir, o.keep_checkpoints, dist.is_main());
   Position pos;
@@ -394,6 +390,11 @@ RunResult run_task(TrainTask& task) {
     spdlog::info("resumed from {} at step {} (epoch {}, {} batches into it)", path, pos.step, pos.epoch,
                  pos.batches_in_epoch);
   }
+  // The plan after the resume checks, so a refused resume prints only its error.
+  const std::string plan = task.plan();
+  spdlog::info("plan: {} steps{}, batch {}, lr {} warm-up {} then cosine to {}, {}", total,
+               plan.empty() ? std::string() : " (" + plan + ")", o.batch_size, sched.peak_lr, sched.warmup_steps,
+               sched.min_lr, precision_name(precision));
   // Same starting point on every rank (fresh: same seed already; resumed: same file), enforced.
   dist::broadcast_parameters(dist, task.module());
   if (dist.is_main()) {

@@ -352,6 +352,13 @@ void VideoTextTask::setup_model() {
       } catch (const Error& e) {
         throw Error(fmt::format("--video-init '{}': {}", o_.video_init, e.what()));
       }
+      // The weights do not depend on the clip length, but a tower trained on other input may transfer worse.
+      const nlohmann::json& v = side["video"];
+      if (v.value("frames", nlohmann::json()) != nlohmann::json(in_.frames) ||
+          v.value("input", nlohmann::json()) != nlohmann::json(in_.input))
+        spdlog::warn("--video-init '{}' was trained with --input {} --frames {}; this run uses --input {} --frames {}",
+                     o_.video_init, v.value("input", nlohmann::json()).dump(), v.value("frames", nlohmann::json()).dump(),
+                     in_.input, in_.frames);
       spdlog::info("video train: video tower from {}", o_.video_init);
     }
   }
