@@ -63,7 +63,8 @@ namespace {
 /// A `video train --task retrieval` checkpoint: its own video and text towers and input spec.
 nlohmann::json trained_retrieval(const VideoRetrievalOptions& o, const std::vector<ActionClip>& clips,
                                  data::SkipCounts& skipped) {
-  LoadedVideoText m = load_video_text(o.embed.load.checkpoint, parse_device(o.embed.load.device), o.embed.load.vocab);
+  const torch::Device device = parse_device(o.embed.load.device);
+  LoadedVideoText m = load_video_text(o.embed.load.checkpoint, device, o.embed.load.vocab);
   spdlog::info("video retrieval: '{}' is a trained video-text model: it samples as it was trained ({} input, {} "
                "frames of {} px, its own video config); --frames, --video-config, --model and the preprocessing "
                "flags do not apply",
@@ -72,7 +73,7 @@ nlohmann::json trained_retrieval(const VideoRetrievalOptions& o, const std::vect
     spdlog::warn("video retrieval: a trained video-text model runs in fp32 (--precision {} ignored)",
                  o.embed.load.precision);
   nlohmann::json r = rank_clips(m.model, *m.tokenizer, clips, m.input, o.embed.num_clips, o.embed.num_crops,
-                                parse_device(o.embed.load.device), skipped);
+                                device, skipped);
   r["video_config"] = m.model->video_config().to_json();
   r["input"] = m.input.to_json();
   r["model"] = "video-text (trained)";
