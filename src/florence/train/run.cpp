@@ -55,9 +55,9 @@ void RunOptions::validate_run(bool steps_or_epochs) const {
 // ---------------------------------------------------------------------------------------------
 
 int64_t DataCursor::start(const Position& pos, int64_t batch) const {
-  // A cursor restored for this epoch: it was saved right after batch pos.batches_in_epoch, so it
-  // is at least that many full batches in.
-  if (epoch == pos.epoch && item >= pos.batches_in_epoch * batch) return item;
+  // A cursor restored for this epoch was saved right after batch pos.batches_in_epoch: it is the
+  // reader's true position, whatever --batch-size the resumed run uses.
+  if (epoch == pos.epoch) return item;
   return pos.batches_in_epoch * batch;
 }
 

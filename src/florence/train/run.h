@@ -73,8 +73,8 @@ struct DataCursor {
   int64_t epoch = -1;   ///< the epoch `item` belongs to (-1: none)
   int64_t item = 0;     ///< items of that epoch consumed (read or skipped)
   int64_t skipped = 0;  ///< unreadable items skipped since the run started (all epochs)
-  /// The item epoch pos.epoch starts at: `item` when this cursor belongs to that epoch and its
-  /// batches (a resumed run's first open), else pos.batches_in_epoch * batch.
+  /// The item epoch pos.epoch starts at: `item` when this cursor belongs to that epoch (a resumed
+  /// run's first open), else pos.batches_in_epoch * batch.
   int64_t start(const Position& pos, int64_t batch) const;
   nlohmann::json to_json() const;
   /// The "data_cursor" of a checkpoint sidecar's train_state; absent (a checkpoint written before

@@ -415,12 +415,10 @@ TEST(RunLayer, DataCursorStartsAResumedEpochWhereTheReaderStood) {
   // Another epoch, or no cursor: batches x batch.
   EXPECT_EQ(c.start({50, 3, 0}, 4), 0);
   EXPECT_EQ(train::DataCursor{}.start({50, 2, 2}, 4), 8);
-  // A cursor behind the batches consumed cannot be right: batches x batch.
-  c.item = 6;
-  EXPECT_EQ(c.start({50, 2, 2}, 4), 8);
+  // Resumed with another --batch-size (8): still the item where the reader stood.
+  EXPECT_EQ(c.start({50, 2, 2}, 8), 13);
 
   // Round trip through a sidecar; a checkpoint without one gives epoch -1; bad entries are errors.
-  c.item = 13;
   const nlohmann::json side = {{"train_state", {{"step", 50}, {"data_cursor", c.to_json()}}}};
   const train::DataCursor back = train::DataCursor::from_sidecar(side, "ck.json");
   EXPECT_EQ(back.epoch, 2);

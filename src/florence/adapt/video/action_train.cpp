@@ -331,7 +331,8 @@ double ActionTask::val_top1() {
 }
 
 void ActionTask::after_step(const train::Position& pos, nlohmann::json& metrics) {
-  if (val_.empty() || (pos.batches_in_epoch != steps_per_epoch_ && pos.step != total_)) return;
+  // At the end of each pass over the clips (an unreadable clip can end it before steps_per_epoch_).
+  if (val_.empty() || (!batches_.epoch_done() && pos.step != total_)) return;
   last_val_ = val_top1();
   metrics["val_top1"] = last_val_;
   spdlog::info("step {} (epoch {} end): val top-1 {:.2f} %", pos.step, pos.epoch, 100 * last_val_);

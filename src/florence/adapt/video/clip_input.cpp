@@ -194,26 +194,61 @@ void ClipBatches::open(size_t n, uint64_t seed, const train::Position& pos, int6
   std::shuffle(order_.begin(), order_.end(), rng);
   cur_.item = cur_.start(pos, batch);
   cur_.epoch = pos.epoch;
+  ahead_ = Batch{};
+  ahead_valid_ = false;
 }
 
-bool ClipBatches::next(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf,
-                       torch::Tensor& x, std::vector<size_t>& read) {
+ClipBatches::Batch ClipBatches::read_batch(int64_t from, const std::vector<ActionClip>& clips, const InputSpec& in,
+                                           const data::ImageTransform& tf) {
+  Batch b;
+  b.end = from;
   std::vector<torch::Tensor> xs;
-  read.clear();
-  while (int64_t(xs.size()) < batch_ && cur_.item < int64_t(order_.size())) {
-    const int64_t at = cur_.item++;
+  while (int64_t(xs.size()) < batch_) {
+    // Too few clips left to fill the batch: the epoch ends here, without decoding them.
+    if (int64_t(order_.size()) - b.end < batch_ - int64_t(xs.size())) return b;
+    const int64_t at = b.end++;
     const size_t i = order_[size_t(at)];
     std::mt19937_64 rng(train::seed_mix({clip_tag_, seed_, uint64_t(cur_.epoch), uint64_t(at)}));
     try {
       xs.push_back(read_train_clip(clips[i].path, in, tf, rng));
-      read.push_back(i);
+      b.read.push_back(i);
+      ++read_here_;
     } catch (const data::VideoError& e) {
-      ++cur_.skipped;
-      spdlog::warn("video train: skipping {} ({}); the next clip takes its place", clips[i].path, e.what());
+      ++b.skipped;
+      ++failed_here_;
+      if (read_here_ == 0 && failed_here_ >= 64)
+        throw Error(fmt::format("video train: the first {} training clips tried could not be read (the last: {}: {}); "
+                                "check that this build's OpenCV (FFmpeg backend) decodes these files",
+                                failed_here_, clips[i].path, e.what()));
+      if (failed_here_ <= 20 || failed_here_ % 100 == 0)
+        spdlog::warn("video train: skipping {} ({}); the next clip takes its place{}", clips[i].path, e.what(),
+                     failed_here_ == 20 ? " (from now on every 100th skip is logged; all are counted)" : "");
     }
   }
-  if (int64_t(xs.size()) < batch_) return false;
-  x = torch::stack(xs, 0);
+  b.x = torch::stack(xs, 0);
+  b.ok = true;
+  return b;
+}
+
+void ClipBatches::read_ahead(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf) {
+  ahead_ = read_batch(cur_.item, clips, in, tf);
+  ahead_valid_ = true;
+  if (!ahead_.ok) {  // the epoch's tail: passed for good, so its skips count now (once, resumed or not)
+    cur_.item = ahead_.end;
+    cur_.skipped += ahead_.skipped;
+  }
+}
+
+bool ClipBatches::next(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf,
+                       torch::Tensor& x, std::vector<size_t>& read) {
+  if (!ahead_valid_) read_ahead(clips, in, tf);
+  if (!ahead_.ok) return false;
+  Batch b = std::move(ahead_);
+  cur_.item = b.end;
+  cur_.skipped += b.skipped;
+  x = b.x;
+  read = std::move(b.read);
+  read_ahead(clips, in, tf);
   return true;
 }
 

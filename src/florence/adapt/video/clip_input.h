@@ -106,29 +106,53 @@ void validate_clip_options(const VideoTrainOptions& o);
 /// read `batch` readable clips at a time; each clip's frame offsets and crop are drawn from a
 /// generator seeded by (seed, epoch, its position in the order). An unreadable clip is counted,
 /// logged and replaced by the next clip in the order, so one bad file costs no batch and no job.
-/// The reader's position (train::DataCursor) goes into each checkpoint, so a resumed run reopens
-/// the epoch at the same clip and continues as the uninterrupted run.
+/// The batch after the one returned is read ahead, so epoch_done() knows when a pass has ended
+/// even when unreadable clips end it early. The reader's position (train::DataCursor: the clips
+/// of the batches returned and of a tail that fills none, not of the batch read ahead; skipped
+/// counts the unreadable ones among them) goes into each checkpoint, so a resumed run
+/// reopens the epoch at the same clip and continues as the uninterrupted run. Steps per epoch stay
+/// clips / batch (the task's plan), so with unreadable clips a run of --epochs N makes slightly
+/// more than N passes over the readable ones.
 class ClipBatches {
  public:
   /// order_tag / clip_tag: the task's seed_mix tags (train/seeding.h), distinct per task.
   ClipBatches(uint64_t order_tag, uint64_t clip_tag) : order_tag_(order_tag), clip_tag_(clip_tag) {}
   /// Starts epoch pos.epoch over n clips at cursor().start(pos, batch).
   void open(size_t n, uint64_t seed, const train::Position& pos, int64_t batch);
-  /// Reads the next `batch` readable clips: x [batch, 3, T, S, S], read: their indices into
-  /// `clips`. False when the epoch has fewer than `batch` readable clips left (those are dropped,
-  /// as a last partial batch is).
+  /// The next `batch` readable clips: x [batch, 3, T, S, S], read: their indices into `clips`.
+  /// False when the epoch has fewer than `batch` readable clips left (those are dropped, as a
+  /// last partial batch is; fewer than `batch` clips left are not decoded at all). Throws
+  /// florence::Error when the first 64 clips this process tries are all unreadable (a decoder
+  /// problem, not bad files). The first 20 skips are logged one by one, then every 100th.
   bool next(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf, torch::Tensor& x,
             std::vector<size_t>& read);
   /// Where the reader stands (saved in checkpoints); skipped = unreadable clips so far.
   const train::DataCursor& cursor() const { return cur_; }
+  /// After next() returned true: whether that batch was the epoch's last full one.
+  bool epoch_done() const { return !ahead_.ok; }
   /// Resume: continue from a checkpoint's cursor (train::DataCursor::from_sidecar).
   void restore(const train::DataCursor& c) { cur_ = c; }
 
  private:
+  struct Batch {
+    bool ok = false;
+    torch::Tensor x;
+    std::vector<size_t> read;
+    int64_t end = 0, skipped = 0;  // position after its last clip; unreadable clips passed over
+  };
+  /// Reads the batch starting at clip `from` of the order.
+  Batch read_batch(int64_t from, const std::vector<ActionClip>& clips, const InputSpec& in,
+                   const data::ImageTransform& tf);
+  /// ahead_ = the batch at the cursor; when there is none, the cursor moves past the tail.
+  void read_ahead(const std::vector<ActionClip>& clips, const InputSpec& in, const data::ImageTransform& tf);
+
   uint64_t order_tag_, clip_tag_, seed_ = 0;
   int64_t batch_ = 1;
   train::DataCursor cur_;
   std::vector<size_t> order_;
+  Batch ahead_;                // the next batch, read ahead
+  bool ahead_valid_ = false;   // false right after open(): nothing read yet
+  int64_t read_here_ = 0, failed_here_ = 0;  // clips read / skipped by this process (fail-fast, log rate)
 };
 
 }  // namespace florence::video

@@ -412,7 +412,8 @@ train::StepOutput VideoTextTask::step(const train::Position& pos) {
 }
 
 void VideoTextTask::after_step(const train::Position& pos, nlohmann::json& metrics) {
-  if (val_.empty() || (pos.batches_in_epoch != steps_per_epoch_ && pos.step != total_)) return;
+  // At the end of each pass over the clips (an unreadable clip can end it before steps_per_epoch_).
+  if (val_.empty() || (!batches_.epoch_done() && pos.step != total_)) return;
   data::SkipCounts skipped;
   const nlohmann::json r = rank_clips(net_, *tok_, val_, in_, 1, 1, ctx_.device, skipped);
   last_val_ = r["t2v"]["R@1"].get<double>();
